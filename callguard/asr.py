@@ -1,0 +1,185 @@
+"""Speech recognition: the only module that sees vosk, its JSON and its exceptions.
+
+One `SpeechModel` is shared by every recogniser (and every call); each speaker
+has its own `Recogniser` (vosk's rule: one KaldiRecognizer per stream). The
+recogniser hears speech frames only, so its clock runs slower than the call's:
+`_Timeline` maps the recogniser's seconds back to call time.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soxr
+
+from callguard.errors import ModelError
+from callguard.events import Frame, Role, Transcript, Word
+from callguard.models import model_sample_rate
+
+# vosk rebuilds its decoder every 10 minutes of audio and its memory creeps up
+# over hours (vosk-api issues 209, 526): a fresh recogniser at an utterance
+# boundary after this much audio keeps a shift-long daemon flat.
+RENEW_AFTER_S = 600.0
+
+
+@dataclass(frozen=True)
+class SpeechModel:
+    path: Path
+    rate: int
+    handle: object  # vosk.Model
+
+    @classmethod
+    def load(cls, path: Path) -> SpeechModel:
+        import vosk
+
+        vosk.SetLogLevel(-1)
+        try:
+            handle = vosk.Model(str(path))
+        except Exception as exc:  # vosk raises a bare Exception on a bad folder
+            raise ModelError(path, f"cannot be loaded by vosk ({exc})") from None
+        return cls(path=Path(path), rate=model_sample_rate(Path(path)), handle=handle)
+
+
+class _Timeline:
+    """Maps recogniser time (seconds of audio fed) to call time."""
+
+    def __init__(self) -> None:
+        self._fed_starts: list[float] = []
+        self._call_starts: list[float] = []
+
+    def start_segment(self, fed: float, call: float) -> None:
+        self._fed_starts.append(fed)
+        self._call_starts.append(call)
+
+    def to_call(self, fed: float) -> float:
+        i = max(0, bisect_right(self._fed_starts, fed + 1e-9) - 1)
+        if not self._fed_starts:
+            return fed
+        return self._call_starts[i] + (fed - self._fed_starts[i])
+
+    def forget_before(self, fed: float) -> None:
+        """Drop segments wholly before `fed` (results never point back past an utterance)."""
+        i = max(0, bisect_right(self._fed_starts, fed) - 1)
+        del self._fed_starts[:i], self._call_starts[:i]
+
+
+class Recogniser:
+    def __init__(
+        self,
+        model: SpeechModel,
+        speaker: Role,
+        rate: int,
+        frame_ms: int,
+        partials: bool = True,
+        max_utterance_s: float = 15.0,
+    ) -> None:
+        self._model = model
+        self._speaker = speaker
+        self._partials = partials
+        self._frame_s = frame_ms / 1000
+        self._max_utterance_s = max_utterance_s
+        # Feed each model at its own rate: vosk does not upsample for 16 kHz models (vosk-api 1726).
+        self._resampler = (
+            soxr.ResampleStream(rate, model.rate, 1, dtype="int16") if rate != model.rate else None
+        )
+        self._kaldi = self._new_recogniser()
+        self._timeline = _Timeline()
+        self._fed = 0.0  # seconds of audio fed to the current recogniser
+        self._utterance_fed = 0.0
+        self._in_segment = False
+        self._last_partial = ""
+        self.cpu_calls = 0
+
+    def _new_recogniser(self) -> object:
+        import vosk
+
+        recogniser = vosk.KaldiRecognizer(self._model.handle, self._model.rate)
+        recogniser.SetWords(True)
+        recogniser.SetPartialWords(self._partials)
+        return recogniser
+
+    def process(self, frame: Frame) -> list[Transcript]:
+        if not frame.speech:
+            if self._in_segment:
+                self._in_segment = False
+                return self._finish(frame.t)
+            return []
+        if not self._in_segment:
+            self._in_segment = True
+            self._timeline.start_segment(self._fed, frame.t)
+        pcm = frame.pcm
+        if self._resampler is not None:
+            pcm = self._resampler.resample_chunk(np.frombuffer(pcm, dtype=np.int16)).tobytes()
+        self._fed += self._frame_s
+        self._utterance_fed += self._frame_s
+        try:
+            ended = self._kaldi.AcceptWaveform(pcm)
+        except Exception as exc:
+            raise ModelError(self._model.path, f"rejected the audio ({exc})") from None
+        if ended:
+            return self._final(self._kaldi.Result(), frame.t)
+        if self._utterance_fed >= self._max_utterance_s:
+            return self._finish(frame.t)
+        if self._partials:
+            return self._partial(frame.t)
+        return []
+
+    def flush(self, t: float) -> list[Transcript]:
+        self._in_segment = False
+        return self._finish(t)
+
+    def _finish(self, t: float) -> list[Transcript]:
+        if self._utterance_fed == 0:
+            return []
+        result = self._final(self._kaldi.FinalResult(), t)
+        if self._fed >= RENEW_AFTER_S:
+            self._kaldi = self._new_recogniser()
+            self._timeline = _Timeline()
+            self._fed = 0.0
+            if self._in_segment:
+                self._timeline.start_segment(0.0, t)
+        return result
+
+    def _partial(self, t: float) -> list[Transcript]:
+        raw = self._kaldi.PartialResult()
+        # Most frames leave the partial unchanged: compare the string, parse only news.
+        if raw == self._last_partial:
+            return []
+        self._last_partial = raw
+        result = json.loads(raw)
+        text = result.get("partial", "")
+        if not text:
+            return []
+        words = self._words(result.get("partial_result", ()))
+        return [Transcript(t=words[0].start if words else t, speaker=self._speaker, text=text, words=words)]
+
+    def _final(self, raw: str, t: float) -> list[Transcript]:
+        self._utterance_fed = 0.0
+        self._last_partial = ""
+        result = json.loads(raw)
+        text = result.get("text", "")
+        words = self._words(result.get("result", ())) if text else ()
+        self._timeline.forget_before(self._fed)
+        if not text:
+            return []
+        return [
+            Transcript(
+                t=words[0].start if words else t, speaker=self._speaker, text=text, words=words, final=True
+            )
+        ]
+
+    def _words(self, items: list[dict]) -> tuple[Word, ...]:
+        to_call = self._timeline.to_call
+        return tuple(
+            Word(
+                word=w["word"],
+                start=round(to_call(w["start"]), 3),
+                end=round(to_call(w["end"]), 3),
+                conf=round(w.get("conf", 1.0), 3),
+            )
+            for w in items
+        )

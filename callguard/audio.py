@@ -1,0 +1,129 @@
+"""Audio in: call recordings decoded, resampled and cut into fixed PCM16 frames.
+
+Decoding is libsndfile's (soundfile): PCM, mu-law, A-law and float WAV, FLAC
+and the rest. Resampling is soxr's streaming resampler, so an hour-long call is
+read in blocks and never held in memory whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+
+from callguard.config import AudioConfig
+from callguard.errors import AudioError
+from callguard.events import Frame, Role
+
+BLOCK_SECONDS = 1.0
+_TRUNCATED = re.compile(r"^data\s*:\s*\d+\s*\(should be", re.MULTILINE)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingInfo:
+    path: Path
+    rate: int
+    channels: int
+    subtype: str
+    duration: float
+    roles: tuple[Role, ...]
+
+
+def channel_roles(channels: int, config: AudioConfig, path: Path | str = "") -> tuple[Role, ...]:
+    """Which party each channel carries: mono is one role, stereo two."""
+    if channels == 1:
+        return (config.mono_role,)
+    if channels == 2:
+        roles = tuple(config.stereo_roles)
+        if len(roles) != 2:
+            raise AudioError(path, f"audio.stereo_roles must name 2 roles for a stereo file, got {roles}")
+        return roles  # type: ignore[return-value]
+    raise AudioError(path, f"{channels} channels: expected a mono or stereo recording")
+
+
+def probe(path: Path | str, config: AudioConfig) -> RecordingInfo:
+    """Open a recording far enough to know it is usable; a one-line error otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if path.is_dir():
+        raise AudioError(path, "is a folder, expected an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file")
+    try:
+        info = soundfile.info(str(path))
+    except soundfile.LibsndfileError as exc:
+        reason = str(exc).split(": ", 1)[-1].strip() or "unreadable"
+        raise AudioError(path, f"not a readable audio file ({reason.rstrip('.')})") from None
+    except (OSError, RuntimeError) as exc:
+        raise AudioError(path, f"cannot be read ({exc})") from None
+    if _TRUNCATED.search(info.extra_info or ""):
+        raise AudioError(path, "truncated: the header promises more audio than the file holds")
+    if info.frames <= 0:
+        raise AudioError(path, "holds no audio (0 samples)")
+    return RecordingInfo(
+        path=path,
+        rate=info.samplerate,
+        channels=info.channels,
+        subtype=info.subtype,
+        duration=info.frames / info.samplerate,
+        roles=channel_roles(info.channels, config, path),
+    )
+
+
+def read_blocks(info: RecordingInfo, rate: int) -> Iterator[np.ndarray]:
+    """Blocks of int16 audio at `rate`, shape (samples, channels)."""
+    resampler = (
+        soxr.ResampleStream(info.rate, rate, info.channels, dtype="float32", quality="HQ")
+        if info.rate != rate
+        else None
+    )
+    block = max(1, int(info.rate * BLOCK_SECONDS))
+    try:
+        with soundfile.SoundFile(str(info.path)) as source:
+            while True:
+                data = source.read(block, dtype="float32", always_2d=True)
+                last = len(data) < block
+                if resampler is not None:
+                    data = resampler.resample_chunk(data, last=last)
+                if len(data):
+                    yield _to_int16(data)
+                if last:
+                    return
+    except soundfile.LibsndfileError as exc:
+        raise AudioError(info.path, f"decoding failed ({exc})") from None
+
+
+def _to_int16(data: np.ndarray) -> np.ndarray:
+    return (np.clip(data, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
+
+
+class Framer:
+    """Cuts one speaker's stream of any block length into fixed frames."""
+
+    def __init__(self, speaker: Role, rate: int, frame_ms: int) -> None:
+        self.speaker = speaker
+        self.rate = rate
+        self.samples = rate * frame_ms // 1000
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._index = 0  # frames emitted: their count gives call time exactly
+
+    @property
+    def t(self) -> float:
+        """Call time at the end of the audio framed so far."""
+        return self._index * self.samples / self.rate
+
+    def push(self, pcm: np.ndarray) -> Iterator[Frame]:
+        if len(self._pending):
+            pcm = np.concatenate((self._pending, pcm))
+        n = len(pcm) // self.samples
+        for i in range(n):
+            chunk = pcm[i * self.samples : (i + 1) * self.samples]
+            yield Frame(t=self._index * self.samples / self.rate, speaker=self.speaker, pcm=chunk.tobytes())
+            self._index += 1
+        self._pending = pcm[n * self.samples :].copy()

@@ -1,0 +1,239 @@
+"""The non-speech gate: keeps hold music, call-progress tones, DTMF and steady noise from the recogniser.
+
+webrtcvad calls all of these speech. The gate sits after the VAD, sees every
+frame of one speaker, and turns `speech` off for frames it judges non-speech,
+so neither the recogniser nor the speaker's loudness baseline hears them.
+
+It is biased toward passing speech: losing a word costs more than letting a
+second of music through. Three causal detectors, each cheap per frame:
+
+- tones: DTMF pairs and the usual call-progress tones (ring, busy, dial,
+  European 425 Hz, UK) are recognised by where the frame's energy sits. DTMF
+  blocks from its first frame; a progress tone after `tone_ms`, and at once
+  when a tone plan already confirmed in the last seconds comes back (cadence).
+- music and steady noise: speech changes its spectrum every syllable, music
+  and noise much less. Over the last `window_ms`, a mean spectral flux below
+  `music_flux` dB means music, or noise when the spectrum is also flat.
+- release: a burst of flux (a voice starting over music or noise) passes the
+  frame at once and restarts the window, so speech after hold music is not
+  held back until the window forgets the music.
+
+Every analysis covers the last 30 ms of audio whatever the frame length, so
+the thresholds mean the same thing at 10, 20 and 30 ms frames and any rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from callguard.config import GateConfig
+from callguard.events import Frame, NonSpeech, Role
+
+NonSpeechKind = Literal["music", "tone", "noise"]
+
+ANALYSIS_MS = 30  # every feature is computed on the last 30 ms of audio
+BAND_LO_HZ, BAND_HI_HZ = 150.0, 3600.0  # the telephone band, the same at every rate
+BAND_COUNT = 16
+FLUX_CAP_DB = 20.0  # one onset out of silence must not dominate a window mean
+RELEASE_HOPS = 3  # analyses (about 90 ms) averaged for the release test
+TONE_MEMORY_S = 8.0  # a confirmed tone plan blocks at once for this long (ring cadence is 2 s on, 4 s off)
+
+# Call-progress tones (ITU-T E.180 and national plans): the frequency sets a frame may be made of.
+PROGRESS_TONES_HZ: tuple[tuple[float, ...], ...] = (
+    (350.0, 440.0),  # North American dial
+    (440.0, 480.0),  # North American ring-back
+    (480.0, 620.0),  # North American busy / reorder
+    (425.0,),  # European dial, ring-back and busy
+    (400.0, 450.0),  # UK ring-back
+    (400.0,),  # UK busy
+    (450.0,),  # several Asian plans
+    (950.0, 1400.0, 1800.0),  # special information tone (SIT), as a set
+)
+DTMF_ROWS_HZ = (697.0, 770.0, 852.0, 941.0)
+DTMF_COLS_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
+DTMF_MIN_BALANCE = 0.1  # the weaker tone of a pair within 10 dB of the stronger (twist)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameFeatures:
+    """What one analysis of the last 30 ms says."""
+
+    level_db: float  # dBFS of the analysed 30 ms
+    flux_db: float  # mean absolute change of the band levels against 30 ms earlier
+    flatness: float  # spectral flatness in the telephone band, 0 (tones) .. ~0.56 (white noise)
+    tone_plan: int  # index into PROGRESS_TONES_HZ of the best-fitting plan, -1 if none fits
+    dtmf: bool  # the frame is a DTMF pair
+
+
+class SpectralAnalyser:
+    """Per-hop spectral features of one speaker's audio, with buffers reused between calls."""
+
+    def __init__(self, config: GateConfig, rate: int, frame_ms: int) -> None:
+        self._hop = rate * frame_ms // 1000
+        size = rate * ANALYSIS_MS // 1000
+        self._samples = np.zeros(size, dtype=np.float32)  # the last 30 ms, newest at the end
+        self._windowed = np.zeros(size, dtype=np.float32)
+        self._hann = np.hanning(size).astype(np.float32)
+        self._nfft = 1 << (size - 1).bit_length()
+        freqs = np.fft.rfftfreq(self._nfft, 1.0 / rate)
+        in_band = np.flatnonzero((freqs >= BAND_LO_HZ) & (freqs <= BAND_HI_HZ))
+        self._lo, self._hi = int(in_band[0]), int(in_band[-1]) + 1
+        band_freqs = freqs[self._lo : self._hi]
+        edges = np.geomspace(BAND_LO_HZ, BAND_HI_HZ, BAND_COUNT + 1)
+        bands = np.stack([(band_freqs >= a) & (band_freqs < b) for a, b in zip(edges[:-1], edges[1:])])
+        bands = bands.astype(np.float32)
+        self._band_matrix = bands / np.maximum(bands.sum(axis=1, keepdims=True), 1.0)
+        # A tone's energy spreads over the Hann main lobe: +-2 bins of the 30 ms frame's resolution.
+        half_lobe = 1.6 * rate / size
+
+        def near(tones: tuple[float, ...]) -> np.ndarray:
+            return np.any([np.abs(band_freqs - f) <= half_lobe for f in tones], axis=0)
+
+        self._tone_masks = np.stack([near(plan) for plan in PROGRESS_TONES_HZ]).astype(np.float32)
+        self._dtmf_rows = np.stack([near((f,)) for f in DTMF_ROWS_HZ]).astype(np.float32)
+        self._dtmf_cols = np.stack([near((f,)) for f in DTMF_COLS_HZ]).astype(np.float32)
+        self._tonality = config.tonality
+        self._quiet_power = 10.0 ** (config.quiet_dbfs / 10.0)
+        # Band history for the flux against the analysis 30 ms earlier (hops_back hops ago).
+        self._hops_back = max(1, ANALYSIS_MS // frame_ms)
+        self._band_history = np.full((self._hops_back, BAND_COUNT), -120.0, dtype=np.float32)
+        self._history_at = 0
+
+    def analyse(self, pcm: bytes) -> FrameFeatures:
+        new = np.frombuffer(pcm, dtype=np.int16)[: self._hop]
+        keep = len(self._samples) - len(new)
+        self._samples[:keep] = self._samples[len(new) :]
+        np.multiply(new, 1.0 / 32768.0, out=self._samples[keep:], casting="unsafe")
+        mean_square = float(np.dot(self._samples, self._samples)) / len(self._samples)
+        level_db = 10.0 * np.log10(mean_square + 1e-12)
+
+        np.multiply(self._samples, self._hann, out=self._windowed)
+        spectrum = np.fft.rfft(self._windowed, self._nfft)[self._lo : self._hi]
+        power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
+        total = float(power.sum()) + 1e-20
+        band_db = 10.0 * np.log10(self._band_matrix @ power + 1e-12)
+
+        previous = self._band_history[self._history_at]
+        flux_db = min(float(np.abs(band_db - previous).mean()), FLUX_CAP_DB)
+        self._band_history[self._history_at] = band_db
+        self._history_at = (self._history_at + 1) % self._hops_back
+
+        flatness = float(np.exp(np.log(power + 1e-20).mean())) * len(power) / total
+        if mean_square < self._quiet_power:
+            return FrameFeatures(level_db, flux_db, flatness, -1, False)
+        plan_share = (self._tone_masks @ power) / total
+        best_plan = int(np.argmax(plan_share))
+        tone_plan = best_plan if plan_share[best_plan] >= self._tonality else -1
+        row = float((self._dtmf_rows @ power).max())
+        col = float((self._dtmf_cols @ power).max())
+        dtmf = (row + col) / total >= self._tonality and min(row, col) >= DTMF_MIN_BALANCE * max(row, col)
+        return FrameFeatures(level_db, flux_db, flatness, tone_plan, dtmf)
+
+
+@dataclass(slots=True)
+class _Run:
+    """A stretch of frames judged non-speech, reported as one event when it ends."""
+
+    kind: NonSpeechKind
+    start: float
+    end: float
+
+
+class NonSpeechGate:
+    """One speaker's gate: `process` every frame in order, `flush` at the end of the call."""
+
+    def __init__(self, config: GateConfig, rate: int, frame_ms: int) -> None:
+        self._config = config
+        self._frame_s = frame_ms / 1000.0
+        self._analyser = SpectralAnalyser(config, rate, frame_ms)
+        self._window = max(2, config.window_ms // frame_ms)
+        self._tone_hops = max(1, config.tone_ms // frame_ms)
+        self._merge_gap_s = config.merge_gap_ms / 1000.0
+        self._hops_per_analysis = max(1, ANALYSIS_MS // frame_ms)
+        # Running sums over the last `window` loud hops; ring buffers so nothing is allocated per frame.
+        self._flux_ring = np.zeros(self._window, dtype=np.float64)
+        self._flat_ring = np.zeros(self._window, dtype=np.float64)
+        self._ring_at = 0
+        self._flux_sum = 0.0
+        self._flat_sum = 0.0
+        self._filled = 0  # loud hops since the window was last restarted
+        self._recent_flux = np.zeros(RELEASE_HOPS * self._hops_per_analysis, dtype=np.float64)
+        self._recent_at = 0
+        self._tone_plan = -1
+        self._tone_count = 0
+        self._confirmed_plans: dict[int, float] = {}  # tone plan -> call time last confirmed
+        self._run: _Run | None = None
+        self._speaker: Role = "customer"
+
+    def process(self, frame: Frame) -> tuple[Frame, list[NonSpeech]]:
+        self._speaker = frame.speaker
+        features = self._analyser.analyse(frame.pcm)
+        kind = self._judge(frame.t, features)
+        events: list[NonSpeech] = []
+        if self._run is not None and (
+            frame.t - self._run.end > self._merge_gap_s or (kind is not None and kind != self._run.kind)
+        ):
+            events.append(self._close_run())
+        if not self._config.enabled or not frame.speech:
+            return frame, events
+        quiet = features.level_db < self._config.quiet_dbfs
+        if kind is None and quiet and self._run is not None and self._run.kind == "tone":
+            kind = "tone"  # the quiet gap between DTMF digits or tone bursts (VAD hangover) belongs to the run
+        if kind is None:
+            return frame, events
+        if self._run is None:
+            self._run = _Run(kind, frame.t, frame.t + self._frame_s)
+        self._run.end = frame.t + self._frame_s
+        return replace(frame, speech=False), events
+
+    def flush(self, t: float) -> list[NonSpeech]:
+        """End of call: report a run still open."""
+        return [self._close_run()] if self._run is not None else []
+
+    def _close_run(self) -> NonSpeech:
+        assert self._run is not None
+        run, self._run = self._run, None
+        return NonSpeech(t=run.start, speaker=self._speaker, kind=run.kind, duration=run.end - run.start)
+
+    def _judge(self, t: float, features: FrameFeatures) -> NonSpeechKind | None:
+        """Non-speech kind of the current frame, or None for speech (or undecided: passed)."""
+        if features.level_db < self._config.quiet_dbfs:
+            self._tone_count = 0
+            return None
+        if features.dtmf:
+            self._tone_count = 0
+            return "tone"
+        steady_tone = features.tone_plan if features.flux_db < self._config.tone_flux else -1
+        if self._is_progress_tone(t, steady_tone):
+            return "tone"
+
+        self._recent_flux[self._recent_at] = features.flux_db
+        self._recent_at = (self._recent_at + 1) % len(self._recent_flux)
+        if self._recent_flux.mean() > self._config.release_flux:
+            self._filled = 0  # a voice starting: forget the music or noise the window remembers
+        oldest = self._ring_at
+        self._flux_sum += features.flux_db - self._flux_ring[oldest]
+        self._flat_sum += features.flatness - self._flat_ring[oldest]
+        self._flux_ring[oldest] = features.flux_db
+        self._flat_ring[oldest] = features.flatness
+        self._ring_at = (oldest + 1) % self._window
+        self._filled += 1
+        if self._filled < self._window or self._flux_sum / self._window >= self._config.music_flux:
+            return None
+        return "noise" if self._flat_sum / self._window >= self._config.noise_flatness else "music"
+
+    def _is_progress_tone(self, t: float, plan: int) -> bool:
+        if plan < 0:
+            self._tone_count = 0
+            return False
+        self._tone_count = self._tone_count + 1 if plan == self._tone_plan else 1
+        self._tone_plan = plan
+        if self._tone_count >= self._tone_hops:
+            self._confirmed_plans[plan] = t
+            return True
+        # A confirmed plan coming back (the next ring or busy burst) needs only two steady frames.
+        recent = t - self._confirmed_plans.get(plan, -1e9) <= TONE_MEMORY_S
+        return recent and self._tone_count >= min(2, self._tone_hops)

@@ -1,0 +1,458 @@
+"""The incident store: every call, detection, prompt and agent action in SQLite.
+
+One writer (the daemon's worker) commits each event as it happens, in its own
+short transaction, with the database in WAL mode and `synchronous=FULL`: a
+process killed at any moment (kill -9) loses nothing that was committed.
+Transcripts are redacted of card numbers, phone numbers and e-mail addresses
+before they are written, unless IT turns `store.redact` off.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from callguard.config import Config
+from callguard.errors import ConfigError
+from callguard.events import (
+    Abuse,
+    AgentAction,
+    CallSummary,
+    Event,
+    LanguageDecided,
+    LevelChange,
+    Notice,
+    Prompt,
+    Shouting,
+    Transcript,
+)
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    started_at REAL NOT NULL,          -- unix time
+    ended_at REAL,                     -- NULL while the call runs (or if the daemon died)
+    source TEXT NOT NULL,              -- 'api' (CTI connector) or 'auto' (started on speech)
+    customer_name TEXT NOT NULL DEFAULT '',
+    company TEXT NOT NULL DEFAULT '',
+    agent_name TEXT NOT NULL DEFAULT '',
+    language TEXT NOT NULL DEFAULT '',
+    transfer_available INTEGER NOT NULL DEFAULT 0,
+    transferred_in INTEGER NOT NULL DEFAULT 0,
+    level_reached TEXT NOT NULL DEFAULT 'calm',
+    duration REAL,
+    end_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS detections (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    speaker TEXT NOT NULL,
+    category TEXT NOT NULL,            -- profanity, insult, threat, shouting
+    severity INTEGER NOT NULL DEFAULT 1,
+    detail TEXT NOT NULL DEFAULT ''    -- matched words (abuse) or level in dBFS (shouting)
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    prompt_id TEXT NOT NULL,
+    level TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    text TEXT NOT NULL DEFAULT '',
+    alert INTEGER NOT NULL DEFAULT 0,
+    because TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    action TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS levels (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    level TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS transcripts (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    speaker TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY,
+    call INTEGER REFERENCES calls(id),
+    t REAL NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS detections_call ON detections(call);
+CREATE INDEX IF NOT EXISTS prompts_call ON prompts(call);
+CREATE INDEX IF NOT EXISTS actions_call ON actions(call);
+"""
+
+LEVEL_ORDER = ("calm", "tense", "abusive", "transfer", "release")
+
+
+# --- redaction -----------------------------------------------------------------------------------
+
+# Digits as vosk writes them (words), English and French. Value = how many digits the word stands for.
+_UNIT_WORDS = {
+    "zero": 1, "oh": 1, "one": 1, "two": 1, "three": 1, "four": 1, "five": 1, "six": 1, "seven": 1,
+    "eight": 1, "nine": 1,
+    "zéro": 1, "un": 1, "une": 1, "deux": 1, "trois": 1, "quatre": 1, "cinq": 1, "sept": 1, "huit": 1,
+    "neuf": 1,
+}  # fmt: skip
+_TEEN_TENS_WORDS = {
+    "ten": 2, "eleven": 2, "twelve": 2, "thirteen": 2, "fourteen": 2, "fifteen": 2, "sixteen": 2,
+    "seventeen": 2, "eighteen": 2, "nineteen": 2, "twenty": 2, "thirty": 2, "forty": 2, "fifty": 2,
+    "sixty": 2, "seventy": 2, "eighty": 2, "ninety": 2, "hundred": 2,
+    "dix": 2, "onze": 2, "douze": 2, "treize": 2, "quatorze": 2, "quinze": 2, "seize": 2, "vingt": 2,
+    "vingts": 2, "trente": 2, "quarante": 2, "cinquante": 2, "soixante": 2, "cent": 2, "cents": 2,
+}  # fmt: skip
+_TENS = {"twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "vingt", "trente",
+         "quarante", "cinquante", "soixante"}  # fmt: skip
+_JOINERS = {"et", "and", "double", "triple"}  # "soixante et onze", "double five"
+_TOKEN = re.compile(r"[\w@.+'-]+|[()]|\S", re.UNICODE)
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
+# Spoken addresses as a recogniser writes them: "john dot smith at example dot com", "jean point
+# dupont arobase exemple point fr". The domain must contain a "dot" so "look at this" is left alone.
+_SPOKEN_EMAIL = re.compile(
+    r"\b[\w-]+(?:\s+(?:dot|point|underscore|dash|tiret)\s+[\w-]+)*\s+(?:at|arobase|arrobase)\s+"
+    r"[\w-]+(?:\s+(?:dot|point)\s+[\w-]+)+\b",
+    re.UNICODE | re.IGNORECASE,
+)
+_DIGITS = re.compile(r"\d")
+
+
+def _number_value(token: str) -> int:
+    """How many digits a token stands for (0: not a number token)."""
+    lowered = token.lower().strip(".,")
+    if re.fullmatch(r"\+?[\d-]+", lowered):
+        return len(_DIGITS.findall(lowered))
+    parts = lowered.split("-")  # "quatre-vingt-dix", "dix-sept", "twenty-three"
+    if all(p in _UNIT_WORDS or p in _TEEN_TENS_WORDS or p in _JOINERS for p in parts):
+        # a compound with a tens word is one two-digit group ("soixante-dix-huit" = 78)
+        return 2 if any(p in _TEEN_TENS_WORDS for p in parts) else sum(p in _UNIT_WORDS for p in parts)
+    return 0
+
+
+def redact_text(text: str) -> str:
+    """Replace card numbers, phone numbers and e-mail addresses with [card], [phone], [email]."""
+    text = _EMAIL.sub("[email]", text)
+    text = _SPOKEN_EMAIL.sub("[email]", text)
+    tokens = list(_TOKEN.finditer(text))
+    out: list[str] = []
+    cursor = 0
+    i = 0
+    while i < len(tokens):
+        if not _number_value(tokens[i].group()):
+            i += 1
+            continue
+        # A run of number words and digit groups, with separators ( ) - + and joiners between them.
+        run_end, digits, absorb_next = i, 0, False
+        for j in range(i, len(tokens)):
+            word = tokens[j].group()
+            lowered = word.lower()
+            value = _number_value(word)
+            if value:
+                # "twenty three" and "soixante dix huit" are one two-digit group
+                absorbed = absorb_next and (lowered in _UNIT_WORDS or lowered in _TEEN_TENS_WORDS)
+                digits += 0 if absorbed else value
+                absorb_next = lowered in _TENS or (absorbed and lowered in _TEEN_TENS_WORDS)
+                run_end = j + 1
+            elif lowered in _JOINERS or word in "()-+":
+                pass
+            else:
+                break
+        if digits >= 7:
+            out.append(text[cursor : tokens[i].start()])
+            out.append("[card]" if digits >= 13 else "[phone]")
+            cursor = tokens[run_end - 1].end()
+        i = run_end
+    out.append(text[cursor:])
+    return "".join(out)
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One row of `callguard incidents`."""
+
+    id: int
+    call_id: str
+    started_at: float
+    ended_at: float | None
+    source: str
+    customer_name: str
+    company: str
+    agent_name: str
+    language: str
+    level_reached: str
+    duration: float | None
+    end_reason: str | None
+    detections: int
+    prompts: int
+    actions: int
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "call_id": self.call_id,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started_at)),
+            "ended": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.ended_at))
+            if self.ended_at
+            else "",
+            "source": self.source,
+            "customer_name": self.customer_name,
+            "company": self.company,
+            "agent_name": self.agent_name,
+            "language": self.language,
+            "level_reached": self.level_reached,
+            "duration_s": round(self.duration, 1) if self.duration is not None else "",
+            "end_reason": self.end_reason or "",
+            "detections": self.detections,
+            "prompts": self.prompts,
+            "actions": self.actions,
+        }
+
+
+class IncidentStore:
+    """SQLite incident store. Thread-safe through one lock; meant for one writing process."""
+
+    def __init__(self, path: Path, *, redact: bool = True) -> None:
+        self.path = path
+        self.redact = redact
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is synced at every commit, so even a power cut keeps committed events.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(path, "store.path", f"cannot open the incident store ({exc})") from None
+        self.last_error = ""
+
+    @classmethod
+    def from_config(cls, config: Config) -> IncidentStore:
+        return cls(config.path(config.store.path), redact=config.store.redact)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def healthy(self) -> bool:
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1").fetchone()
+            return not self.last_error
+        except sqlite3.Error as exc:
+            self.last_error = str(exc)
+            return False
+
+    def _write(self, sql: str, params: Iterable[Any]) -> int:
+        """One statement in its own committed transaction."""
+        with self._lock:
+            try:
+                cursor = self._db.execute(sql, tuple(params))
+            except sqlite3.Error as exc:
+                self.last_error = f"{exc} ({sql.split()[0]} {sql.split()[2]})"
+                raise
+            self.last_error = ""
+            return int(cursor.lastrowid or 0)
+
+    def start_call(self, facts: dict[str, Any], *, source: str, started_at: float | None = None) -> int:
+        """Insert a call row and return its row id (the handle for every later write)."""
+        return self._write(
+            "INSERT INTO calls (call_id, started_at, source, customer_name, company, agent_name, language,"
+            " transfer_available, transferred_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                str(facts.get("call_id", "")),
+                started_at if started_at is not None else time.time(),
+                source,
+                str(facts.get("customer_name", "")),
+                str(facts.get("company", "")),
+                str(facts.get("agent_name", "")),
+                str(facts.get("language", "")),
+                int(bool(facts.get("transfer_available", False))),
+                int(bool(facts.get("transferred_in", False))),
+            ),
+        )
+
+    def end_call(self, call: int, *, duration: float, reason: str, ended_at: float | None = None) -> None:
+        self._write(
+            "UPDATE calls SET ended_at = ?, duration = ?, end_reason = ? WHERE id = ?",
+            (ended_at if ended_at is not None else time.time(), duration, reason, call),
+        )
+
+    def set_language(self, call: int, language: str) -> None:
+        self._write("UPDATE calls SET language = ? WHERE id = ?", (language, call))
+
+    def record(self, call: int, event: Event) -> None:
+        """Write one pipeline event if it is one the store keeps (others are ignored)."""
+        match event:
+            case Abuse():
+                self._write(
+                    "INSERT INTO detections (call, t, speaker, category, severity, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (call, event.t, event.speaker, event.category, event.severity, " ".join(event.words)),
+                )
+            case Shouting():
+                self._write(
+                    "INSERT INTO detections (call, t, speaker, category, severity, detail)"
+                    " VALUES (?, ?, ?, 'shouting', 1, ?)",
+                    (call, event.t, event.speaker, f"{event.level_db:.1f} dBFS ({event.reason})"),
+                )
+            case Prompt():
+                self._write(
+                    "INSERT INTO prompts (call, t, prompt_id, level, title, text, alert, because)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        call,
+                        event.t,
+                        event.id,
+                        event.level,
+                        event.title,
+                        event.text,
+                        int(event.alert),
+                        "; ".join(event.because),
+                    ),
+                )
+            case AgentAction():
+                self._write(
+                    "INSERT INTO actions (call, t, action) VALUES (?, ?, ?)", (call, event.t, event.action)
+                )
+            case LevelChange():
+                self._write(
+                    "INSERT INTO levels (call, t, level, previous, reason) VALUES (?, ?, ?, ?, ?)",
+                    (call, event.t, event.level, event.previous, event.reason),
+                )
+                self._raise_level(call, event.level)
+            case Transcript(final=True) if event.text.strip():
+                text = redact_text(event.text) if self.redact else event.text
+                self._write(
+                    "INSERT INTO transcripts (call, t, speaker, text) VALUES (?, ?, ?, ?)",
+                    (call, event.t, event.speaker, text),
+                )
+            case Notice():
+                self._write(
+                    "INSERT INTO notices (call, t, message) VALUES (?, ?, ?)", (call, event.t, event.message)
+                )
+            case LanguageDecided():
+                self.set_language(call, event.lang)
+            case CallSummary():
+                self._raise_level(call, event.level_reached)
+
+    def _raise_level(self, call: int, level: str) -> None:
+        # level_reached only ever goes up: a call that calmed down still reached its peak.
+        rank = LEVEL_ORDER.index(level) if level in LEVEL_ORDER else 0
+        case_sql = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(LEVEL_ORDER))
+        self._write(
+            "UPDATE calls SET level_reached = ? WHERE id = ?"
+            f" AND (CASE level_reached {case_sql} ELSE 0 END) < ?",
+            (level, call, rank),
+        )
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def calls(self, *, limit: int = 50, min_level: str = "calm") -> list[CallRecord]:
+        """The most recent calls first, with counts of their detections, prompts and actions."""
+        rank = LEVEL_ORDER.index(min_level)
+        wanted = LEVEL_ORDER[rank:]
+        marks = ",".join("?" for _ in wanted)
+        sql = (
+            "SELECT c.id, c.call_id, c.started_at, c.ended_at, c.source, c.customer_name, c.company,"
+            " c.agent_name, c.language, c.level_reached, c.duration, c.end_reason,"
+            " (SELECT COUNT(*) FROM detections d WHERE d.call = c.id),"
+            " (SELECT COUNT(*) FROM prompts p WHERE p.call = c.id),"
+            " (SELECT COUNT(*) FROM actions a WHERE a.call = c.id)"
+            f" FROM calls c WHERE c.level_reached IN ({marks}) ORDER BY c.id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (*wanted, limit)).fetchall()
+        return [CallRecord(*row) for row in rows]
+
+    def details(self, call: int) -> dict[str, list[dict[str, Any]]]:
+        """Every row that belongs to one call, table by table (for exports and tests)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for table in ("detections", "prompts", "actions", "levels", "transcripts", "notices"):
+                cursor = self._db.execute(f"SELECT * FROM {table} WHERE call = ? ORDER BY id", (call,))
+                names = [d[0] for d in cursor.description]
+                out[table] = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return out
+
+    def find_call(self, call_id: str) -> int | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM calls WHERE call_id = ? ORDER BY id DESC LIMIT 1", (call_id,)
+            ).fetchone()
+        return int(row[0]) if row else None
+
+
+def write_csv(records: Iterable[CallRecord], out: TextIO) -> int:
+    """Supervisor export: one line per call. Returns the number of lines written."""
+    rows: Iterator[dict[str, Any]] = (r.as_row() for r in records)
+    first = next(rows, None)
+    fieldnames = list(first) if first else list(CallRecord.__dataclass_fields__)
+    writer = csv.DictWriter(out, fieldnames=fieldnames)
+    writer.writeheader()
+    count = 0
+    for row in [first, *rows] if first else []:
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def cmd_incidents(config: Config, *, csv_out: Path | None, limit: int) -> int:
+    """`callguard incidents`: list recent calls, or export them as CSV (`-` for stdout)."""
+    path = config.path(config.store.path)
+    if not path.exists():
+        print(f"callguard: no incident store at {path} (store.path); nothing recorded yet", file=sys.stderr)
+        return 1
+    store = IncidentStore(path, redact=config.store.redact)
+    try:
+        records = store.calls(limit=limit)
+        if csv_out is not None:
+            if str(csv_out) == "-":
+                write_csv(records, sys.stdout)
+            else:
+                with csv_out.open("w", newline="", encoding="utf-8") as out:
+                    count = write_csv(records, out)
+                print(f"wrote {count} calls to {csv_out}")
+            return 0
+        if not records:
+            print(f"no calls recorded in {path}")
+            return 0
+        print(f"{'id':>5}  {'started':19}  {'level':8}  {'dur':>6}  det   pr  act  call / customer")
+        for r in records:
+            row = r.as_row()
+            who = " / ".join(x for x in (r.call_id, r.customer_name, r.company) if x)
+            print(
+                f"{r.id:>5}  {row['started']:19}  {r.level_reached:8}  {row['duration_s']!s:>6}  "
+                f"{r.detections:>3}  {r.prompts:>3}  {r.actions:>3}  {who}"
+            )
+        return 0
+    finally:
+        store.close()

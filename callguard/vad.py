@@ -1,0 +1,78 @@
+"""Voice activity detection: webrtcvad per speaker, with padding so segments do not flicker.
+
+A segment opens when `start_ratio` of the frames in the padding window are
+voiced, and closes when `end_ratio` of them are unvoiced. Undecided frames
+wait in the window, so when a segment opens, the frames just before it (the
+word's onset) are released as speech too: the recogniser hears the whole word.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+
+import webrtcvad
+
+from callguard.config import VadConfig
+from callguard.events import Event, Frame, Role, SpeechEnd, SpeechStart
+
+
+class VoiceActivityDetector:
+    def __init__(self, config: VadConfig, rate: int, frame_ms: int, speaker: Role) -> None:
+        self._vad = webrtcvad.Vad(config.aggressiveness)
+        self._rate = rate
+        self._frame_s = frame_ms / 1000
+        self._speaker = speaker
+        self._window = max(1, config.padding_ms // frame_ms)
+        self._start_votes = max(1, round(config.start_ratio * self._window))
+        self._end_votes = max(1, round(config.end_ratio * self._window))
+        self._ring: deque[tuple[Frame, bool]] = deque(maxlen=self._window)
+        self._voiced_in_ring = 0
+        self._in_speech = False
+        self._segment_start = 0.0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    def process(self, frame: Frame) -> tuple[list[Frame], list[Event]]:
+        """Returns the frames now decided (with `speech` set) and speech start/end events."""
+        voiced = self._vad.is_speech(frame.pcm, self._rate)
+        if len(self._ring) == self._window and self._ring[0][1]:
+            self._voiced_in_ring -= 1
+        released: list[Frame] = []
+        if not self._in_speech and len(self._ring) == self._window:
+            released.append(self._ring[0][0])  # falls out of the window undecided: silence
+        self._ring.append((frame, voiced))
+        self._voiced_in_ring += voiced
+
+        if not self._in_speech:
+            if self._voiced_in_ring >= self._start_votes:
+                self._in_speech = True
+                first = next(f for f, v in self._ring if v)
+                self._segment_start = first.t
+                events: list[Event] = [SpeechStart(t=first.t, speaker=self._speaker)]
+                released.extend(replace(f, speech=True) for f, _ in self._ring)
+                return released, events
+            return released, []
+
+        released.append(replace(frame, speech=True))
+        unvoiced = len(self._ring) - self._voiced_in_ring
+        if unvoiced >= self._end_votes:
+            self._in_speech = False
+            self._ring.clear()
+            self._voiced_in_ring = 0
+            end = frame.t + self._frame_s
+            return released, [SpeechEnd(t=end, speaker=self._speaker, duration=end - self._segment_start)]
+        return released, []
+
+    def flush(self, t: float) -> tuple[list[Frame], list[Event]]:
+        """End of call: release what waits in the window and close an open segment."""
+        if self._in_speech:
+            self._in_speech = False
+            self._ring.clear()
+            return [], [SpeechEnd(t=t, speaker=self._speaker, duration=t - self._segment_start)]
+        frames = [f for f, _ in self._ring]
+        self._ring.clear()
+        self._voiced_in_ring = 0
+        return frames, []
