@@ -21,7 +21,10 @@ from callguard.errors import AudioError
 from callguard.events import Frame, Role
 
 BLOCK_SECONDS = 1.0
-_TRUNCATED = re.compile(r"^data\s*:\s*\d+\s*\(should be", re.MULTILINE)
+_DATA_SIZE_MISMATCH = re.compile(r"^data\s*:\s*(\d+)\s*\(should be", re.MULTILINE)
+# A recorder that streams (sox or ffmpeg to a pipe) cannot know the length and writes a huge
+# placeholder size (0x7ffff000, 0xffffffff): the file is whole, not truncated.
+_STREAMED_SIZE = 0x7FFF0000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +43,11 @@ def channel_roles(channels: int, config: AudioConfig, path: Path | str = "") -> 
         return (config.mono_role,)
     if channels == 2:
         roles = tuple(config.stereo_roles)
-        if len(roles) != 2:
-            raise AudioError(path, f"audio.stereo_roles must name 2 roles for a stereo file, got {roles}")
+        # Two channels with one role would be framed as one interleaved stream: garbage.
+        if len(set(roles)) != 2 or len(roles) != 2:
+            raise AudioError(
+                path, f"audio.stereo_roles must name 2 different roles for a stereo file, got {list(roles)}"
+            )
         return roles  # type: ignore[return-value]
     raise AudioError(path, f"{channels} channels: expected a mono or stereo recording")
 
@@ -62,7 +68,8 @@ def probe(path: Path | str, config: AudioConfig) -> RecordingInfo:
         raise AudioError(path, f"not a readable audio file ({reason.rstrip('.')})") from None
     except (OSError, RuntimeError) as exc:
         raise AudioError(path, f"cannot be read ({exc})") from None
-    if _TRUNCATED.search(info.extra_info or ""):
+    mismatch = _DATA_SIZE_MISMATCH.search(info.extra_info or "")
+    if mismatch and int(mismatch[1]) < _STREAMED_SIZE:
         raise AudioError(path, "truncated: the header promises more audio than the file holds")
     if info.frames <= 0:
         raise AudioError(path, "holds no audio (0 samples)")

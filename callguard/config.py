@@ -50,9 +50,12 @@ class VadConfig:
 class GateConfig:
     enabled: bool = setting(True)
     window_ms: int = setting(1000, lo=300, hi=5000)
-    music_flux: float = setting(5.5, lo=0.0, hi=20.0)
-    release_flux: float = setting(10.0, lo=0.0, hi=20.0)
+    music_flux: float = setting(6.0, lo=0.0, hi=20.0)
+    max_level_sd: float = setting(8.0, lo=0.0, hi=60.0)
+    release_flux: float = setting(15.0, lo=0.0, hi=20.0)
+    release_db: float = setting(15.0, lo=1.0, hi=60.0)
     noise_flatness: float = setting(0.2, lo=0.0, hi=1.0)
+    noise_release_db: float = setting(4.0, lo=0.5, hi=40.0)
     tonality: float = setting(0.9, lo=0.5, hi=1.0)
     tone_ms: int = setting(90, lo=30, hi=2000)
     tone_flux: float = setting(3.0, lo=0.0, hi=20.0)
@@ -100,24 +103,34 @@ class DetectorConfig:
 class PolicyConfig:
     prompts_en: str = setting("prompts_en.toml")
     prompts_fr: str = setting("prompts_fr.toml")
-    tense_shouts: int = setting(1, lo=1, hi=20)
+    # Counting window for the thresholds below; a calm step-down empties it.
+    window_s: float = setting(90.0, lo=5.0, hi=3600.0)
+    tense_shouts: int = setting(2, lo=1, hi=20)
     tense_profanities: int = setting(1, lo=1, hi=20)
-    abusive_profanities: int = setting(3, lo=1, hi=50)
     abusive_insults: int = setting(1, lo=1, hi=20)
-    window_s: float = setting(120.0, lo=5.0, hi=3600.0)
-    transfer_after_limits_s: float = setting(5.0, lo=0.0, hi=600.0)
-    calm_step_down_s: float = setting(60.0, lo=5.0, hi=3600.0)
-    prompt_cooldown_s: float = setting(30.0, lo=0.0, hi=3600.0)
+    abusive_profanities: int = setting(3, lo=1, hi=50)
+    outburst_s: float = setting(5.0, lo=0.0, hi=60.0)
+    limits_delay_s: float = setting(6.0, lo=0.0, hi=120.0)
+    assume_limits_after_s: float = setting(10.0, lo=0.0, hi=3600.0)
+    transfer_after_limits_s: float = setting(2.0, lo=0.0, hi=600.0)
+    release_after_transfer_s: float = setting(15.0, lo=0.0, hi=600.0)
+    threat_release_count: int = setting(2, lo=1, hi=20)
+    threat_alert_gap_s: float = setting(10.0, lo=0.0, hi=600.0)
+    calm_step_down_s: float = setting(45.0, lo=5.0, hi=3600.0)
+    prompt_cooldown_s: float = setting(60.0, lo=0.0, hi=3600.0)
     min_prompt_gap_s: float = setting(4.0, lo=0.0, hi=600.0)
-    assume_limits_after_s: float = setting(20.0, lo=0.0, hi=3600.0)
+    turn_tip_delay_s: float = setting(1.0, lo=0.0, hi=10.0)
+    # The agent's loudness tracker uses this margin over their baseline instead of [loudness].margin_db.
     agent_margin_db: float = setting(8.0, lo=1.0, hi=40.0)
-    agent_max_wpm: float = setting(190.0, lo=60.0, hi=600.0)
+    agent_max_wpm: float = setting(200.0, lo=60.0, hi=600.0)
+    agent_wpm_min_words: int = setting(6, lo=1, hi=100)
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     path: str = setting("~/.local/share/callguard/incidents.sqlite3")
-    redact: bool = setting(True)
+    redact: bool = setting(True)  # card numbers, phone numbers, e-mail addresses in stored transcripts
+    transcripts: bool = setting(True)  # store final transcripts at all
 
 
 @dataclass(frozen=True)
@@ -129,8 +142,14 @@ class DaemonConfig:
     agent_device: str = setting("")
     stereo_device: str = setting("")
     queue_blocks: int = setting(200, lo=4, hi=100000)
+    stall_s: float = setting(2.0, lo=0.5, hi=60.0)
+    auto_calls: bool = setting(True)
     auto_call_speech_s: float = setting(1.0, lo=0.1, hi=60.0)
     auto_call_end_silence_s: float = setting(20.0, lo=1.0, hi=3600.0)
+    reload_poll_s: float = setting(2.0, lo=0.0, hi=3600.0)
+    timeline_length: int = setting(30, lo=1, hi=1000)
+    notify_threats: bool = setting(False)
+    log_level: Literal["debug", "info", "warning", "error"] = setting("info")
 
 
 @dataclass(frozen=True)

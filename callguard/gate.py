@@ -39,6 +39,7 @@ BAND_LO_HZ, BAND_HI_HZ = 150.0, 3600.0  # the telephone band, the same at every 
 BAND_COUNT = 16
 FLUX_CAP_DB = 20.0  # one onset out of silence must not dominate a window mean
 RELEASE_HOPS = 3  # analyses (about 90 ms) averaged for the release test
+QUIET_RESET_MS = 240  # this much quiet ends what the music/noise window remembers
 TONE_MEMORY_S = 8.0  # a confirmed tone plan blocks at once for this long (ring cadence is 2 s on, 4 s off)
 
 # Call-progress tones (ITU-T E.180 and national plans): the frequency sets a frame may be made of.
@@ -66,6 +67,7 @@ class FrameFeatures:
     flatness: float  # spectral flatness in the telephone band, 0 (tones) .. ~0.56 (white noise)
     tone_plan: int  # index into PROGRESS_TONES_HZ of the best-fitting plan, -1 if none fits
     dtmf: bool  # the frame is a DTMF pair
+    band_db: np.ndarray  # BAND_COUNT band levels (dB); a view the analyser overwrites on its next call
 
 
 class SpectralAnalyser:
@@ -101,6 +103,7 @@ class SpectralAnalyser:
         self._hops_back = max(1, ANALYSIS_MS // frame_ms)
         self._band_history = np.full((self._hops_back, BAND_COUNT), -120.0, dtype=np.float32)
         self._history_at = 0
+        self._band_db = np.zeros(BAND_COUNT, dtype=np.float32)
 
     def analyse(self, pcm: bytes) -> FrameFeatures:
         new = np.frombuffer(pcm, dtype=np.int16)[: self._hop]
@@ -114,7 +117,9 @@ class SpectralAnalyser:
         spectrum = np.fft.rfft(self._windowed, self._nfft)[self._lo : self._hi]
         power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
         total = float(power.sum()) + 1e-20
-        band_db = 10.0 * np.log10(self._band_matrix @ power + 1e-12)
+        band_db = self._band_db
+        np.log10(self._band_matrix @ power + 1e-12, out=band_db)
+        band_db *= 10.0
 
         previous = self._band_history[self._history_at]
         flux_db = min(float(np.abs(band_db - previous).mean()), FLUX_CAP_DB)
@@ -123,14 +128,14 @@ class SpectralAnalyser:
 
         flatness = float(np.exp(np.log(power + 1e-20).mean())) * len(power) / total
         if mean_square < self._quiet_power:
-            return FrameFeatures(level_db, flux_db, flatness, -1, False)
+            return FrameFeatures(level_db, flux_db, flatness, -1, False, self._band_db)
         plan_share = (self._tone_masks @ power) / total
         best_plan = int(np.argmax(plan_share))
         tone_plan = best_plan if plan_share[best_plan] >= self._tonality else -1
         row = float((self._dtmf_rows @ power).max())
         col = float((self._dtmf_cols @ power).max())
         dtmf = (row + col) / total >= self._tonality and min(row, col) >= DTMF_MIN_BALANCE * max(row, col)
-        return FrameFeatures(level_db, flux_db, flatness, tone_plan, dtmf)
+        return FrameFeatures(level_db, flux_db, flatness, tone_plan, dtmf, self._band_db)
 
 
 @dataclass(slots=True)
@@ -159,6 +164,12 @@ class NonSpeechGate:
         self._ring_at = 0
         self._flux_sum = 0.0
         self._flat_sum = 0.0
+        self._level_ring = np.zeros(self._window, dtype=np.float64)
+        self._level_sum = 0.0
+        self._level_sq_sum = 0.0
+        self._band_ring = np.zeros((self._window, BAND_COUNT), dtype=np.float64)
+        self._band_sum = np.zeros(BAND_COUNT, dtype=np.float64)
+        self._excess = np.zeros(BAND_COUNT, dtype=np.float64)
         self._filled = 0  # loud hops since the window was last restarted
         self._recent_flux = np.zeros(RELEASE_HOPS * self._hops_per_analysis, dtype=np.float64)
         self._recent_at = 0
@@ -166,6 +177,9 @@ class NonSpeechGate:
         self._tone_count = 0
         self._confirmed_plans: dict[int, float] = {}  # tone plan -> call time last confirmed
         self._run: _Run | None = None
+        self._blocked_last = False
+        self._quiet_hops = 0
+        self._quiet_reset_hops = max(1, QUIET_RESET_MS // frame_ms)
         self._speaker: Role = "customer"
 
     def process(self, frame: Frame) -> tuple[Frame, list[NonSpeech]]:
@@ -178,10 +192,13 @@ class NonSpeechGate:
         ):
             events.append(self._close_run())
         if not self._config.enabled or not frame.speech:
+            self._blocked_last = False
             return frame, events
-        quiet = features.level_db < self._config.quiet_dbfs
-        if kind is None and quiet and self._run is not None and self._run.kind == "tone":
-            kind = "tone"  # the quiet gap between DTMF digits or tone bursts (VAD hangover) belongs to the run
+        if kind is None and self._run is not None and features.level_db < self._config.quiet_dbfs:
+            # A quiet gap (between DTMF digits or tone bursts, a staccato rest) keeps the run's verdict.
+            if self._blocked_last or self._run.kind == "tone":
+                kind = self._run.kind
+        self._blocked_last = kind is not None
         if kind is None:
             return frame, events
         if self._run is None:
@@ -202,38 +219,64 @@ class NonSpeechGate:
         """Non-speech kind of the current frame, or None for speech (or undecided: passed)."""
         if features.level_db < self._config.quiet_dbfs:
             self._tone_count = 0
+            self._quiet_hops += 1
+            if self._quiet_hops >= self._quiet_reset_hops:
+                self._filled = 0  # the music or noise stopped: what follows is judged afresh
             return None
+        self._quiet_hops = 0
         if features.dtmf:
             self._tone_count = 0
             return "tone"
-        steady_tone = features.tone_plan if features.flux_db < self._config.tone_flux else -1
-        if self._is_progress_tone(t, steady_tone):
+        if self._is_progress_tone(t, features.tone_plan, features.flux_db < self._config.tone_flux):
             return "tone"
 
         self._recent_flux[self._recent_at] = features.flux_db
         self._recent_at = (self._recent_at + 1) % len(self._recent_flux)
-        if self._recent_flux.mean() > self._config.release_flux:
+        if self._filled >= self._window and self._departs(features):
             self._filled = 0  # a voice starting: forget the music or noise the window remembers
         oldest = self._ring_at
         self._flux_sum += features.flux_db - self._flux_ring[oldest]
         self._flat_sum += features.flatness - self._flat_ring[oldest]
+        self._level_sum += features.level_db - self._level_ring[oldest]
+        self._level_sq_sum += features.level_db**2 - self._level_ring[oldest] ** 2
         self._flux_ring[oldest] = features.flux_db
         self._flat_ring[oldest] = features.flatness
+        self._level_ring[oldest] = features.level_db
+        self._band_sum += features.band_db
+        self._band_sum -= self._band_ring[oldest]
+        self._band_ring[oldest] = features.band_db
         self._ring_at = (oldest + 1) % self._window
         self._filled += 1
         if self._filled < self._window or self._flux_sum / self._window >= self._config.music_flux:
             return None
+        mean_level = self._level_sum / self._window
+        level_sd = max(self._level_sq_sum / self._window - mean_level**2, 0.0) ** 0.5
+        if level_sd > self._config.max_level_sd:
+            return None  # words between pauses over a quiet line: the pauses lower the flux, not music
         return "noise" if self._flat_sum / self._window >= self._config.noise_flatness else "music"
 
-    def _is_progress_tone(self, t: float, plan: int) -> bool:
-        if plan < 0:
+    def _departs(self, features: FrameFeatures) -> bool:
+        """Whether this hop breaks from the music or noise of the window: a voice starting over it."""
+        if self._recent_flux.mean() > self._config.release_flux:
+            return True
+        if features.level_db - self._level_sum / self._window > self._config.release_db:
+            return True
+        if self._flat_sum / self._window < self._config.noise_flatness:
+            return False  # music changes its spectrum all the time: only level and flux bursts count
+        # Over steady noise, a voice raises the bands it occupies well above the noise's own spectrum.
+        np.subtract(features.band_db, self._band_sum / self._window, out=self._excess)
+        np.maximum(self._excess, 0.0, out=self._excess)
+        return float(self._excess.mean()) > self._config.noise_release_db
+
+    def _is_progress_tone(self, t: float, plan: int, steady: bool) -> bool:
+        # A confirmed plan coming back (the next ring or busy burst) is blocked from its first frame.
+        recent = plan >= 0 and t - self._confirmed_plans.get(plan, -1e9) <= TONE_MEMORY_S
+        if plan < 0 or not steady:
             self._tone_count = 0
-            return False
+            return recent
         self._tone_count = self._tone_count + 1 if plan == self._tone_plan else 1
         self._tone_plan = plan
         if self._tone_count >= self._tone_hops:
             self._confirmed_plans[plan] = t
             return True
-        # A confirmed plan coming back (the next ring or busy burst) needs only two steady frames.
-        recent = t - self._confirmed_plans.get(plan, -1e9) <= TONE_MEMORY_S
-        return recent and self._tone_count >= min(2, self._tone_hops)
+        return recent

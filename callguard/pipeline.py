@@ -58,7 +58,9 @@ class SpeakerChannel:
         self.framer = Framer(role, audio.rate, audio.frame_ms)
         self.vad = VoiceActivityDetector(config.vad, audio.rate, audio.frame_ms, role)
         self.gate = NonSpeechGate(config.gate, audio.rate, audio.frame_ms) if config.gate.enabled else None
-        self.loudness = LoudnessTracker(config.loudness, audio.frame_ms, role)
+        # The agent is reminded to speak low and slow at a margin of its own (policy.agent_margin_db).
+        agent_margin = config.policy.agent_margin_db if role == "agent" else None
+        self.loudness = LoudnessTracker(config.loudness, audio.frame_ms, role, margin_db=agent_margin)
         self.recogniser = (
             Recogniser(
                 model, role, audio.rate, audio.frame_ms, config.asr.partials, config.asr.max_utterance_s

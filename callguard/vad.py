@@ -19,6 +19,12 @@ from callguard.events import Event, Frame, Role, SpeechEnd, SpeechStart
 
 class VoiceActivityDetector:
     def __init__(self, config: VadConfig, rate: int, frame_ms: int, speaker: Role) -> None:
+        # webrtcvad takes 8/16/32/48 kHz in 10/20/30 ms frames only, and fails later with no detail.
+        if not webrtcvad.valid_rate_and_frame_length(rate, rate * frame_ms // 1000):
+            raise ValueError(
+                f"webrtcvad cannot take {frame_ms} ms frames at {rate} Hz: "
+                "expected 8000, 16000, 32000 or 48000 Hz and 10, 20 or 30 ms"
+            )
         self._vad = webrtcvad.Vad(config.aggressiveness)
         self._rate = rate
         self._frame_s = frame_ms / 1000
@@ -30,6 +36,8 @@ class VoiceActivityDetector:
         self._voiced_in_ring = 0
         self._in_speech = False
         self._segment_start = 0.0
+        # Speech ends where the last voiced frame ends, not where the hangover window closes.
+        self._last_voiced_end = 0.0
 
     @property
     def in_speech(self) -> bool:
@@ -51,19 +59,21 @@ class VoiceActivityDetector:
                 self._in_speech = True
                 first = next(f for f, v in self._ring if v)
                 self._segment_start = first.t
+                self._last_voiced_end = max(f.t for f, v in self._ring if v) + self._frame_s
                 events: list[Event] = [SpeechStart(t=first.t, speaker=self._speaker)]
                 released.extend(replace(f, speech=True) for f, _ in self._ring)
                 return released, events
             return released, []
 
         released.append(replace(frame, speech=True))
+        if voiced:
+            self._last_voiced_end = frame.t + self._frame_s
         unvoiced = len(self._ring) - self._voiced_in_ring
         if unvoiced >= self._end_votes:
             self._in_speech = False
             self._ring.clear()
             self._voiced_in_ring = 0
-            end = frame.t + self._frame_s
-            return released, [SpeechEnd(t=end, speaker=self._speaker, duration=end - self._segment_start)]
+            return released, [self._speech_end()]
         return released, []
 
     def flush(self, t: float) -> tuple[list[Frame], list[Event]]:
@@ -71,8 +81,13 @@ class VoiceActivityDetector:
         if self._in_speech:
             self._in_speech = False
             self._ring.clear()
-            return [], [SpeechEnd(t=t, speaker=self._speaker, duration=t - self._segment_start)]
+            self._voiced_in_ring = 0
+            return [], [self._speech_end()]
         frames = [f for f, _ in self._ring]
         self._ring.clear()
         self._voiced_in_ring = 0
         return frames, []
+
+    def _speech_end(self) -> SpeechEnd:
+        end = round(self._last_voiced_end, 6)  # frame time + frame length: drop the float noise
+        return SpeechEnd(t=end, speaker=self._speaker, duration=round(end - self._segment_start, 6))

@@ -184,8 +184,12 @@ function onEvent(message) {
   renderTimeline();
 }
 
+// Push latency of each message (daemon publish -> panel), kept for QA checks and the e2e test.
+window.callguardLatenciesMs = [];
+
 function onMessage(raw) {
   const message = JSON.parse(raw.data);
+  if (message.wall) window.callguardLatenciesMs.push(Date.now() - message.wall * 1000);
   if (message.kind === "state") renderState(message);
   else if (message.kind === "event") onEvent(message);
   else if (message.kind === "health") showBanners(message);

@@ -1,0 +1,95 @@
+"""The command as a user runs it: a real process, its output and its exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+SAMPLE = Path(__file__).parent / "fixtures" / "sample" / "abusive_en_ulaw"
+
+
+def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "callguard.cli", *args], capture_output=True, text=True,
+                          input=stdin, timeout=300)
+
+
+def test_readme_main_job_replays_the_sample_call() -> None:
+    result = run("replay", f"{SAMPLE}.wav", "--transcript", f"{SAMPLE}.transcript.json",
+                 "--call-info", f"{SAMPLE}.call.json")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    prompt_levels = [line.split("[", 1)[1].split("]", 1)[0] for line in lines if "PROMPT [" in line]
+    order = [level for i, level in enumerate(prompt_levels) if level not in prompt_levels[:i]]
+    assert order == ["tense", "abusive", "transfer", "release"]
+    assert "Mark Dunn" in result.stdout
+
+
+def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
+    good = tmp / "good.wav"
+    soundfile.write(good, np.zeros(16000, dtype=np.int16), 16000, subtype="PCM_16")
+    truncated = tmp / "truncated.wav"
+    truncated.write_bytes(good.read_bytes()[:9000])
+    empty = tmp / "empty.wav"
+    empty.write_bytes(b"")
+    junk = tmp / "junk.wav"
+    junk.write_bytes(b"this is not audio" * 50)
+    quad = tmp / "quad.wav"
+    soundfile.write(quad, np.zeros((1600, 4), dtype=np.int16), 16000, subtype="PCM_16")
+    return {
+        "truncated": (truncated, "truncated"),
+        "empty": (empty, "empty"),
+        "junk": (junk, "not a readable audio file"),
+        "unsupported": (quad, "4 channels"),
+        "missing": (tmp / "nope.wav", "not found"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "empty", "junk", "unsupported", "missing"])
+def test_bad_recording_gets_one_line_naming_file_and_reason(case: str, tmp_path: Path) -> None:
+    path, reason = _bad_files(tmp_path)[case]
+    result = run("replay", str(path), "--lang", "en")
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert str(path) in errors[0] and reason in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_no_model_prints_one_notice_and_runs_on_sound(tmp_path: Path) -> None:
+    config = tmp_path / "callguard.toml"
+    src = (Path(__file__).parent.parent / "config" / "callguard.toml").read_text()
+    models = tmp_path / "empty_models"
+    models.mkdir()
+    config.write_text(src.replace('models_dir = "../models"', f'models_dir = "{models}"'))
+    for lexicon in ("lexicon_en.toml", "lexicon_fr.toml", "prompts_en.toml", "prompts_fr.toml"):
+        (tmp_path / lexicon).write_text((Path(__file__).parent.parent / "config" / lexicon).read_text())
+    result = run("--config", str(config), "replay", f"{SAMPLE}.wav", "--lang", "en")
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if "model" in line]
+    assert len(notices) == 1 and "callguard models download" in notices[0]
+    assert "shouting" in result.stdout
+
+
+def test_config_check_names_the_bad_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[vad]\naggressiveness = 7\n")
+    result = run("config", "check", str(bad))
+    assert result.returncode == 1
+    assert "vad.aggressiveness" in result.stderr and "7" in result.stderr
+    ok = run("config", "check")
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_detect_reads_lines_and_writes_json() -> None:
+    result = run("detect", "--lang", "en", stdin="you are a fucking idiot\nthe class assessment went well\n")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    first, second = (json.loads(line) for line in result.stdout.splitlines())
+    assert "insult" in first["categories"] and first["severity"] >= 2
+    assert second["categories"] == [] and second["severity"] == 0

@@ -1,0 +1,269 @@
+"""The daemon's HTTP API over real HTTP on 127.0.0.1: routes vs OpenAPI, authentication, the call
+lifecycle, and server push latency. The daemon here is the real one (pipeline, SQLite store, worker);
+only its sound devices are left closed and blocks are queued as the capture callback queues them."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from callguard.capture import CapturedBlock
+from callguard.config import DEFAULT_CONFIG_DIR, load_config
+from callguard.daemon import Daemon, build_runtime
+from callguard.server import ROUTES, openapi_schema, panel_session_value
+from callguard.store import IncidentStore
+
+TOKEN = "test-token-0123456789"
+import os
+LEX = Path(os.environ.get("CG_DEV_LEX", str(DEFAULT_CONFIG_DIR)))  # DEV-ONLY, remove
+ASTERISK_EN = Path("/usr/share/asterisk/sounds/en")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(folder: Path, *, port: int, daemon: dict[str, Any] | None = None, extra: str = "") -> Path:
+    """A config file for a test daemon: its own store and port, the shipped lexicons and prompts."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "models").mkdir(exist_ok=True)
+    values: dict[str, Any] = {"host": "127.0.0.1", "port": port, "token": TOKEN, "reload_poll_s": 0.5}
+    values |= daemon or {}
+    lines = [
+        "[store]",
+        f'path = "{folder / "incidents.sqlite3"}"',
+        "[asr]",
+        f'models_dir = "{folder / "models"}"',
+        "[detector]",
+        f'lexicon_en = "{LEX / "lexicon_en.toml"}"',
+        f'lexicon_fr = "{LEX / "lexicon_fr.toml"}"',
+        "[policy]",
+        f'prompts_en = "{DEFAULT_CONFIG_DIR / "prompts_en.toml"}"',
+        f'prompts_fr = "{DEFAULT_CONFIG_DIR / "prompts_fr.toml"}"',
+        "[daemon]",
+        *(f"{key} = {json.dumps(value)}" for key, value in values.items()),
+        extra,
+    ]
+    path = folder / "callguard.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def speech_with_shouts(rate: int = 16000, shouts: int = 3) -> np.ndarray:
+    """Real recorded speech (Asterisk prompts) at a normal level, with stretches 20 dB louder."""
+    import soundfile as sf
+    import soxr
+
+    data, file_rate = sf.read(ASTERISK_EN / "demo-congrats.wav", dtype="float32")  # 30 s, one voice
+    speech = soxr.resample(data, file_rate, rate)
+    speech *= 10 ** (-26 / 20) / max(1e-9, float(np.sqrt(np.mean(speech**2))))
+    parts = [speech[: 6 * rate]]
+    for _ in range(shouts):
+        parts.append(np.clip(speech[rate : 3 * rate] * 10.0, -0.99, 0.99))  # +20 dB
+        parts.append(speech[3 * rate : 9 * rate])
+    return (np.concatenate(parts) * 32767).astype(np.int16)
+
+
+class Client:
+    def __init__(self, port: int, token: str | None = TOKEN) -> None:
+        self.port, self.token = port, token
+
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, http.client.HTTPResponse]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        sent = dict(headers or {})
+        if self.token:
+            sent.setdefault("Authorization", f"Bearer {self.token}")
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent["Content-Type"] = "application/json"
+        conn.request(method, path, body=data, headers=sent)
+        response = conn.getresponse()
+        raw = response.read()
+        kind = response.getheader("Content-Type", "")
+        parsed = json.loads(raw) if raw and kind.startswith("application/json") else raw
+        conn.close()
+        return response.status, parsed, response
+
+
+class SseReader:
+    """Reads /api/v1/events on a thread, stamping each message with its arrival time."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {TOKEN}"})
+        self.response = self.conn.getresponse()
+        assert self.response.status == 200
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("data: "):
+                    self.messages.append((time.time(), json.loads(line[6:])))
+        except (OSError, ValueError):
+            pass
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> tuple[float, dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for arrived, message in list(self.messages):
+                if predicate(message):
+                    return arrived, message
+            time.sleep(0.005)
+        raise AssertionError(f"no matching message in {timeout} s; got {[m for _, m in self.messages]}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    path = write_config(tmp_path, port=free_port(), daemon={"auto_calls": False})
+    config = load_config(path)
+    running = Daemon(path, config, build_runtime(config, ""))
+    running.start(capture=False)  # no sound device in these tests: blocks are queued by hand
+    yield running
+    running.shutdown()
+
+
+def queue_audio(daemon: Daemon, pcm: np.ndarray, role_index: int = 0, block_s: float = 0.05) -> None:
+    """Queue PCM as the capture callback would (as device 0, at the pipeline rate)."""
+    n = int(daemon.config.audio.rate * block_s)
+    for start in range(0, pcm.size, n):
+        daemon.blocks.put(CapturedBlock(0, 1, daemon.config.audio.rate, pcm[start : start + n, None].copy()))
+
+
+# --- tests ---------------------------------------------------------------------------------------
+
+
+def test_openapi_documents_exactly_the_routes() -> None:
+    schema = openapi_schema()
+    documented = {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
+    served = {(r.method, r.path) for r in ROUTES}
+    assert documented == served
+    for route in ROUTES:
+        operation = schema["paths"][route.path][route.method.lower()]
+        # public routes say so; every other route falls under the global bearer/cookie security
+        assert (operation.get("security") == []) == (not route.auth), route
+    assert schema["openapi"].startswith("3.")
+
+
+def test_every_api_route_needs_the_token(daemon: Daemon) -> None:
+    port = daemon.server.port
+    anonymous, wrong = Client(port, token=None), Client(port, token="not-the-token")
+    for route in ROUTES:
+        path = route.path.replace("{call_id}", "C-1").replace("{name}", "panel.js")
+        status, _, _ = anonymous.request(route.method, path, body={} if route.method == "POST" else None)
+        if route.auth:
+            assert status == 401, route
+            assert wrong.request(route.method, path, body={} if route.method == "POST" else None)[0] == 401
+        else:
+            assert status in (200, 302), route
+    status, body, _ = Client(port).request("GET", "/health")
+    assert status == 503  # no device open in this test: capture fails, and health says so
+    assert body["store"]["ok"] and body["capture"]["ok"] is False
+    assert body["model"]["mode"] == "loudness-only"
+    assert daemon.server.httpd.server_address[0] == "127.0.0.1"
+
+
+def test_panel_cookie_from_the_token(daemon: Daemon) -> None:
+    port = daemon.server.port
+    status, _, response = Client(port).request("POST", "/api/v1/session")
+    assert status == 200
+    cookie = response.getheader("Set-Cookie", "")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    value = cookie.split(";")[0]
+    assert value == f"callguard_panel={panel_session_value(TOKEN)}"
+    by_cookie = Client(port, token=None)
+    assert by_cookie.request("GET", "/api/v1/calls/current", headers={"Cookie": value})[0] == 200
+    foreign = {"Cookie": value, "Origin": "http://evil.example"}
+    assert by_cookie.request("POST", "/api/v1/calls", body={"call_id": "x"}, headers=foreign)[0] == 403
+    # a form post (no JSON) with the cookie is refused too
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request(
+        "POST", "/api/v1/calls", body=b"call_id=x",
+        headers={"Cookie": value, "Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert conn.getresponse().status == 415
+
+
+def test_call_lifecycle_over_http(daemon: Daemon) -> None:
+    api = Client(daemon.server.port)
+    facts = {
+        "call_id": "C-42", "customer_name": "Ms Martin", "company": "Acme", "agent_name": "Sam",
+        "language": "en", "transfer_available": False, "transferred_in": False,
+    }  # fmt: skip
+    status, state, _ = api.request("POST", "/api/v1/calls", body=facts)
+    assert status == 201, state
+    assert state["active"] and state["facts"]["customer_name"] == "Ms Martin"
+    assert api.request("POST", "/api/v1/calls", body=facts)[0] == 409
+    status, error, _ = api.request("POST", "/api/v1/calls/C-42/actions", body={"action": "dance"})
+    assert status == 422 and "limits_stated" in error["error"]
+    assert api.request("POST", "/api/v1/calls/C-9/actions", body={"action": "limits_stated"})[0] == 404
+    status, state, _ = api.request("POST", "/api/v1/calls/C-42/actions", body={"action": "limits_stated"})
+    assert status == 200 and state["actions"] == ["limits_stated"]
+    assert api.request("GET", "/api/v1/calls/current")[1]["call_id"] == "C-42"
+    status, ended, _ = api.request("POST", "/api/v1/calls/C-42/end")
+    assert status == 200 and ended["active"] is False
+    assert api.request("GET", "/api/v1/calls/current")[1]["active"] is False
+    store = IncidentStore(daemon.config.path(daemon.config.store.path))
+    [record] = store.calls()
+    assert (record.call_id, record.company, record.actions, record.end_reason) == ("C-42", "Acme", 1, "api")
+
+
+def test_bad_call_facts_name_the_key(daemon: Daemon) -> None:
+    api = Client(daemon.server.port)
+    status, error, _ = api.request(
+        "POST", "/api/v1/calls", body={"call_id": "C-1", "transfer_available": "yes"}
+    )
+    assert status == 422 and "transfer_available" in error["error"]
+    status, error, _ = api.request("POST", "/api/v1/calls", body={"customer_name": "x"})
+    assert status == 422 and "call_id" in error["error"]
+    conn = http.client.HTTPConnection("127.0.0.1", daemon.server.port, timeout=5)
+    conn.request(
+        "POST", "/api/v1/calls", body=b"{not json",
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    assert conn.getresponse().status == 400
+
+
+def test_prompts_are_pushed_within_200_ms(daemon: Daemon) -> None:
+    api = Client(daemon.server.port)
+    events = SseReader(daemon.server.port)
+    try:
+        events.wait_for(lambda m: m.get("kind") == "state")  # a new subscriber first gets the state
+        api.request(
+            "POST", "/api/v1/calls", body={"call_id": "C-7", "customer_name": "Ms Martin", "language": "en"}
+        )
+        events.wait_for(lambda m: m.get("kind") == "state" and m.get("active"))
+        # an agent action: from the HTTP request to the panel's stream
+        sent = time.time()
+        api.request("POST", "/api/v1/calls/C-7/actions", body={"action": "acknowledged"})
+        arrived, _ = events.wait_for(lambda m: m.get("event", {}).get("type") == "action")
+        assert arrived - sent < 0.2
+        # shouting in real recorded speech: the pipeline raises the level and a prompt is pushed
+        queue_audio(daemon, speech_with_shouts())
+        arrived, message = events.wait_for(lambda m: m.get("event", {}).get("type") == "prompt", timeout=30)
+        assert message["event"]["level"] != "calm" and message["event"]["title"]
+        assert arrived - message["wall"] < 0.2  # published by the worker -> read by the client
+        shouts = [m for _, m in events.messages if m.get("event", {}).get("type") == "shouting"]
+        assert shouts, "the prompt should come from shouting"
+    finally:
+        events.close()
