@@ -140,8 +140,8 @@ class Recogniser:
             self._kaldi = self._new_recogniser()
             self._timeline = _Timeline()
             self._fed = 0.0
-            if self._in_segment:
-                self._timeline.start_segment(0.0, t)
+            if self._in_segment:  # cut by max_utterance_s: the next frame, at t + one frame, is fed at 0
+                self._timeline.start_segment(0.0, t + self._frame_s)
         return result
 
     def _partial(self, t: float) -> list[Transcript]:

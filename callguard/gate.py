@@ -24,6 +24,8 @@ the thresholds mean the same thing at 10, 20 and 30 ms frames and any rate.
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -58,7 +60,7 @@ DTMF_COLS_HZ = (1209.0, 1336.0, 1477.0, 1633.0)
 DTMF_MIN_BALANCE = 0.1  # the weaker tone of a pair within 10 dB of the stronger (twist)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FrameFeatures:
     """What one analysis of the last 30 ms says."""
 
@@ -85,25 +87,36 @@ class SpectralAnalyser:
         self._lo, self._hi = int(in_band[0]), int(in_band[-1]) + 1
         band_freqs = freqs[self._lo : self._hi]
         edges = np.geomspace(BAND_LO_HZ, BAND_HI_HZ, BAND_COUNT + 1)
-        bands = np.stack([(band_freqs >= a) & (band_freqs < b) for a, b in zip(edges[:-1], edges[1:])])
+        bands = np.stack([(band_freqs >= a) & (band_freqs < b) for a, b in itertools.pairwise(edges)])
         bands = bands.astype(np.float32)
-        self._band_matrix = bands / np.maximum(bands.sum(axis=1, keepdims=True), 1.0)
+        band_matrix = bands / np.maximum(bands.sum(axis=1, keepdims=True), 1.0)
         # A tone's energy spreads over the Hann main lobe: +-2 bins of the 30 ms frame's resolution.
         half_lobe = 1.6 * rate / size
 
         def near(tones: tuple[float, ...]) -> np.ndarray:
             return np.any([np.abs(band_freqs - f) <= half_lobe for f in tones], axis=0)
 
-        self._tone_masks = np.stack([near(plan) for plan in PROGRESS_TONES_HZ]).astype(np.float32)
-        self._dtmf_rows = np.stack([near((f,)) for f in DTMF_ROWS_HZ]).astype(np.float32)
-        self._dtmf_cols = np.stack([near((f,)) for f in DTMF_COLS_HZ]).astype(np.float32)
+        rows = [
+            np.ones_like(band_freqs),
+            *band_matrix,
+            *(near(plan) for plan in PROGRESS_TONES_HZ),
+            *(near((f,)) for f in DTMF_ROWS_HZ),
+            *(near((f,)) for f in DTMF_COLS_HZ),
+        ]
+        self._projection = np.stack(rows).astype(np.float64)
+        self._projected = np.zeros(len(rows), dtype=np.float64)
+        self._bands = slice(1, 1 + BAND_COUNT)
+        self._plans = slice(self._bands.stop, self._bands.stop + len(PROGRESS_TONES_HZ))
+        self._rows = slice(self._plans.stop, self._plans.stop + len(DTMF_ROWS_HZ))
+        self._cols = slice(self._rows.stop, self._rows.stop + len(DTMF_COLS_HZ))
         self._tonality = config.tonality
         self._quiet_power = 10.0 ** (config.quiet_dbfs / 10.0)
         # Band history for the flux against the analysis 30 ms earlier (hops_back hops ago).
         self._hops_back = max(1, ANALYSIS_MS // frame_ms)
-        self._band_history = np.full((self._hops_back, BAND_COUNT), -120.0, dtype=np.float32)
+        self._band_history = np.full((self._hops_back, BAND_COUNT), -120.0, dtype=np.float64)
         self._history_at = 0
-        self._band_db = np.zeros(BAND_COUNT, dtype=np.float32)
+        self._band_db = np.zeros(BAND_COUNT, dtype=np.float64)
+        self._scratch = np.zeros(BAND_COUNT, dtype=np.float64)
 
     def analyse(self, pcm: bytes) -> FrameFeatures:
         new = np.frombuffer(pcm, dtype=np.int16)[: self._hop]
@@ -111,31 +124,36 @@ class SpectralAnalyser:
         self._samples[:keep] = self._samples[len(new) :]
         np.multiply(new, 1.0 / 32768.0, out=self._samples[keep:], casting="unsafe")
         mean_square = float(np.dot(self._samples, self._samples)) / len(self._samples)
-        level_db = 10.0 * np.log10(mean_square + 1e-12)
+        level_db = 10.0 * math.log10(mean_square + 1e-12)
 
         np.multiply(self._samples, self._hann, out=self._windowed)
-        spectrum = np.fft.rfft(self._windowed, self._nfft)[self._lo : self._hi]
-        power = spectrum.real * spectrum.real + spectrum.imag * spectrum.imag
-        total = float(power.sum()) + 1e-20
+        power = np.abs(np.fft.rfft(self._windowed, self._nfft)[self._lo : self._hi])
+        np.multiply(power, power, out=power)
+        power += 1e-20
+        # One product gives the total, the band powers, the tone plans' and the DTMF tones' energies.
+        np.dot(self._projection, power, out=self._projected)
+        total = float(self._projected[0])
         band_db = self._band_db
-        np.log10(self._band_matrix @ power + 1e-12, out=band_db)
+        np.add(self._projected[self._bands], 1e-12, out=band_db)
+        np.log10(band_db, out=band_db)
         band_db *= 10.0
 
         previous = self._band_history[self._history_at]
-        flux_db = min(float(np.abs(band_db - previous).mean()), FLUX_CAP_DB)
-        self._band_history[self._history_at] = band_db
+        np.subtract(band_db, previous, out=self._scratch)
+        flux_db = min(float(np.abs(self._scratch, out=self._scratch).sum()) / BAND_COUNT, FLUX_CAP_DB)
+        previous[:] = band_db
         self._history_at = (self._history_at + 1) % self._hops_back
 
-        flatness = float(np.exp(np.log(power + 1e-20).mean())) * len(power) / total
+        flatness = math.exp(float(np.log(power, out=power).sum()) / len(power)) * len(power) / total
         if mean_square < self._quiet_power:
-            return FrameFeatures(level_db, flux_db, flatness, -1, False, self._band_db)
-        plan_share = (self._tone_masks @ power) / total
-        best_plan = int(np.argmax(plan_share))
-        tone_plan = best_plan if plan_share[best_plan] >= self._tonality else -1
-        row = float((self._dtmf_rows @ power).max())
-        col = float((self._dtmf_cols @ power).max())
-        dtmf = (row + col) / total >= self._tonality and min(row, col) >= DTMF_MIN_BALANCE * max(row, col)
-        return FrameFeatures(level_db, flux_db, flatness, tone_plan, dtmf, self._band_db)
+            return FrameFeatures(level_db, flux_db, flatness, -1, False, band_db)
+        plans = self._projected[self._plans].tolist()
+        best_plan = max(range(len(plans)), key=plans.__getitem__)
+        tone_plan = best_plan if plans[best_plan] >= self._tonality * total else -1
+        row = max(self._projected[self._rows].tolist())
+        col = max(self._projected[self._cols].tolist())
+        dtmf = row + col >= self._tonality * total and min(row, col) >= DTMF_MIN_BALANCE * max(row, col)
+        return FrameFeatures(level_db, flux_db, flatness, tone_plan, dtmf, band_db)
 
 
 @dataclass(slots=True)
@@ -173,6 +191,7 @@ class NonSpeechGate:
         self._filled = 0  # loud hops since the window was last restarted
         self._recent_flux = np.zeros(RELEASE_HOPS * self._hops_per_analysis, dtype=np.float64)
         self._recent_at = 0
+        self._recent_sum = 0.0
         self._tone_plan = -1
         self._tone_count = 0
         self._confirmed_plans: dict[int, float] = {}  # tone plan -> call time last confirmed
@@ -186,6 +205,8 @@ class NonSpeechGate:
         self._speaker = frame.speaker
         features = self._analyser.analyse(frame.pcm)
         kind = self._judge(frame.t, features)
+        if kind == "tone" and self._run is not None and self._run.kind == "music":
+            kind = "music"  # a held note can look like a progress tone: it is still the music
         events: list[NonSpeech] = []
         if self._run is not None and (
             frame.t - self._run.end > self._merge_gap_s or (kind is not None and kind != self._run.kind)
@@ -194,10 +215,15 @@ class NonSpeechGate:
         if not self._config.enabled or not frame.speech:
             self._blocked_last = False
             return frame, events
-        if kind is None and self._run is not None and features.level_db < self._config.quiet_dbfs:
-            # A quiet gap (between DTMF digits or tone bursts, a staccato rest) keeps the run's verdict.
-            if self._blocked_last or self._run.kind == "tone":
-                kind = self._run.kind
+        quiet = features.level_db < self._config.quiet_dbfs
+        # A quiet gap (between DTMF digits or tone bursts, a staccato rest) keeps the run's verdict.
+        if (
+            kind is None
+            and quiet
+            and self._run is not None
+            and (self._blocked_last or self._run.kind == "tone")
+        ):
+            kind = self._run.kind
         self._blocked_last = kind is not None
         if kind is None:
             return frame, events
@@ -230,6 +256,7 @@ class NonSpeechGate:
         if self._is_progress_tone(t, features.tone_plan, features.flux_db < self._config.tone_flux):
             return "tone"
 
+        self._recent_sum += features.flux_db - self._recent_flux[self._recent_at]
         self._recent_flux[self._recent_at] = features.flux_db
         self._recent_at = (self._recent_at + 1) % len(self._recent_flux)
         if self._filled >= self._window and self._departs(features):
@@ -257,7 +284,7 @@ class NonSpeechGate:
 
     def _departs(self, features: FrameFeatures) -> bool:
         """Whether this hop breaks from the music or noise of the window: a voice starting over it."""
-        if self._recent_flux.mean() > self._config.release_flux:
+        if self._recent_sum / len(self._recent_flux) > self._config.release_flux:
             return True
         if features.level_db - self._level_sum / self._window > self._config.release_db:
             return True
@@ -266,7 +293,7 @@ class NonSpeechGate:
         # Over steady noise, a voice raises the bands it occupies well above the noise's own spectrum.
         np.subtract(features.band_db, self._band_sum / self._window, out=self._excess)
         np.maximum(self._excess, 0.0, out=self._excess)
-        return float(self._excess.mean()) > self._config.noise_release_db
+        return float(self._excess.sum()) > self._config.noise_release_db * BAND_COUNT
 
     def _is_progress_tone(self, t: float, plan: int, steady: bool) -> bool:
         # A confirmed plan coming back (the next ring or busy burst) is blocked from its first frame.

@@ -7,6 +7,7 @@ once, and says so as an event.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from callguard.config import LanguageConfig
@@ -54,7 +55,8 @@ class LanguageDecider:
     def process(self, event: Transcript) -> list[LanguageDecided]:
         if self.lang is not None or not event.final:
             return []
-        for word in event.text.split():
+        # Sidecar and platform transcripts keep capitals, punctuation and typographic apostrophes.
+        for word in re.findall(r"[\w']+", event.text.lower().replace("\u2019", "'")):
             for lang, vocabulary in _FUNCTION_WORDS.items():
                 self._counts[lang] += word in vocabulary
         en, fr = self._counts["en"], self._counts["fr"]

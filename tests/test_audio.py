@@ -123,7 +123,9 @@ def test_streamed_wav_with_unknown_length_is_read(tmp_path: Path) -> None:
     raw = subprocess.run(["sox", str(source), "-t", "raw", "-"], check=True, capture_output=True).stdout
     piped = subprocess.run(
         ["sox", "-t", "raw", "-r", "8000", "-e", "signed", "-b", "16", "-c", "1", "-", "-t", "wav", "-"],
-        input=raw, check=True, capture_output=True,
+        input=raw,
+        check=True,
+        capture_output=True,
     ).stdout
     path = tmp_path / "streamed.wav"
     path.write_bytes(piped)

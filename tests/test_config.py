@@ -76,7 +76,11 @@ def test_list_defaults_are_not_shared_between_objects() -> None:
         ("[asr]\nmodel = 3\n", "asr.model", "must be str, got int"),
         ("[vad]\naggressiveness = 4\n", "vad.aggressiveness", "must be between 0 and 3, got 4"),
         ("[vad]\naggressiveness = -1\n", "vad.aggressiveness", "must be between 0 and 3, got -1"),
-        ("[loudness]\nceiling_dbfs = 3.0\n", "loudness.ceiling_dbfs", "must be between -60.0 and 0.0, got 3.0"),
+        (
+            "[loudness]\nceiling_dbfs = 3.0\n",
+            "loudness.ceiling_dbfs",
+            "must be between -60.0 and 0.0, got 3.0",
+        ),
         ("[vad]\nstart_ratio = 0.0\n", "vad.start_ratio", "must be between 0.05 and 1.0"),
         ("[audio]\nrate = 44100\n", "audio.rate", "must be one of 8000, 16000, 32000, 48000, got 44100"),
         ('[audio]\nrate = "16000"\n', "audio.rate", "must be one of"),
@@ -166,12 +170,18 @@ def keys_by_line(path: Path) -> dict[str, dict[str, int]]:
 
 def check_holds_every_default(path: Path) -> None:
     document = tomllib.loads(path.read_text(encoding="utf-8"))
-    assert sorted(document) == sorted(SECTIONS), "one [section] per Config section"
+    missing, unknown = set(SECTIONS) - set(document), set(document) - set(SECTIONS)
+    assert not missing and not unknown, (
+        f"{path}: sections missing {sorted(missing)}, unknown {sorted(unknown)}"
+    )
     for section in SECTIONS:
         cls = type(getattr(Config(), section))
         in_file = document[section]
         declared = [f.name for f in fields(cls)]
-        assert sorted(in_file) == sorted(declared), f"[{section}] keys differ from {cls.__name__}"
+        missing, unknown = set(declared) - set(in_file), set(in_file) - set(declared)
+        assert not missing and not unknown, (
+            f"[{section}] keys missing {sorted(missing)}, unknown {sorted(unknown)}"
+        )
         for key in declared:
             assert in_file[key] == default_of(section, key), f"{section}.{key}: file and dataclass disagree"
     assert load_config(path) == Config(base_dir=path.resolve().parent)

@@ -50,9 +50,9 @@ class Feed:
         return start
 
 
-def run(frames: Iterable[Frame], config: LoudnessConfig | None = None, **kwargs: float) -> tuple[
-    LoudnessTracker, list[Frame], list[Shouting]
-]:
+def run(
+    frames: Iterable[Frame], config: LoudnessConfig | None = None, **kwargs: float
+) -> tuple[LoudnessTracker, list[Frame], list[Shouting]]:
     tracker = LoudnessTracker(config or LoudnessConfig(), FRAME_MS, "customer", **kwargs)
     out, shouts = [], []
     for frame in frames:
@@ -233,9 +233,18 @@ def test_cooldown_between_shouts() -> None:
 
 
 def real_call() -> tuple[np.ndarray, float]:
-    """Eight sentences at normal effort (about -22 dBFS), then one 15 dB louder (its peaks clip, as shouts do)."""
-    names = ["vm-nonumber", "all-circuits-busy-now", "conf-invalid", "vm-tocallnum", "dir-welcome",
-             "call-fwd-on-busy", "vm-repeat", "agent-loginok", "vm-nonumber"]
+    """Eight sentences at normal effort (about -22 dBFS), then one 15 dB louder (peaks clip, as shouts do)."""
+    names = [
+        "vm-nonumber",
+        "all-circuits-busy-now",
+        "conf-invalid",
+        "vm-tocallnum",
+        "dir-welcome",
+        "call-fwd-on-busy",
+        "vm-repeat",
+        "agent-loginok",
+        "vm-nonumber",
+    ]
     pause = np.zeros(RATE * 8 // 10, dtype=np.float32)
     pieces, loud_at = [pause], 0.0
     for i, name in enumerate(names):
@@ -245,7 +254,9 @@ def real_call() -> tuple[np.ndarray, float]:
             loud_at = sum(map(len, pieces)) / RATE
             samples = samples * 10 ** (15 / 20)
         pieces += [samples, pause]
-    audio = np.concatenate(pieces) + np.random.default_rng(2).normal(0, 10 ** (-70 / 20), sum(map(len, pieces)))
+    audio = np.concatenate(pieces) + np.random.default_rng(2).normal(
+        0, 10 ** (-70 / 20), sum(map(len, pieces))
+    )
     return audio, loud_at
 
 
@@ -270,7 +281,9 @@ def vad_then_loudness(audio: np.ndarray) -> tuple[LoudnessTracker, list[Shouting
     return tracker, shouts
 
 
-def test_real_voice_shout_is_found_whatever_the_line_gain(call_with_a_shout: tuple[np.ndarray, float]) -> None:
+def test_real_voice_shout_is_found_whatever_the_line_gain(
+    call_with_a_shout: tuple[np.ndarray, float],
+) -> None:
     audio, loud_at = call_with_a_shout
     baselines = []
     for line_gain_db in (0.0, -20.0):

@@ -23,8 +23,6 @@ from callguard.server import ROUTES, openapi_schema, panel_session_value
 from callguard.store import IncidentStore
 
 TOKEN = "test-token-0123456789"
-import os
-LEX = Path(os.environ.get("CG_DEV_LEX", str(DEFAULT_CONFIG_DIR)))  # DEV-ONLY, remove
 ASTERISK_EN = Path("/usr/share/asterisk/sounds/en")
 
 
@@ -46,8 +44,8 @@ def write_config(folder: Path, *, port: int, daemon: dict[str, Any] | None = Non
         "[asr]",
         f'models_dir = "{folder / "models"}"',
         "[detector]",
-        f'lexicon_en = "{LEX / "lexicon_en.toml"}"',
-        f'lexicon_fr = "{LEX / "lexicon_fr.toml"}"',
+        f'lexicon_en = "{DEFAULT_CONFIG_DIR / "lexicon_en.toml"}"',
+        f'lexicon_fr = "{DEFAULT_CONFIG_DIR / "lexicon_fr.toml"}"',
         "[policy]",
         f'prompts_en = "{DEFAULT_CONFIG_DIR / "prompts_en.toml"}"',
         f'prompts_fr = "{DEFAULT_CONFIG_DIR / "prompts_fr.toml"}"',

@@ -1,4 +1,4 @@
-"""VAD on real voices (Asterisk's English prompts): segments where the speech is, no flicker, no frame lost."""
+"""VAD on real voices (Asterisk's English prompts): segments where speech is, no flicker, no frame lost."""
 
 from __future__ import annotations
 
@@ -120,14 +120,18 @@ def test_wideband_rates(two_utterances: dict[int, Call], rate: int) -> None:
 
 @pytest.mark.parametrize("rate", [8000, 16000])
 @pytest.mark.parametrize("frame_ms", [10, 20, 30])
-def test_every_frame_comes_out_once_in_order(two_utterances: dict[int, Call], rate: int, frame_ms: int) -> None:
+def test_every_frame_comes_out_once_in_order(
+    two_utterances: dict[int, Call], rate: int, frame_ms: int
+) -> None:
     framed, released, _ = run_vad(two_utterances[rate], frame_ms, block=777)
     assert [f.t for f in released] == [f.t for f in framed]
     assert all(a.pcm == b.pcm for a, b in zip(framed, released, strict=True))
 
 
 @pytest.mark.parametrize("frame_ms", [10, 30])
-def test_speech_flags_cover_the_speech_and_not_the_silence(two_utterances: dict[int, Call], frame_ms: int) -> None:
+def test_speech_flags_cover_the_speech_and_not_the_silence(
+    two_utterances: dict[int, Call], frame_ms: int
+) -> None:
     call = two_utterances[8000]
     _, released, events = run_vad(call, frame_ms)
     padding = VadConfig().padding_ms / 1000
@@ -147,8 +151,13 @@ def pause_inside(rate: int, pause_s: float) -> Call:
     """One sentence cut in its middle with a pause of `pause_s` of line noise."""
     sentence = prompt("vm-nonumber", rate)
     cut = len(sentence) // 2
-    pieces = [np.zeros(rate, np.float32), sentence[:cut], np.zeros(round(pause_s * rate), np.float32),
-              sentence[cut:], np.zeros(rate, np.float32)]
+    pieces = [
+        np.zeros(rate, np.float32),
+        sentence[:cut],
+        np.zeros(round(pause_s * rate), np.float32),
+        sentence[cut:],
+        np.zeros(rate, np.float32),
+    ]
     audio = np.concatenate(pieces) + np.random.default_rng(5).normal(
         0, 10 ** (NOISE_FLOOR_DBFS / 20), sum(map(len, pieces))
     )
@@ -178,7 +187,7 @@ def test_flush_closes_an_open_segment_at_the_end_of_the_call(two_utterances: dic
     call = two_utterances[8000]
     cut = round((call.truth[0][0] + 1.0) * call.rate)  # the call is cut a second into the first sentence
     framed, released, events = run_vad(Call(call.rate, call.pcm[:cut], call.truth[:1]), 30)
-    (start, end), = segments(events)
+    ((start, end),) = segments(events)
     assert start == pytest.approx(call.truth[0][0], abs=TOLERANCE_S)
     assert end == pytest.approx(framed[-1].t + 0.03, abs=TOLERANCE_S)
     assert [f.t for f in released] == [f.t for f in framed]

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Install callguard's daemon as a systemd user service for the current user (run as the agent, not root).
+#
+#   scripts/install_service.sh [--config FILE] [--python PYTHON] [--no-start]
+#
+# - copies the shipped configuration to ~/.config/callguard/callguard.toml if there is none yet, and
+#   gives it a random daemon.token if it has none (the CTI connector and the panel link need it);
+# - writes the unit to ~/.config/systemd/user/callguard.service;
+# - enables lingering (`loginctl enable-linger`), so the user's services, PulseAudio/PipeWire included,
+#   run from boot: without it, capture fails silently when no session is open;
+# - enables and starts the service, then prints the panel link.
+# Environment overrides (packaging, tests): CALLGUARD_CONFIG_DIR, SYSTEMD_USER_DIR.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(dirname "$here")"
+python="$(command -v python3 || true)"
+config=""
+start=1
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --config) config="$2"; shift 2 ;;
+        --python) python="$2"; shift 2 ;;
+        --no-start) start=0; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "install_service.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$(id -u)" = 0 ] && [ -z "${CALLGUARD_ALLOW_ROOT:-}" ]; then
+    echo "install_service.sh: run this as the agent's user, not root (it installs a user service)" >&2
+    exit 2
+fi
+if ! "$python" -c "import callguard.daemon" 2>/dev/null; then
+    echo "install_service.sh: $python cannot import callguard; install it first (pip install .) or pass --python" >&2
+    exit 1
+fi
+
+python="$("$python" -c 'import sys; print(sys.executable)')"  # the real interpreter, not a shim
+
+config_dir="${CALLGUARD_CONFIG_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/callguard}"
+unit_dir="${SYSTEMD_USER_DIR:-${XDG_CONFIG_HOME:-$HOME/.config}/systemd/user}"
+mkdir -p "$config_dir" "$unit_dir"
+
+if [ -z "$config" ]; then
+    config="$config_dir/callguard.toml"
+    if [ ! -e "$config" ]; then
+        # The shipped config's relative paths (lexicons, prompts, models) are read from its own folder.
+        cp -r "$repo/config/." "$config_dir/"
+        rm -f "$config_dir"/*.part
+        echo "installed the default configuration in $config_dir"
+    fi
+fi
+config="$(cd "$(dirname "$config")" && pwd)/$(basename "$config")"
+
+token="$(sed -n 's/^token *= *"\(.*\)"/\1/p' "$config" | head -1)"
+if [ -z "$token" ]; then
+    token="$("$python" -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    if grep -q '^token *=' "$config"; then
+        sed -i "s|^token *=.*|token = \"$token\"|" "$config"
+    elif grep -q '^\[daemon\]' "$config"; then
+        sed -i "s|^\[daemon\]|[daemon]\ntoken = \"$token\"|" "$config"
+    else
+        printf '\n[daemon]\ntoken = "%s"\n' "$token" >>"$config"
+    fi
+    chmod 600 "$config"
+    echo "generated daemon.token in $config"
+fi
+"$python" -c "import sys; from callguard.config import load_config; load_config(sys.argv[1])" "$config"
+
+sed -e "s|@PYTHON@|$python|g" -e "s|@CONFIG@|$config|g" "$here/callguard.service" >"$unit_dir/callguard.service"
+echo "wrote $unit_dir/callguard.service"
+
+if [ "$start" = 1 ]; then
+    if ! loginctl enable-linger "$USER" 2>/dev/null; then
+        echo "warning: 'loginctl enable-linger $USER' failed; ask IT to run it as root, or the service" >&2
+        echo "         (and PulseAudio/PipeWire) only runs while you are logged in" >&2
+    fi
+    systemctl --user daemon-reload
+    systemctl --user enable --now callguard.service
+    systemctl --user --no-pager status callguard.service | head -5 || true
+fi
+
+port="$(sed -n 's/^port *= *\([0-9]*\)/\1/p' "$config" | head -1)"
+echo
+echo "Panel (keep it open beside the softphone): http://127.0.0.1:${port:-8765}/panel/#token=$token"
+echo "Logs: journalctl --user -u callguard -o cat      Reload config: systemctl --user reload callguard"

@@ -1,0 +1,326 @@
+"""The non-speech gate on real material: real voices pass, hold music, tones, DTMF and noise do not.
+
+`frame.speech` comes from the real webrtcvad (aggressiveness 2), as in the pipeline. "True speech
+frames" are the frames of a speech clip that the VAD marks as speech; the rates asserted are the
+ones measured on these fixtures, with a little margin.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import webrtcvad
+
+from callguard.config import Config, GateConfig
+from callguard.errors import ConfigError
+from callguard.events import Frame, NonSpeech
+from callguard.gate import NonSpeechGate
+
+SOUNDS = Path("/usr/share/asterisk/sounds")
+MOH = Path("/usr/share/asterisk/moh")
+# Asterisk prompts that are not speech.
+NOT_SPEECH = {"beep.wav", "beeperr.wav", "tt-monkeys.wav", "ascending-2tone.wav", "descending-2tone.wav"}
+FRAME_MS = 30
+
+needs_voices = pytest.mark.skipif(not (SOUNDS / "en").exists(), reason="asterisk-core-sounds not installed")
+needs_moh = pytest.mark.skipif(not MOH.exists(), reason="asterisk-moh-opsound-wav not installed")
+
+
+@dataclass
+class GateRun:
+    vad: np.ndarray  # webrtcvad's verdict per frame
+    passed: np.ndarray  # speech after the gate
+    events: list[NonSpeech]
+
+    def pass_rate(self, mask: np.ndarray | slice = slice(None)) -> float:
+        selected = self.vad[mask]
+        return float(self.passed[mask][selected].mean())
+
+    def block_rate(self, mask: np.ndarray | slice = slice(None)) -> float:
+        return 1.0 - self.pass_rate(mask)
+
+
+def load(path: Path, rate: int) -> np.ndarray:
+    audio, file_rate = sf.read(path, dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    return soxr.resample(mono, file_rate, rate).astype(np.float32) if file_rate != rate else mono
+
+
+def at_dbfs(audio: np.ndarray, dbfs: float) -> np.ndarray:
+    rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) + 1e-12
+    return (audio * (10 ** (dbfs / 20) / rms)).astype(np.float32)
+
+
+def silence(seconds: float, rate: int) -> np.ndarray:
+    return np.zeros(int(seconds * rate), dtype=np.float32)
+
+
+def tones(
+    freqs: tuple[float, ...], seconds: float, rate: int, on: float = 0.0, off: float = 0.0
+) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    wave = sum(np.sin(2 * np.pi * f * t) for f in freqs) / len(freqs)
+    if on:
+        wave = wave * ((t % (on + off)) < on)
+    return (0.3 * wave).astype(np.float32)
+
+
+def dtmf(digits: str, rate: int, on: float, off: float) -> np.ndarray:
+    keys = "123A456B789C*0#D"
+    rows, cols = (697, 770, 852, 941), (1209, 1336, 1477, 1633)
+    parts = []
+    for digit in digits:
+        i = keys.index(digit)
+        parts += [tones((rows[i // 4], cols[i % 4]), on, rate), silence(off, rate)]
+    return np.concatenate(parts)
+
+
+def coloured_noise(colour: str, seconds: float, rate: int, dbfs: float, seed: int) -> np.ndarray:
+    white = np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    if colour == "white":
+        return at_dbfs(white, dbfs)
+    spectrum = np.fft.rfft(white)
+    k = np.maximum(np.arange(len(spectrum)), 1)
+    spectrum /= np.sqrt(k) if colour == "pink" else k
+    return at_dbfs(np.fft.irfft(spectrum, len(white)), dbfs)
+
+
+def prompts(lang: str, count: int, seed: int) -> list[Path]:
+    files = sorted(p for p in (SOUNDS / lang).glob("*.wav") if p.name not in NOT_SPEECH)
+    random.Random(seed).shuffle(files)
+    return files[:count]
+
+
+def voice_clips(lang: str, count: int, rate: int, seed: int = 1) -> np.ndarray:
+    return np.concatenate(
+        [np.concatenate([load(p, rate), silence(0.3, rate)]) for p in prompts(lang, count, seed)]
+    )
+
+
+def run_gate(
+    audio: np.ndarray, rate: int, frame_ms: int = FRAME_MS, config: GateConfig | None = None
+) -> GateRun:
+    size = rate * frame_ms // 1000
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+    vad = webrtcvad.Vad(2)
+    gate = NonSpeechGate(config or GateConfig(), rate, frame_ms)
+    verdicts, passed, events = [], [], []
+    for i in range(len(pcm) // size):
+        chunk = pcm[i * size : (i + 1) * size].tobytes()
+        voiced = vad.is_speech(chunk, rate)
+        out, produced = gate.process(
+            Frame(t=i * frame_ms / 1000, speaker="customer", pcm=chunk, speech=voiced)
+        )
+        verdicts.append(voiced)
+        passed.append(out.speech)
+        events += produced
+    events += gate.flush(len(pcm) / rate)
+    return GateRun(np.array(verdicts), np.array(passed), events)
+
+
+def frames_of(seconds: float, frame_ms: int = FRAME_MS) -> int:
+    return round(seconds * 1000 / frame_ms)
+
+
+@pytest.fixture(scope="session")
+def espeak_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    folder = tmp_path_factory.mktemp("espeak")
+    lines = {
+        "en-us": [
+            "I have been waiting on this line for forty minutes and nobody can tell me anything.",
+            "Listen to me, I want my money back today, not next week.",
+            "Could you please check the order number I gave you earlier?",
+        ],
+        "fr": [
+            "Cela fait une heure que j'attends et personne ne me répond.",
+            "Je veux parler à votre responsable tout de suite, s'il vous plaît.",
+            "Pouvez-vous vérifier le numéro de commande que je vous ai donné ?",
+        ],
+    }
+    for voice, sentences in lines.items():
+        for i, text in enumerate(sentences):
+            subprocess.run(
+                ["espeak-ng", "-v", voice, "-w", str(folder / f"{voice}-{i}.wav"), text], check=True
+            )
+    return folder
+
+
+# --- speech passes ---------------------------------------------------------------------------
+
+
+@needs_voices
+@pytest.mark.parametrize("rate", [8000, 16000])
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_real_voices_pass(lang: str, rate: int) -> None:
+    result = run_gate(voice_clips(lang, 80, rate), rate)
+    assert result.vad.sum() > 2000  # the fixture really is mostly speech
+    assert result.pass_rate() >= 0.99
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_espeak_voices_pass(espeak_dir: Path, rate: int) -> None:
+    audio = np.concatenate(
+        [np.concatenate([load(p, rate), silence(0.3, rate)]) for p in sorted(espeak_dir.iterdir())]
+    )
+    result = run_gate(audio, rate)
+    assert result.vad.sum() > 300
+    assert result.pass_rate() >= 0.99
+
+
+@needs_voices
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_speech_over_low_noise_passes(rate: int) -> None:
+    clean = voice_clips("en", 60, rate, seed=3)
+    clean_vad = run_gate(clean, rate).vad  # true speech frames: voiced before the noise was added
+    noisy = run_gate(clean + coloured_noise("pink", len(clean) / rate, rate, -45.0, seed=4), rate)
+    speech = clean_vad & noisy.vad
+    # Measured 0.987..0.995 over en/fr at 8 and 16 kHz; below 99% in the worst case, see the report.
+    assert noisy.pass_rate(speech) >= 0.985
+
+
+@needs_voices
+@needs_moh
+def test_speech_after_hold_music_passes() -> None:
+    rate = 8000
+    music_files = sorted(MOH.glob("*.wav"))
+    parts, is_speech = [], []
+    for i, voice in enumerate(prompts("fr", 30, seed=5)):
+        music = at_dbfs(
+            load(music_files[i % len(music_files)], rate)[rate * (20 + i) : rate * (23 + i)], -22.0
+        )
+        speech = load(voice, rate)
+        gap = silence(0.5, rate)  # the line goes quiet when the hold ends
+        parts += [music, gap, speech]
+        is_speech += [np.zeros(len(music) + len(gap), bool), np.ones(len(speech), bool)]
+    audio, labels = np.concatenate(parts), np.concatenate(is_speech)
+    size = rate * FRAME_MS // 1000
+    speech_frames = labels[: len(labels) // size * size].reshape(-1, size).mean(axis=1) > 0.5
+    result = run_gate(audio, rate)
+    assert result.pass_rate(speech_frames) >= 0.99
+    assert result.block_rate(~speech_frames) >= 0.5  # 3 s of music each time, the first second passes
+
+
+# --- non-speech is blocked -------------------------------------------------------------------
+
+
+@needs_moh
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_hold_music_is_blocked(rate: int) -> None:
+    after_first_second = slice(frames_of(1.0), None)
+    rates = {}
+    for path in sorted(MOH.glob("*.wav")):
+        result = run_gate(load(path, rate)[rate * 30 : rate * 60], rate)
+        rates[path.name] = result.block_rate(after_first_second)
+        assert result.events and {e.kind for e in result.events} == {"music"}
+    # Measured: three pieces 1.00, one 0.85-0.97, one with a staccato passage ~0.73.
+    assert np.mean(list(rates.values())) >= 0.88, rates
+    assert min(rates.values()) >= 0.6, rates
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+@pytest.mark.parametrize(
+    "name, audio_of",
+    [
+        ("ring", lambda rate: tones((440, 480), 18, rate, on=2.0, off=4.0)),
+        ("busy", lambda rate: tones((480, 620), 8, rate, on=0.5, off=0.5)),
+        ("european", lambda rate: tones((425,), 6, rate)),
+    ],
+)
+def test_progress_tones_are_blocked(name: str, audio_of, rate: int) -> None:
+    result = run_gate(audio_of(rate), rate)
+    assert result.vad.sum() > 50  # the VAD does take them for speech
+    assert result.block_rate() >= 0.95
+    assert result.events and {e.kind for e in result.events} == {"tone"}
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_dtmf_is_blocked(rate: int) -> None:
+    fast = run_gate(dtmf("0123456789*#ABCD0123456789", rate, on=0.08, off=0.08), rate)
+    slow = run_gate(dtmf("0123456789", rate, on=0.2, off=0.3), rate)
+    # Every frame the VAD marks, onsets and hangover included: measured 0.88 and 0.94.
+    assert fast.block_rate() >= 0.85
+    assert slow.block_rate() >= 0.9
+    assert {e.kind for e in fast.events + slow.events} == {"tone"}
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+@pytest.mark.parametrize("colour, dbfs", [("white", -30.0), ("pink", -25.0), ("pink", -30.0)])
+def test_steady_noise_is_blocked(colour: str, dbfs: float, rate: int) -> None:
+    if colour == "white" and rate == 16000:
+        dbfs = -24.0  # spread up to 8 kHz, white noise needs more level to fool the VAD in the voice band
+    result = run_gate(coloured_noise(colour, 8.0, rate, dbfs, seed=7), rate)
+    assert result.vad[frames_of(1.0) :].sum() > 50
+    assert result.block_rate(slice(frames_of(1.0), None)) >= 0.95
+    assert {e.kind for e in result.events} == {"noise"}
+
+
+# --- events, frame lengths, configuration ----------------------------------------------------
+
+
+def test_events_report_kind_start_and_duration() -> None:
+    rate = 8000
+    audio = np.concatenate([silence(1.0, rate), tones((425,), 3.0, rate), silence(2.0, rate)])
+    result = run_gate(audio, rate)
+    assert len(result.events) == 1
+    event = result.events[0]
+    assert event.kind == "tone" and event.to_dict()["type"] == "tone" and event.speaker == "customer"
+    assert event.t == pytest.approx(1.0 + 0.09, abs=0.07)  # blocked after tone_ms of steady tone
+    assert event.duration == pytest.approx(3.0 - 0.09, abs=0.15)
+
+
+def test_flush_reports_the_open_run() -> None:
+    rate = 8000
+    gate = NonSpeechGate(GateConfig(), rate, FRAME_MS)
+    pcm = (tones((425,), 1.5, rate) * 32767).astype(np.int16)
+    size = rate * FRAME_MS // 1000
+    for i in range(len(pcm) // size):
+        frame, events = gate.process(
+            Frame(t=i * 0.03, speaker="agent", pcm=pcm[i * size : (i + 1) * size].tobytes(), speech=True)
+        )
+        assert events == []
+    assert frame.speech is False
+    (event,) = gate.flush(1.5)
+    assert (event.kind, event.speaker) == ("tone", "agent")
+    assert event.duration == pytest.approx(1.5 - 0.09, abs=0.05)
+    assert gate.flush(1.5) == []
+
+
+def test_frames_the_vad_calls_silence_are_returned_untouched() -> None:
+    gate = NonSpeechGate(GateConfig(), 8000, FRAME_MS)
+    frame = Frame(
+        t=0.0, speaker="customer", pcm=(tones((425,), 0.03, 8000) * 32767).astype(np.int16).tobytes()
+    )
+    for _ in range(10):
+        out, _ = gate.process(frame)
+        assert out is frame
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20])
+def test_short_frames_block_tones_and_pass_speech(frame_ms: int, espeak_dir: Path) -> None:
+    rate = 16000
+    speech = np.concatenate([load(p, rate) for p in sorted(espeak_dir.glob("en-us-*.wav"))])
+    assert run_gate(speech, rate, frame_ms).pass_rate() >= 0.99
+    assert run_gate(tones((480, 620), 6, rate, on=0.5, off=0.5), rate, frame_ms).block_rate() >= 0.9
+
+
+def test_disabled_gate_passes_everything() -> None:
+    result = run_gate(tones((425,), 3.0, 8000), 8000, config=GateConfig(enabled=False))
+    assert result.vad.sum() > 50
+    assert result.pass_rate() == 1.0 and result.events == []
+
+
+def test_gate_settings_are_range_checked() -> None:
+    with pytest.raises(ConfigError, match=r"gate\.music_flux.*between"):
+        Config().with_overrides(gate={"music_flux": 50.0})
+    with pytest.raises(ConfigError, match=r"gate\.window_ms"):
+        Config().with_overrides(gate={"window_ms": 10})
