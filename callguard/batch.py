@@ -189,7 +189,7 @@ def collect_calls(
     unique: list[Path] = []
     seen: set[Path] = set()
     for path in paths:
-        key = path.resolve()
+        key = Path(os.path.abspath(path))  # not resolve(): links to one file are distinct calls
         if key not in seen:
             seen.add(key)
             unique.append(path)

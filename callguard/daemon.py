@@ -107,7 +107,11 @@ def _fields(**values: Any) -> dict[str, Any]:
 
 @dataclass
 class SpeechActivity:
-    """Per-role webrtcvad over the live audio, before and between calls (cheap: no recogniser)."""
+    """Per-role webrtcvad over the live audio, before and between calls (cheap: no recogniser).
+
+    Time here is audio time (samples received per role), not the wall clock, so a worker that fell
+    behind does not mistake its backlog for silence.
+    """
 
     rate: int
     frame_ms: int
@@ -116,7 +120,8 @@ class SpeechActivity:
     _vad: Any = None
     _rest: dict[Role, np.ndarray] = field(default_factory=dict)
     _recent: dict[Role, collections.deque[bool]] = field(default_factory=dict)
-    last_speech: dict[Role, float] = field(default_factory=dict)
+    clock: dict[Role, float] = field(default_factory=dict)  # seconds of audio received, per role
+    last_speech: dict[Role, float] = field(default_factory=dict)  # audio time of the last speech frame
 
     def __post_init__(self) -> None:
         self._vad = webrtcvad.Vad(self.aggressiveness)
@@ -134,8 +139,9 @@ class SpeechActivity:
             loud = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2))) > floor
             speech = loud and self._vad.is_speech(frame.tobytes(), self.rate)
             self._recent[role].append(speech)
+            self.clock[role] = self.clock.get(role, 0.0) + self.frame_ms / 1000
             if speech:
-                self.last_speech[role] = time.monotonic()
+                self.last_speech[role] = self.clock[role]
         self._rest[role] = data[whole:].copy()
 
     def speech_seconds(self, role: Role) -> float:
@@ -143,13 +149,16 @@ class SpeechActivity:
         return sum(self._recent[role]) * self.frame_ms / 1000
 
     def silent_for(self) -> float:
-        """Seconds since anyone last spoke."""
-        last = max(self.last_speech.values(), default=0.0)
-        return time.monotonic() - last if last else float("inf")
+        """Seconds of audio since anyone last spoke (on every channel that is delivering audio)."""
+        if not self.clock:
+            return 0.0
+        return min(now - self.last_speech.get(role, 0.0) for role, now in self.clock.items())
 
     def reset(self) -> None:
+        """A call starts or ends: silence is counted from here."""
         for role in ROLES:
             self._recent[role].clear()
+        self.last_speech = dict(self.clock)
 
 
 # --- the call in progress ------------------------------------------------------------------------
@@ -598,7 +607,6 @@ class Daemon:
         with self._state_lock:
             self.call = call
         self.activity.reset()
-        self.activity.last_speech = {r: time.monotonic() for r in ROLES}
         log.info(
             "call started",
             extra=_fields(call_id=call_id, source=source, mode=call.mode, language=lang or "auto"),

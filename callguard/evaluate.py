@@ -516,6 +516,7 @@ def write_sweep_svg(path: Path, spec: SweepSpec, points: Sequence[SweepPoint]) -
         twin = left.twinx()
         twin.plot(values, delay, color="#777", linestyle="--", marker=".", label="median delay (s)")
         twin.set_ylabel("median delay onset → prompt (s)")
+        twin.set_ylim(bottom=0)  # a delay axis that starts at zero reads true
         handles = left.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         left.legend(handles=handles, fontsize=8, loc="lower left")
         right.plot(recall, precision, marker="o", color="#1f5fa8")

@@ -4,19 +4,25 @@ webrtcvad calls all of these speech. The gate sits after the VAD, sees every
 frame of one speaker, and turns `speech` off for frames it judges non-speech,
 so neither the recogniser nor the speaker's loudness baseline hears them.
 
-It is biased toward passing speech: losing a word costs more than letting a
-second of music through. Three causal detectors, each cheap per frame:
+It must not lose speech, so it blocks music and noise only once they have
+lasted `hold_ms` with no sign of a voice (hysteresis), and lets a frame with
+such a sign through at once. All of it is causal and cheap per frame:
 
 - tones: DTMF pairs and the usual call-progress tones (ring, busy, dial,
   European 425 Hz, UK) are recognised by where the frame's energy sits. DTMF
   blocks from its first frame; a progress tone after `tone_ms`, and at once
   when a tone plan already confirmed in the last seconds comes back (cadence).
-- music and steady noise: speech changes its spectrum every syllable, music
-  and noise much less. Over the last `window_ms`, a mean spectral flux below
-  `music_flux` dB means music, or noise when the spectrum is also flat.
-- release: a burst of flux (a voice starting over music or noise) passes the
-  frame at once and restarts the window, so speech after hold music is not
-  held back until the window forgets the music.
+- noise: the line's noise floor is the quietest spectrum of the last
+  `floor_ms`. Steady noise stays within `noise_margin_db` of it; a voice lifts
+  the bands it occupies well above it, and its pauses between words fall back
+  to it for less than `hold_ms`, so speech over noise is never a long run at
+  the floor.
+- music: it never falls back to the floor between words, and changes its
+  spectrum less than speech: `hold_ms` above the floor with no dip while the
+  mean spectral flux of the last `window_ms` is below `music_flux`.
+- release: a burst of flux or level (a voice starting over the music) passes
+  the frame at once and ends the music; over noise, every frame above the
+  floor passes, and a few in a row end the noise.
 
 Every analysis covers the last 30 ms of audio whatever the frame length, so
 the thresholds mean the same thing at 10, 20 and 30 ms frames and any rate.
@@ -41,7 +47,13 @@ BAND_LO_HZ, BAND_HI_HZ = 150.0, 3600.0  # the telephone band, the same at every 
 BAND_COUNT = 16
 FLUX_CAP_DB = 20.0  # one onset out of silence must not dominate a window mean
 RELEASE_HOPS = 3  # analyses (about 90 ms) averaged for the release test
-QUIET_RESET_MS = 240  # this much quiet ends what the music/noise window remembers
+QUIET_RESET_MS = 240  # this much quiet ends the music or noise being blocked
+SMOOTH_MS = 90  # band levels are averaged over this long before they are compared with the noise floor
+FLOOR_BLOCK_MS = 500  # the noise floor keeps one minimum per block of this length
+SWING_MS = 90  # level swing: the change of level against this long ago (syllables rise and fall)
+VOICE_MS = 90  # this long above the noise floor is a voice, not a lone peak of the noise
+SILENT_BAND_DB = -120.0
+UNKNOWN_FLOOR_DB = np.inf  # a block not heard yet: the floor is the quietest hop so far
 TONE_MEMORY_S = 8.0  # a confirmed tone plan blocks at once for this long (ring cadence is 2 s on, 4 s off)
 
 # Call-progress tones (ITU-T E.180 and national plans): the frequency sets a frame may be made of.
@@ -156,6 +168,48 @@ class SpectralAnalyser:
         return FrameFeatures(level_db, flux_db, flatness, tone_plan, dtmf, band_db)
 
 
+class NoiseFloor:
+    """The line's noise floor: the quietest band spectrum of the last `floor_ms`, as minimum statistics.
+
+    Band levels are first averaged over `SMOOTH_MS`, so that the random ups and downs of noise in
+    narrow bands do not pull the minimum far below the noise's typical level.
+    """
+
+    def __init__(self, floor_ms: int, frame_ms: int) -> None:
+        self._smooth_ring = np.full((max(1, SMOOTH_MS // frame_ms), BAND_COUNT), SILENT_BAND_DB)
+        self._smooth_sum = self._smooth_ring.sum(axis=0)
+        self._smooth_at = 0
+        self._block_hops = max(1, FLOOR_BLOCK_MS // frame_ms)
+        self._block_hop = 0
+        self._blocks = np.full((max(1, floor_ms // FLOOR_BLOCK_MS), BAND_COUNT), UNKNOWN_FLOOR_DB)
+        self._block_at = 0
+        self._blocks_min = self._blocks.min(axis=0)
+        self._block_min = np.full(BAND_COUNT, np.inf)
+        self._level = np.zeros(BAND_COUNT)
+        self._excess = np.zeros(BAND_COUNT)
+
+    def excess_db(self, band_db: np.ndarray) -> float:
+        """Mean dB by which this hop's smoothed band levels rise above the floor; learns the hop."""
+        oldest = self._smooth_ring[self._smooth_at]
+        self._smooth_sum += band_db
+        self._smooth_sum -= oldest
+        oldest[:] = band_db
+        self._smooth_at = (self._smooth_at + 1) % len(self._smooth_ring)
+        np.multiply(self._smooth_sum, 1.0 / len(self._smooth_ring), out=self._level)
+        np.minimum(self._block_min, self._level, out=self._block_min)
+        np.minimum(self._block_min, self._blocks_min, out=self._excess)
+        np.subtract(self._level, self._excess, out=self._excess)
+        excess = float(np.maximum(self._excess, 0.0, out=self._excess).sum()) / BAND_COUNT
+        self._block_hop += 1
+        if self._block_hop == self._block_hops:
+            self._blocks[self._block_at] = self._block_min
+            self._block_at = (self._block_at + 1) % len(self._blocks)
+            self._blocks.min(axis=0, out=self._blocks_min)
+            self._block_min.fill(np.inf)
+            self._block_hop = 0
+        return excess
+
+
 @dataclass(slots=True)
 class _Run:
     """A stretch of frames judged non-speech, reported as one event when it ends."""
@@ -163,6 +217,17 @@ class _Run:
     kind: NonSpeechKind
     start: float
     end: float
+    noise_hops: int = 0  # music and noise hops: a run is reported as the kind most of it was
+    music_hops: int = 0
+
+    def add(self, kind: NonSpeechKind, end: float) -> None:
+        self.end = end
+        if kind == "noise":
+            self.noise_hops += 1
+        elif kind == "music":
+            self.music_hops += 1
+        if self.kind != "tone":
+            self.kind = "noise" if self.noise_hops > self.music_hops else "music"
 
 
 class NonSpeechGate:
@@ -172,64 +237,67 @@ class NonSpeechGate:
         self._config = config
         self._frame_s = frame_ms / 1000.0
         self._analyser = SpectralAnalyser(config, rate, frame_ms)
+        self._floor = NoiseFloor(config.floor_ms, frame_ms)
         self._window = max(2, config.window_ms // frame_ms)
+        self._hold_hops = max(1, config.hold_ms // frame_ms)
+        self._voice_hops = max(1, VOICE_MS // frame_ms)
         self._tone_hops = max(1, config.tone_ms // frame_ms)
+        self._quiet_reset_hops = max(1, QUIET_RESET_MS // frame_ms)
         self._merge_gap_s = config.merge_gap_ms / 1000.0
-        self._hops_per_analysis = max(1, ANALYSIS_MS // frame_ms)
-        # Running sums over the last `window` loud hops; ring buffers so nothing is allocated per frame.
-        self._flux_ring = np.zeros(self._window, dtype=np.float64)
-        self._flat_ring = np.zeros(self._window, dtype=np.float64)
+        # Flux and level over the last `window` loud hops: ring buffers and running sums, no allocation.
+        self._flux_ring = np.zeros(self._window)
+        self._level_ring = np.zeros(self._window)
+        self._swing_ring = np.zeros(self._window)
         self._ring_at = 0
         self._flux_sum = 0.0
-        self._flat_sum = 0.0
-        self._level_ring = np.zeros(self._window, dtype=np.float64)
         self._level_sum = 0.0
-        self._level_sq_sum = 0.0
-        self._band_ring = np.zeros((self._window, BAND_COUNT), dtype=np.float64)
-        self._band_sum = np.zeros(BAND_COUNT, dtype=np.float64)
-        self._excess = np.zeros(BAND_COUNT, dtype=np.float64)
+        self._swing_sum = 0.0
+        # Levels of the last SWING_MS, floored at quiet_dbfs, for the level swing of speech's syllables.
+        self._swing_levels = np.full(max(1, SWING_MS // frame_ms), config.quiet_dbfs)
+        self._swing_at = 0
         self._filled = 0  # loud hops since the window was last restarted
-        self._recent_flux = np.zeros(RELEASE_HOPS * self._hops_per_analysis, dtype=np.float64)
+        self._recent_flux = np.zeros(RELEASE_HOPS * max(1, ANALYSIS_MS // frame_ms))
         self._recent_at = 0
         self._recent_sum = 0.0
+        # Hysteresis state: what is being blocked, and how long the evidence for music or noise has lasted.
+        self._mode: Literal["music", "noise"] | None = None
+        self._floor_hops = 0  # hops at the noise floor, not broken by a lone hop above it
+        self._above_hops = 0  # hops above the floor with no dip back to it (nor into quiet)
+        self._floor_since = 0.0
+        self._above_since = 0.0
+        self._mode_since = 0.0  # call time the evidence for the current mode began
+        self._voice_started = False  # the judge saw a voice end the music or noise: the run ends there
+        self._quiet_hops = 0
         self._tone_plan = -1
         self._tone_count = 0
         self._confirmed_plans: dict[int, float] = {}  # tone plan -> call time last confirmed
         self._run: _Run | None = None
-        self._blocked_last = False
-        self._quiet_hops = 0
-        self._quiet_reset_hops = max(1, QUIET_RESET_MS // frame_ms)
         self._speaker: Role = "customer"
 
     def process(self, frame: Frame) -> tuple[Frame, list[NonSpeech]]:
         self._speaker = frame.speaker
         features = self._analyser.analyse(frame.pcm)
         kind = self._judge(frame.t, features)
-        if kind == "tone" and self._run is not None and self._run.kind == "music":
+        run = self._run
+        if kind == "tone" and run is not None and run.kind == "music":
             kind = "music"  # a held note can look like a progress tone: it is still the music
         events: list[NonSpeech] = []
-        if self._run is not None and (
-            frame.t - self._run.end > self._merge_gap_s or (kind is not None and kind != self._run.kind)
+        voice_started, self._voice_started = self._voice_started, False
+        if run is not None and (
+            voice_started
+            or frame.t - run.end > self._merge_gap_s
+            or (kind is not None and (kind == "tone") != (run.kind == "tone"))
         ):
             events.append(self._close_run())
         if not self._config.enabled or not frame.speech:
-            self._blocked_last = False
             return frame, events
-        quiet = features.level_db < self._config.quiet_dbfs
-        # A quiet gap (between DTMF digits or tone bursts, a staccato rest) keeps the run's verdict.
-        if (
-            kind is None
-            and quiet
-            and self._run is not None
-            and (self._blocked_last or self._run.kind == "tone")
-        ):
-            kind = self._run.kind
-        self._blocked_last = kind is not None
+        if kind is None and self._run is not None and self._run.kind == "tone" and self._quiet_hops:
+            kind = "tone"  # the quiet gap between DTMF digits or tone bursts keeps the verdict
         if kind is None:
             return frame, events
         if self._run is None:
-            self._run = _Run(kind, frame.t, frame.t + self._frame_s)
-        self._run.end = frame.t + self._frame_s
+            self._run = _Run(kind, frame.t if kind == "tone" else self._mode_since, frame.t)
+        self._run.add(kind, frame.t + self._frame_s)
         return replace(frame, speech=False), events
 
     def flush(self, t: float) -> list[NonSpeech]:
@@ -243,12 +311,15 @@ class NonSpeechGate:
 
     def _judge(self, t: float, features: FrameFeatures) -> NonSpeechKind | None:
         """Non-speech kind of the current frame, or None for speech (or undecided: passed)."""
+        excess_db = self._floor.excess_db(features.band_db)  # the floor learns from every hop, quiet too
         if features.level_db < self._config.quiet_dbfs:
             self._tone_count = 0
+            self._above_hops = 0  # a pause: music does not pause between words, speech does
             self._quiet_hops += 1
             if self._quiet_hops >= self._quiet_reset_hops:
-                self._filled = 0  # the music or noise stopped: what follows is judged afresh
-            return None
+                # The music or noise stopped: what follows is judged afresh.
+                self._mode, self._floor_hops, self._filled = None, 0, 0
+            return self._mode
         self._quiet_hops = 0
         if features.dtmf:
             self._tone_count = 0
@@ -256,44 +327,67 @@ class NonSpeechGate:
         if self._is_progress_tone(t, features.tone_plan, features.flux_db < self._config.tone_flux):
             return "tone"
 
+        departs = self._update_window(features)
+        steady = self._filled >= self._window and self._flux_sum < self._config.music_flux * self._window
+        if excess_db < self._config.noise_margin_db:
+            if self._floor_hops == 0:
+                self._floor_since = t
+            self._floor_hops += 1
+            self._above_hops = 0
+        else:
+            if self._above_hops == 0:
+                self._above_since = t
+            self._above_hops += 1
+            if self._above_hops >= self._voice_hops:
+                self._floor_hops = 0  # not a lone noise peak: something rose above the floor and stayed
+
+        if self._mode == "noise":
+            if self._floor_hops == 0:
+                self._mode, self._voice_started = None, True  # a voice over the noise: its frames passed
+            return "noise" if self._above_hops == 0 else None
+        if self._mode == "music":
+            if departs or not steady:
+                # A voice starting over the music, or the window no longer sounds like it.
+                self._mode, self._voice_started = None, departs
+                return None
+            if self._floor_hops >= self._hold_hops:
+                self._mode = "noise"  # the floor caught up with a steady sound: it was noise all along
+            return self._mode
+        if self._floor_hops >= self._hold_hops:
+            self._mode, self._mode_since = "noise", self._floor_since
+        elif (
+            self._above_hops >= self._hold_hops
+            and steady
+            and self._swing_sum < self._config.music_swing_db * self._window
+        ):  # the swing of syllables is asked only to start the music: within it, only voices end it
+            self._mode, self._mode_since = "music", self._above_since
+        return self._mode
+
+    def _update_window(self, features: FrameFeatures) -> bool:
+        """Adds a loud hop to the flux window; whether it breaks from the window (a voice starting)."""
         self._recent_sum += features.flux_db - self._recent_flux[self._recent_at]
         self._recent_flux[self._recent_at] = features.flux_db
         self._recent_at = (self._recent_at + 1) % len(self._recent_flux)
-        if self._filled >= self._window and self._departs(features):
-            self._filled = 0  # a voice starting: forget the music or noise the window remembers
+        departs = self._filled >= self._window and (
+            self._recent_sum > self._config.release_flux * len(self._recent_flux)
+            or features.level_db - self._level_sum / self._window > self._config.release_db
+        )
+        if departs:
+            self._filled = 0  # forget the music the window remembers
+        level = max(features.level_db, self._config.quiet_dbfs)
+        swing = abs(level - self._swing_levels[self._swing_at])
+        self._swing_levels[self._swing_at] = level
+        self._swing_at = (self._swing_at + 1) % len(self._swing_levels)
         oldest = self._ring_at
         self._flux_sum += features.flux_db - self._flux_ring[oldest]
-        self._flat_sum += features.flatness - self._flat_ring[oldest]
         self._level_sum += features.level_db - self._level_ring[oldest]
-        self._level_sq_sum += features.level_db**2 - self._level_ring[oldest] ** 2
+        self._swing_sum += swing - self._swing_ring[oldest]
         self._flux_ring[oldest] = features.flux_db
-        self._flat_ring[oldest] = features.flatness
         self._level_ring[oldest] = features.level_db
-        self._band_sum += features.band_db
-        self._band_sum -= self._band_ring[oldest]
-        self._band_ring[oldest] = features.band_db
+        self._swing_ring[oldest] = swing
         self._ring_at = (oldest + 1) % self._window
         self._filled += 1
-        if self._filled < self._window or self._flux_sum / self._window >= self._config.music_flux:
-            return None
-        mean_level = self._level_sum / self._window
-        level_sd = max(self._level_sq_sum / self._window - mean_level**2, 0.0) ** 0.5
-        if level_sd > self._config.max_level_sd:
-            return None  # words between pauses over a quiet line: the pauses lower the flux, not music
-        return "noise" if self._flat_sum / self._window >= self._config.noise_flatness else "music"
-
-    def _departs(self, features: FrameFeatures) -> bool:
-        """Whether this hop breaks from the music or noise of the window: a voice starting over it."""
-        if self._recent_sum / len(self._recent_flux) > self._config.release_flux:
-            return True
-        if features.level_db - self._level_sum / self._window > self._config.release_db:
-            return True
-        if self._flat_sum / self._window < self._config.noise_flatness:
-            return False  # music changes its spectrum all the time: only level and flux bursts count
-        # Over steady noise, a voice raises the bands it occupies well above the noise's own spectrum.
-        np.subtract(features.band_db, self._band_sum / self._window, out=self._excess)
-        np.maximum(self._excess, 0.0, out=self._excess)
-        return float(self._excess.sum()) > self._config.noise_release_db * BAND_COUNT
+        return departs
 
     def _is_progress_tone(self, t: float, plan: int, steady: bool) -> bool:
         # A confirmed plan coming back (the next ring or busy burst) is blocked from its first frame.

@@ -91,6 +91,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "insult": "insult",
         "threat": "threat",
         "agent_shouting": "agent shouting",
+        "speaker": "speaker",
+        "prompt_count": "prompts",
+        "alerts": "alerts",
     },
     "fr": {
         "title": "Rapport d'appel",
@@ -144,6 +147,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "insult": "insulte",
         "threat": "menace",
         "agent_shouting": "agent qui crie",
+        "speaker": "interlocuteur",
+        "prompt_count": "consignes",
+        "alerts": "alertes",
     },
 }
 
@@ -358,7 +364,8 @@ def _legend(ax: Any, texts: Mapping[str, str], shouting: bool, abuse: bool) -> N
             Line2D([], [], marker="v", linestyle="", color=colour, label=texts[category])
             for category, colour in _CATEGORY_COLOURS.items()
         ]
-    ax.legend(handles=handles, loc="lower right", fontsize=8, ncols=len(handles), framealpha=0.8)
+    figure = ax.figure
+    figure.legend(handles=handles, loc="outside upper right", fontsize=8, ncols=len(handles), frameon=False)
 
 
 # ---------------------------------------------------------------------------------------------- the page
@@ -482,9 +489,7 @@ def _detections_html(events: Sequence[Mapping[str, Any]], texts: Mapping[str, st
             f"<tr><td>{_clock(e['t'])}</td><td>{html.escape(speaker)}</td><td>{what}</td>"
             f"<td>{severity}</td><td>{detail}</td></tr>"
         )
-    head = "".join(
-        f"<th>{texts[k]}</th>" for k in ("time_col", "call", "category", "severity", "words")
-    ).replace(f"<th>{texts['call']}</th>", "<th></th>")
+    head = "".join(f"<th>{texts[k]}</th>" for k in ("time_col", "speaker", "category", "severity", "words"))
     return f'<table class="detections"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -499,7 +504,7 @@ def _facts_html(
         (texts["language"], outcome.lang),
         (texts["level_reached"], texts.get(outcome.level_reached, outcome.level_reached)),
         (texts["counts"], counts),
-        (texts["prompts"], f"{outcome.prompts} ({texts['alert']}: {outcome.alerts})"),
+        (texts["prompt_count"], f"{outcome.prompts} ({texts['alerts']}: {outcome.alerts})"),
         (
             texts["transcript_source"],
             texts["sidecar"] + f" ({job.transcript.name})" if job.transcript else texts["recogniser"],
@@ -606,8 +611,8 @@ def render_index(
         *((category, "number") for category in CATEGORIES),
         ("shouting", "number"),
         ("agent_shouting", "number"),
-        ("prompts", "number"),
-        ("alert", "number"),
+        ("prompt_count", "number"),
+        ("alerts", "number"),
         ("error", "text"),
     ]
     head = "".join(f'<th data-type="{kind}">{html.escape(texts[name])}</th>' for name, kind in columns)

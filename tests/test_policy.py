@@ -6,13 +6,11 @@ import itertools
 import json
 import re
 import time
-import tomllib
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from callguard.config import DEFAULT_CONFIG_DIR, Config, PolicyConfig, load_config
+from callguard.config import DEFAULT_CONFIG_DIR, Config
 from callguard.errors import ConfigError
 from callguard.events import (
     Abuse,
@@ -445,19 +443,3 @@ def test_tick_is_cheap(catalogues: dict[str, PromptCatalogue]) -> None:
     for i in range(100_000):
         policy.tick(1.0 + i * 0.0001)
     assert time.perf_counter() - start < 1.0
-
-
-# ---------------------------------------------------------------- the [policy] section for IT
-
-
-def test_policy_section_matches_the_defaults(tmp_path: Path) -> None:
-    part = DEFAULT_CONFIG_DIR / "policy_section.toml.part"
-    text = part.read_text(encoding="utf-8")
-    config_file = tmp_path / "callguard.toml"
-    config_file.write_text(text, encoding="utf-8")
-    assert load_config(config_file).policy == PolicyConfig()
-    assert set(tomllib.loads(text)["policy"]) == {f.name for f in fields(PolicyConfig)}
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if re.match(r"^[a-z_]+ = ", line):
-            assert lines[i - 1].startswith("# "), f"{line!r} has no comment above it"

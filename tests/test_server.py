@@ -131,12 +131,17 @@ class SseReader:
         self.conn.close()
 
 
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    path = write_config(tmp_path, port=free_port(), daemon={"auto_calls": False})
+def start_daemon(folder: Path, **settings: Any) -> Daemon:
+    path = write_config(folder, port=free_port(), daemon={"auto_calls": False} | settings)
     config = load_config(path)
     running = Daemon(path, config, build_runtime(config, ""))
     running.start(capture=False)  # no sound device in these tests: blocks are queued by hand
+    return running
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    running = start_daemon(tmp_path)
     yield running
     running.shutdown()
 
@@ -265,3 +270,49 @@ def test_prompts_are_pushed_within_200_ms(daemon: Daemon) -> None:
         assert shouts, "the prompt should come from shouting"
     finally:
         events.close()
+
+
+def wait_until(predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_without_a_cti_a_call_starts_on_speech_and_ends_on_silence(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, auto_calls=True, auto_call_speech_s=1.0, auto_call_end_silence_s=3.0)
+    try:
+        rate = daemon.config.audio.rate
+        silence = np.zeros(4 * rate, np.int16)
+        queue_audio(daemon, silence)  # silence (and a quiet line) starts nothing
+        wait_until(lambda: daemon.blocks.empty())
+        assert daemon.call is None
+        speech = speech_with_shouts(rate, shouts=0)[: 5 * rate]
+        queue_audio(daemon, speech)
+        wait_until(lambda: daemon.call is not None)
+        call_id = daemon.call.call_id  # type: ignore[union-attr]
+        assert call_id.startswith("auto-") and daemon.call.source == "auto"  # type: ignore[union-attr]
+        queue_audio(daemon, silence)
+        wait_until(lambda: daemon.call is None)
+    finally:
+        daemon.shutdown()
+    store = IncidentStore(daemon.config.path(daemon.config.store.path))
+    [record] = store.calls()
+    assert (record.call_id, record.source, record.end_reason) == (call_id, "auto", "silence")
+    # the call holds the speech that started it (pre-roll) and ends 3 s into the silence
+    assert 5.0 <= (record.duration or 0) <= 9.0
+
+
+def test_a_bad_block_never_stops_the_daemon(daemon: Daemon) -> None:
+    api = Client(daemon.server.port)
+    assert api.request("POST", "/api/v1/calls", body={"call_id": "B-1"})[0] == 201
+    rate = daemon.config.audio.rate
+    daemon.blocks.put(CapturedBlock(7, 1, rate, np.zeros((800, 1), np.int16)))  # from no known device
+    daemon.blocks.put(CapturedBlock(0, 1, rate, np.zeros((0, 0), np.int16)))  # empty, wrong shape
+    queue_audio(daemon, speech_with_shouts(rate, shouts=0)[: 2 * rate])
+    wait_until(lambda: daemon.blocks.empty())
+    health = api.request("GET", "/health")[1]
+    assert health["worker"]["ok"] and health["worker"]["bad_blocks"] >= 1
+    state = api.request("GET", "/api/v1/calls/current")[1]
+    assert state["active"] and state["call_id"] == "B-1"
+    assert api.request("POST", "/api/v1/calls/B-1/end")[0] == 200

@@ -1,0 +1,96 @@
+"""Replay a recording into a session as a live source would deliver it, with a clock on every event.
+
+A live capture hands over the frame covering call time [t, t + frame] at wall time
+t + frame after the call started, never earlier. `drive` keeps that contract (or
+runs a given number of times faster, or unpaced), stamps every event with the
+`time.perf_counter()` of the moment it left the session, and calls `on_mark` at
+regular steps of call time, so that a measurement can sample CPU time and memory
+as the call goes. It is the measuring twin of `replay_file(realtime=True)`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from callguard.audio import RecordingInfo, probe, read_blocks
+from callguard.config import Config
+from callguard.events import Event
+from callguard.pipeline import CallSession
+
+EventSink = Callable[[Event, float], None]  # the event and the perf_counter() when it was emitted
+MarkSink = Callable[[float], None]  # call time reached
+
+
+@dataclass(frozen=True, slots=True)
+class DriveResult:
+    audio_s: float  # call seconds fed (stop - start, to the frame)
+    wall_s: float  # perf_counter seconds from the first frame to the end of the call
+    started: float  # perf_counter() when feeding began: session call time T was due at started + T / speed
+
+
+def open_call(path: Path, config: Config) -> RecordingInfo:
+    """The recording's roles and rate (a session for it needs `roles=info.roles`)."""
+    return probe(path, config.audio)
+
+
+def drive(
+    info: RecordingInfo,
+    config: Config,
+    session: CallSession,
+    *,
+    speed: float | None = 1.0,
+    start: float = 0.0,
+    stop: float | None = None,
+    on_event: EventSink | None = None,
+    on_mark: MarkSink | None = None,
+    mark_every_s: float = 1.0,
+) -> DriveResult:
+    """Feed call time [start, stop) of `info` to `session`, paced at `speed` times real time (None: unpaced),
+    then end the call. Audio before `start` is read and dropped: the session's clock starts at 0 there.
+    """
+    emit = on_event or (lambda _event, _at: None)
+    rate = config.audio.rate
+    frame_samples = rate * config.audio.frame_ms // 1000
+    frame_s = frame_samples / rate
+    limit = math.inf if stop is None else (stop - start) / frame_s
+    next_mark = mark_every_s
+    fed = 0
+    started = time.perf_counter()
+    for frame in _frames(info, rate, frame_samples, round(start * rate)):
+        if fed >= limit:
+            break
+        if speed is not None:
+            # the frame ending at (fed + 1) * frame_s is complete only then
+            wait = started + (fed + 1) * frame_s / speed - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+        for channel, role in enumerate(info.roles):
+            for event in session.feed(role, frame[:, channel]):
+                emit(event, time.perf_counter())
+        fed += 1
+        if on_mark is not None and fed * frame_s >= next_mark:
+            on_mark(fed * frame_s)
+            next_mark += mark_every_s
+    for event in session.end():
+        emit(event, time.perf_counter())
+    return DriveResult(audio_s=fed * frame_s, wall_s=time.perf_counter() - started, started=started)
+
+
+def _frames(info: RecordingInfo, rate: int, frame_samples: int, first: int) -> Iterator[np.ndarray]:
+    """Frames of (samples, channels) int16 audio from sample `first` on, across block boundaries."""
+    pending = np.zeros((0, info.channels), dtype=np.int16)
+    position = 0  # samples of the recording read so far
+    for block in read_blocks(info, rate):
+        skip = min(len(block), max(0, first - position))
+        position += len(block)
+        pending = np.concatenate((pending, block[skip:])) if len(pending) else block[skip:]
+        whole = len(pending) // frame_samples * frame_samples
+        for offset in range(0, whole, frame_samples):
+            yield pending[offset : offset + frame_samples]
+        pending = pending[whole:]
