@@ -89,8 +89,8 @@ class AsrConfig:
 class LanguageConfig:
     mode: Literal["auto", "en", "fr"] = setting("auto")
     fallback: Literal["en", "fr"] = setting("en")
-    auto_min_words: int = setting(8, lo=1, hi=500)
-    auto_margin: float = setting(2.0, lo=1.0, hi=100.0)
+    auto_min_words: int = setting(5, lo=1, hi=500)
+    auto_margin: float = setting(3.0, lo=1.0, hi=100.0)
 
 
 @dataclass(frozen=True)

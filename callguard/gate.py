@@ -48,11 +48,10 @@ BAND_COUNT = 16
 FLUX_CAP_DB = 20.0  # one onset out of silence must not dominate a window mean
 RELEASE_HOPS = 3  # analyses (about 90 ms) averaged for the release test
 QUIET_RESET_MS = 240  # this much quiet ends the music or noise being blocked
-SMOOTH_MS = 90  # band levels are averaged over this long before they are compared with the noise floor
+SMOOTH_MS = 90  # band levels are smoothed over about this long before they are compared with the noise floor
 FLOOR_BLOCK_MS = 500  # the noise floor keeps one minimum per block of this length
 SWING_MS = 90  # level swing: the change of level against this long ago (syllables rise and fall)
 VOICE_MS = 90  # this long above the noise floor is a voice, not a lone peak of the noise
-SILENT_BAND_DB = -120.0
 UNKNOWN_FLOOR_DB = np.inf  # a block not heard yet: the floor is the quietest hop so far
 TONE_MEMORY_S = 8.0  # a confirmed tone plan blocks at once for this long (ring cadence is 2 s on, 4 s off)
 
@@ -176,9 +175,8 @@ class NoiseFloor:
     """
 
     def __init__(self, floor_ms: int, frame_ms: int) -> None:
-        self._smooth_ring = np.full((max(1, SMOOTH_MS // frame_ms), BAND_COUNT), SILENT_BAND_DB)
-        self._smooth_sum = self._smooth_ring.sum(axis=0)
-        self._smooth_at = 0
+        self._keep = math.exp(-frame_ms / SMOOTH_MS)  # exponential smoothing, time constant SMOOTH_MS
+        self._started = False
         self._block_hops = max(1, FLOOR_BLOCK_MS // frame_ms)
         self._block_hop = 0
         self._blocks = np.full((max(1, floor_ms // FLOOR_BLOCK_MS), BAND_COUNT), UNKNOWN_FLOOR_DB)
@@ -190,12 +188,13 @@ class NoiseFloor:
 
     def excess_db(self, band_db: np.ndarray) -> float:
         """Mean dB by which this hop's smoothed band levels rise above the floor; learns the hop."""
-        oldest = self._smooth_ring[self._smooth_at]
-        self._smooth_sum += band_db
-        self._smooth_sum -= oldest
-        oldest[:] = band_db
-        self._smooth_at = (self._smooth_at + 1) % len(self._smooth_ring)
-        np.multiply(self._smooth_sum, 1.0 / len(self._smooth_ring), out=self._level)
+        if self._started:
+            # Rises at once (a voice's onset passes from its first hop), decays smoothly (noise's dips).
+            self._level *= self._keep
+            self._level += (1.0 - self._keep) * band_db
+            np.maximum(self._level, band_db, out=self._level)
+        else:
+            self._level[:], self._started = band_db, True
         np.minimum(self._block_min, self._level, out=self._block_min)
         np.minimum(self._block_min, self._blocks_min, out=self._excess)
         np.subtract(self._level, self._excess, out=self._excess)

@@ -21,15 +21,20 @@ _FUNCTION_WORDS: dict[Lang, frozenset[str]] = {
         "the a an and or but is are was were be been i you he she it we they my your his her our "
         "their this that these those to of in on at for with from not no do does did have has had "
         "what why how when where can could will would should me him them us am don't it's i'm "
-        "you're there here just".split()
+        "you're there here just since more very also still always never nothing all so because "
+        "about before after without been being any some than then".split()
     ),
     "fr": frozenset(
         "le la les un une des et ou mais est sont était été je tu il elle nous vous ils elles mon "
         "ma mes ton ta votre vos son sa ses notre nos ce cette ces de du au aux en dans sur pour "
         "avec par pas ne non que qui quoi pourquoi comment quand où c'est j'ai suis êtes avez "
-        "fait moi toi lui leur y ça".split()
+        "fait moi toi lui leur y ça depuis plus très aussi encore toujours jamais rien tout tous "
+        "bien alors donc parce comme avant après chez sans sous vers ai avons ont été".split()
     ),
 }
+
+
+_FRENCH_MARK = re.compile(r"[àâçéèêëîïôûùüœ]|^(?:[cdjlmnst]|qu)'")
 
 
 class LanguageDecider:
@@ -59,6 +64,9 @@ class LanguageDecider:
         for word in re.findall(r"[\w']+", event.text.lower().replace("\u2019", "'")):
             for lang, vocabulary in _FUNCTION_WORDS.items():
                 self._counts[lang] += word in vocabulary
+            # An accented letter or an elision (j', c', qu'...) is French whatever the word.
+            if word not in _FUNCTION_WORDS["fr"] and _FRENCH_MARK.search(word):
+                self._counts["fr"] += 1
         en, fr = self._counts["en"], self._counts["fr"]
         if en + fr < self._config.auto_min_words:
             return []

@@ -58,7 +58,7 @@ def drive(
     rate = config.audio.rate
     frame_samples = rate * config.audio.frame_ms // 1000
     frame_s = frame_samples / rate
-    limit = math.inf if stop is None else (stop - start) / frame_s
+    limit = math.inf if stop is None else math.floor((stop - start) / frame_s + 1e-9)  # whole frames
     next_mark = mark_every_s
     fed = 0
     started = time.perf_counter()

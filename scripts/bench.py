@@ -489,8 +489,10 @@ def _stats_ms(values: Sequence[float]) -> dict[str, float | int | None]:
 # ---------------------------------------------------------------------------------------------- memory
 
 
-def memory_run(call: BenchCall, shared: SharedResources, config: Config, minutes: float) -> dict[str, Any]:
-    """Unpaced replay of up to `minutes` of a long call; RSS every 30 s of call time, slope by least squares."""
+def memory_run(
+    call: BenchCall, shared: SharedResources, config: Config, minutes: float, mark_s: float = MEMORY_MARK_S
+) -> dict[str, Any]:
+    """Up to `minutes` of a long call, unpaced; RSS every 30 s of call time, its slope by least squares."""
     samples: list[tuple[float, float]] = [(0.0, rss_mb())]
     finals: list[float] = []
 
@@ -508,7 +510,7 @@ def memory_run(call: BenchCall, shared: SharedResources, config: Config, minutes
             stop=minutes * 60.0,
             on_event=on_event,
             on_mark=lambda t: samples.append((t, rss_mb())),
-            mark_every_s=MEMORY_MARK_S,
+            mark_every_s=mark_s,
         )
     audio_s = result.audio_s
     warmup = min(MEMORY_WARMUP_S, audio_s / 4)
@@ -686,11 +688,12 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
     events_ok = memory["finals_last_window"] > 0
     lines.append(
         BudgetLine(
-            f"RSS slope over {memory['audio_s'] / 60:.0f} min of audio (fit from {memory['fit_from_s']:.0f} s)",
-            f"<= {MAX_RSS_SLOPE_MB_PER_H:g} MB/h, finals in the last {memory['events_window_s'] / 60:.0f} min",
+            f"RSS slope, {memory['audio_s'] / 60:.0f} min of audio (fit from {memory['fit_from_s']:.0f} s)",
+            f"<= {MAX_RSS_SLOPE_MB_PER_H:g} MB/h; finals in the last {memory['events_window_s'] / 60:.0f} m",
             "-"
             if slope is None
-            else f"{slope:+.2f} ± {memory['slope_stderr_mb_per_hour']:.2f} MB/h, {memory['finals_last_window']} finals",
+            else f"{slope:+.2f} ± {memory['slope_stderr_mb_per_hour']:.2f} MB/h, "
+            f"{memory['finals_last_window']} finals",
             None if slope is None else slope <= MAX_RSS_SLOPE_MB_PER_H and events_ok,
         )
     )
@@ -723,71 +726,72 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
     return lines
 
 
-def print_table(results: dict[str, Any], out: Any = sys.stdout) -> None:
-    m = results["machine"]
-    print(
-        f"\ncallguard benchmark, {m['date']}, {m['cpu']} ({m['cores']} cores), model {results['model']['name']}",
-        file=out,
+def table(results: dict[str, Any]) -> str:
+    """The human summary: CPU per call, idle, latency, memory, batch speed, then the budget lines."""
+    m, out = results["machine"], []
+    out.append(f"callguard benchmark, {m['date']}, {m['cpu']} ({m['cores']} cores)")
+    out.append(f"model {results['model']['name']}; load average before {m['load_average_before']}")
+    heads = ("audio s", "fed b/o/c s", "bare", "oracle", "callg.", "cg/orc", "cg/bare", "pipe/rec")
+    out.append(f"{'':<20} {'':>8} {'':>13} {'CPU s per audio s':^23}")
+    out.append(
+        f"{'call':<20} "
+        + " ".join(f"{h:>{w}}" for h, w in zip(heads, (8, 13, 7, 7, 7, 7, 7, 8), strict=True))
     )
-    print(
-        f"{'call':<20} {'audio s':>8} {'fed bare/orc/cg s':>19} {'bare':>7} {'oracle':>7} {'callg.':>7} {'cg/orc':>7} {'cg/bare':>7} {'pipe/rec':>8}",
-        file=out,
-    )
-    print(f"{'':<20} {'':>8} {'':>19} {'CPU s per audio s':^23} {'':>7} {'':>7} {'':>8}", file=out)
     for name, c in results["calls"].items():
-        fed = f"{c['bare']['fed_s']:.0f}/{c['oracle']['fed_s']:.0f}/{c['callguard']['fed_s']:.0f}"
-        print(
-            f"{name:<20} {c['audio_s']:>8.1f} {fed:>19} {c['bare']['cpu_per_audio_s']:>7.4f} {c['oracle']['cpu_per_audio_s']:>7.4f} "
-            f"{c['callguard']['cpu_per_audio_s']:>7.4f} {c['callguard_over_oracle']:>7.3f} {c['callguard_over_bare']:>7.3f} "
-            f"{c['pipeline_share_of_recogniser']:>8.1%}",
-            file=out,
+        bare, oracle, cg = c["bare"], c["oracle"], c["callguard"]
+        fed = f"{bare['fed_s']:.0f}/{oracle['fed_s']:.0f}/{cg['fed_s']:.0f}"
+        out.append(
+            f"{name:<20} {c['audio_s']:>8.1f} {fed:>13} {bare['cpu_per_audio_s']:>7.4f} "
+            f"{oracle['cpu_per_audio_s']:>7.4f} {cg['cpu_per_audio_s']:>7.4f} "
+            f"{c['callguard_over_oracle']:>7.3f} {c['callguard_over_bare']:>7.3f} "
+            f"{c['pipeline_share_of_recogniser']:>8.1%}"
         )
-    print("\nidle (live, model loaded)", file=out)
+    out.append("\nidle (live, model loaded)")
     for kind, idle in results["idle"].items():
-        print(
-            f"  {kind:<8} {idle['audio_s']:>6.0f} s  {idle['cpu_percent']:>6.2f}% of a core  recogniser fed {idle['recogniser_fed_s']:.1f} s",
-            file=out,
+        out.append(
+            f"  {kind:<8} {idle['audio_s']:>6.0f} s  {idle['cpu_percent']:>6.2f}% of a core  "
+            f"recogniser fed {idle['recogniser_fed_s']:.1f} s"
         )
-    r = results["reaction"]
-    lag = results["recogniser_lag"]
-    print("\nlatency (live)", file=out)
-    print(
-        f"  reaction, word at detector -> prompt: {_fmt_stats(r['reaction_ms'])} ({', '.join(r['calls'])})",
-        file=out,
+    r, lag, e2e = results["reaction"], results["recogniser_lag"], results["end_to_end_ms"]
+    out.append("\nlatency (live)")
+    out.append(
+        f"  reaction, word at detector -> prompt:     {_fmt_stats(r['reaction_ms'])} "
+        f"({', '.join(r['calls'])})"
     )
-    print(f"  detector+policy per transcript:        {_fmt_stats(r['detector_ms_per_transcript'])}", file=out)
-    print(
-        f"  recogniser lag, word end -> first report: {_fmt_stats(lag['lag_ms'])} ({lag['first_reported_in_partial']}/{lag['words']} words first seen in a partial)",
-        file=out,
-    )
-    e2e = results["end_to_end_ms"]
-    print(f"  end to end (lag + reaction): median {e2e['median']} ms, p95 {e2e['p95']} ms", file=out)
+    out.append(f"  detector + policy per transcript:         {_fmt_stats(r['detector_ms_per_transcript'])}")
+    out.append(f"  recogniser lag, word end -> first report: {_fmt_stats(lag['lag_ms'])} ({lag['call']})")
+    out.append(f"    words first reported in a partial: {lag['first_reported_in_partial']} of {lag['words']}")
+    out.append(f"  end to end (lag + reaction): median {e2e['median']} ms, p95 {e2e['p95']} ms")
     mem = results["memory"]
-    print(
-        f"\nmemory: peak RSS {results['peak_rss_mb']:.0f} MB; {mem['audio_s'] / 60:.0f} min of {mem['call']} unpaced: "
-        f"RSS {mem['rss_start_mb']:.0f} -> {mem['rss_end_mb']:.0f} MB, slope {mem['slope_mb_per_hour']} ± {mem['slope_stderr_mb_per_hour']} MB/h, "
-        f"finals {mem['finals_first_window']} in the first and {mem['finals_last_window']} in the last {mem['events_window_s'] / 60:.0f} min",
-        file=out,
+    out.append(
+        f"\nmemory: peak RSS {results['peak_rss_mb']:.0f} MB; {mem['audio_s'] / 60:.0f} min of {mem['call']} "
+        f"unpaced: RSS {mem['rss_start_mb']:.0f} -> {mem['rss_end_mb']:.0f} MB"
+    )
+    out.append(
+        f"  slope {mem['slope_mb_per_hour']} ± {mem['slope_stderr_mb_per_hour']} MB/h; finals "
+        f"{mem['finals_first_window']} in the first and {mem['finals_last_window']} in the last "
+        f"{mem['events_window_s'] / 60:.0f} min"
     )
     jobs = results["throughput"]
     if jobs.get("measured"):
         for key in sorted(k for k in jobs if k.startswith("jobs_")):
             j = jobs[key]
-            print(
-                f"batch {j['workers']} job(s): {j['audio_s_per_wall_s']:.1f} audio s per wall s, {j['audio_s_per_cpu_s']:.1f} per CPU s",
-                file=out,
+            out.append(
+                f"batch {j['workers']} job(s): {j['audio_s_per_wall_s']:.1f} audio s per wall s, "
+                f"{j['audio_s_per_cpu_s']:.1f} per CPU s"
             )
     else:
-        print(f"batch jobs: not measured ({jobs.get('reason')})", file=out)
-    print("\nbudget", file=out)
+        out.append(f"batch jobs: not measured ({jobs.get('reason')})")
+    out.append("\nbudget")
     for line in results["budget"]:
-        print(f"  [{line['mark']:^12}] {line['name']}: {line['value']} (limit {line['limit']})", file=out)
+        out.append(f"  [{line['mark']:^12}] {line['name']}: {line['value']} (limit {line['limit']})")
+    return "\n".join(out)
 
 
 def _fmt_stats(stats: dict[str, Any]) -> str:
     if not stats.get("n"):
         return "no samples"
-    return f"median {stats['median']:.2f} ms, p95 {stats['p95']:.2f} ms, max {stats['max']:.2f} ms (n={stats['n']})"
+    return f"median {stats['median']:.2f}, p95 {stats['p95']:.2f}, max {stats['max']:.2f} ms (n={stats['n']})"
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -819,6 +823,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--memory-minutes", type=float, help="minutes of the memory call (default 60; --quick 12)"
     )
+    parser.add_argument("--memory-mark-s", type=float, default=MEMORY_MARK_S, help="RSS sampled every N s")
     parser.add_argument(
         "--speed",
         type=float,
@@ -857,10 +862,14 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             "gate": config.gate.enabled,
         },
         "protocol": {
-            "bare": f"raw vosk per channel, whole call at {model.rate} Hz in {BARE_CHUNK_SAMPLES}-sample chunks, partial after each chunk",
-            "oracle": f"callguard's recogniser per channel on the truth's utterances padded {ORACLE_PAD_BEFORE_S} s before and {ORACLE_PAD_AFTER_S} s after",
-            "callguard": "replay_file (what `callguard replay --model` runs), file decoding included, model load excluded",
-            "cpu": "getrusage(RUSAGE_SELF): every thread of the process; recogniser CPU is thread time inside vosk calls",
+            "bare": f"raw vosk per channel, the whole call at {model.rate} Hz in {BARE_CHUNK_SAMPLES}-sample "
+            "chunks, a partial after each chunk (vosk's example)",
+            "oracle": f"callguard's recogniser per channel on the truth's utterances, padded "
+            f"{ORACLE_PAD_BEFORE_S} s before and {ORACLE_PAD_AFTER_S} s after",
+            "callguard": "replay_file (what `callguard replay --model` runs), decoding the file included, "
+            "model load excluded",
+            "cpu": "getrusage(RUSAGE_SELF), every thread of the process; recogniser CPU is the thread time "
+            "inside vosk calls; least of --repeat interleaved runs",
         },
     }
 
@@ -904,7 +913,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     memory_minutes = args.memory_minutes or (12.0 if args.quick else 60.0)
     memory_call = fixtures.call(args.memory_call)
     log(f"memory: {memory_minutes:g} min of {memory_call.name}, unpaced")
-    results["memory"] = memory_run(memory_call, shared, config, memory_minutes)
+    results["memory"] = memory_run(memory_call, shared, config, memory_minutes, args.memory_mark_s)
     results["peak_rss_mb"] = round(rss_mb("VmHWM"), 1)  # before the batch loads more models
 
     idle_seconds = args.idle_seconds or (60.0 if args.quick else None)
@@ -977,7 +986,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(args, log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    print_table(results)
+    print(table(results))
     print(f"\nwritten: {args.out}")
     return 0
 

@@ -75,7 +75,7 @@ def test_auto_decides_the_language_of_the_words(texts: list[str], lang: str) -> 
 
 
 def test_decides_when_the_words_are_heard_not_before() -> None:
-    decider = LanguageDecider(LanguageConfig())
+    decider = LanguageDecider(LanguageConfig(auto_min_words=8))
     assert decider.process(final(ENGLISH[0], t=1.0)) == []  # "i have for my for": 5 function words
     decided = decider.process(final(ENGLISH[1], t=5.0))
     assert len(decided) == 1
@@ -93,6 +93,13 @@ def test_needs_a_clear_margin() -> None:
     assert decide(decider, ["the you le je", "and et"]) == []  # 3 en, 3 fr
     assert len(decide(decider, ["the and it is"])) == 1  # 7 en, 3 fr: more than 2 to 1
     assert decider.lang == "en"
+
+
+def test_accents_and_elisions_count_as_french() -> None:
+    decider = LanguageDecider(LanguageConfig(auto_min_words=3, auto_margin=3.0))
+    assert decide(decider, ["l'imprimante réparée"]) == []  # 2 French marks
+    assert len(decide(decider, ["qu'elle"])) == 1
+    assert decider.lang == "fr"
 
 
 def test_tied_counts_do_not_decide() -> None:

@@ -1,0 +1,103 @@
+"""Smoke test of the benchmark harness (scripts/bench.py) on tiny calls: every figure is in the JSON.
+
+Not a timing assertion: the machine running the tests is shared. The calls are cut from the
+generated real-voice call, with a sidecar holding an insult so that a prompt fires; live runs
+are paced 20 times faster than real time so the test stays short.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from scripts import bench
+
+TINY_S = 8.0
+
+
+def _tiny_calls(source: Path, truth: dict[str, Any], music: Path, folder: Path) -> dict[str, Path]:
+    audio, rate = soundfile.read(str(source), dtype="int16", always_2d=True)
+    tiny = folder / "tiny.wav"
+    soundfile.write(str(tiny), audio[: int(TINY_S * rate)], rate, subtype="PCM_16")
+    kept = [u for u in truth["utterances"] if u["end"] <= TINY_S]
+    assert kept, "the real-voice call has no utterance in its first seconds"
+    (folder / "tiny.truth.json").write_text(json.dumps({"utterances": kept, "nonspeech": []}))
+    insult = [("you", 1.0, 1.2), ("stupid", 1.25, 1.6), ("idiot", 1.65, 2.0)]
+    words = [{"word": w, "start": s, "end": e, "speaker": "customer"} for w, s, e in insult]
+    (folder / "tiny.transcript.json").write_text(json.dumps({"words": words}))
+
+    # 2 s of a faint floor, then 2 s of line noise: the idle run splits there, as on long_noise_5min
+    noise = np.random.default_rng(7).normal(0.0, 1.0, (4 * rate, 2))
+    noise[: 2 * rate] *= 32768 * 10 ** (-70 / 20)
+    noise[2 * rate :] *= 32768 * 10 ** (-40 / 20)
+    idle = folder / "idle.wav"
+    soundfile.write(str(idle), noise.astype(np.int16), rate, subtype="PCM_16")
+    spans = [{"speaker": r, "kind": "noise", "start": 2.0, "end": 4.0} for r in ("customer", "agent")]
+    (folder / "idle.truth.json").write_text(json.dumps({"utterances": [], "nonspeech": spans}))
+    return {"tiny": tiny, "idle": idle, "music": music}
+
+
+def test_bench_writes_every_figure(
+    fixture_call: Callable[[str], Path], fixture_truth: Callable[[str], dict[str, Any]], tmp_path: Path
+) -> None:
+    source, music = fixture_call("real_typical_en"), fixture_call("clip_music")
+    calls = _tiny_calls(source, fixture_truth("real_typical_en"), music, tmp_path)
+    out = tmp_path / "bench.json"
+    tiny = str(calls["tiny"])
+    code = bench.main(
+        [
+            "--out", str(out), "--calls", tiny, "--repeat", "1",
+            "--idle-noise", str(calls["idle"]), "--idle-music", str(calls["music"]), "--idle-seconds", "2",
+            "--reaction-calls", tiny, "--lag-call", tiny,
+            "--memory-call", tiny, "--memory-minutes", "1", "--memory-mark-s", "1",
+            "--speed", "20", "--jobs", "2", "--jobs-copies", "1",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads(out.read_text())
+
+    call = results["calls"]["tiny"]
+    for run in ("bare", "oracle", "callguard"):
+        assert call[run]["cpu_s"] > 0 and call[run]["cpu_per_audio_s"] > 0
+    # the oracle hears only the padded true speech, bare vosk all of both channels
+    assert 0 < call["oracle"]["fed_s"] < call["bare"]["fed_s"]
+    assert 0 < call["callguard"]["recogniser_cpu_s"] < call["callguard"]["cpu_s"]
+    ratios = ("callguard_over_oracle", "callguard_over_bare", "pipeline_share_of_recogniser")
+    for key in ratios:
+        assert call[key] > 0, key
+
+    assert set(results["idle"]) == {"silence", "noise", "music"}
+    # split where the truth says the noise starts
+    silence, noise = results["idle"]["silence"]["window_s"], results["idle"]["noise"]["window_s"]
+    assert silence[0] == 0.0 and abs(silence[1] - 2.0) <= 0.03 and noise[0] == 2.0
+    for idle in results["idle"].values():
+        assert idle["audio_s"] > 0 and idle["cpu_percent"] > 0
+
+    reaction = results["reaction"]["reaction_ms"]
+    assert reaction["n"] >= 1 and 0 < reaction["median"] <= reaction["p95"]
+    lag = results["recogniser_lag"]
+    assert lag["words"] >= 1 and lag["lag_ms"]["median"] is not None
+    assert None not in results["end_to_end_ms"].values()
+
+    memory = results["memory"]
+    assert memory["slope_mb_per_hour"] is not None and memory["rss_end_mb"] > 0
+    assert memory["finals_last_window"] >= 0 and len(memory["samples"]) >= 3
+    assert results["peak_rss_mb"] >= memory["rss_max_mb"]
+
+    jobs = results["throughput"]
+    assert jobs["measured"], jobs
+    assert jobs["jobs_1"]["audio_s_per_wall_s"] > 0 and jobs["jobs_2"]["audio_s_per_cpu_s"] > 0
+    assert not jobs["jobs_1"]["failed"] and not jobs["jobs_2"]["failed"]
+
+    names = [line["name"] for line in results["budget"]]
+    assert any("oracle" in n for n in names) and any("pipeline work" in n for n in names)
+    assert sum(n.startswith("idle on") for n in names) == 3
+    assert any("reaction p95" in n for n in names) and any("RSS slope" in n for n in names)
+    assert any("jobs vs 1 job" in n for n in names)
+    assert all(line["mark"] in ("MET", "NOT MET") for line in results["budget"])
+    assert "budget" in bench.table(results)
