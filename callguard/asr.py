@@ -36,7 +36,7 @@ class SpeechModel:
     def load(cls, path: Path) -> SpeechModel:
         import vosk
 
-        vosk.SetLogLevel(-1)
+        vosk.SetLogLevel(-2)  # -1 still prints Kaldi warnings on every utterance
         try:
             handle = vosk.Model(str(path))
         except Exception as exc:  # vosk raises a bare Exception on a bad folder

@@ -18,8 +18,10 @@ such a sign through at once. All of it is causal and cheap per frame:
   to it for less than `hold_ms`, so speech over noise is never a long run at
   the floor.
 - music: it never falls back to the floor between words, and changes its
-  spectrum less than speech: `hold_ms` above the floor with no dip while the
-  mean spectral flux of the last `window_ms` is below `music_flux`.
+  spectrum and level less than speech: `hold_ms` above the floor with no
+  dip, while over the last `window_ms` the mean spectral flux is below
+  `music_flux` and the mean level swing below `music_swing_db`. Once started,
+  only a voice or a livelier spectrum ends it.
 - release: a burst of flux or level (a voice starting over the music) passes
   the frame at once and ends the music; over noise, every frame above the
   floor passes, and a few in a row end the noise.
@@ -52,6 +54,7 @@ SMOOTH_MS = 90  # band levels are smoothed over about this long before they are 
 FLOOR_BLOCK_MS = 500  # the noise floor keeps one minimum per block of this length
 SWING_MS = 90  # level swing: the change of level against this long ago (syllables rise and fall)
 VOICE_MS = 90  # this long above the noise floor is a voice, not a lone peak of the noise
+QUIET_BAND_DB = -120.0  # band level given to quiet hops, which are not analysed
 UNKNOWN_FLOOR_DB = np.inf  # a block not heard yet: the floor is the quietest hop so far
 TONE_MEMORY_S = 8.0  # a confirmed tone plan blocks at once for this long (ring cadence is 2 s on, 4 s off)
 
@@ -77,7 +80,6 @@ class FrameFeatures:
 
     level_db: float  # dBFS of the analysed 30 ms
     flux_db: float  # mean absolute change of the band levels against 30 ms earlier
-    flatness: float  # spectral flatness in the telephone band, 0 (tones) .. ~0.56 (white noise)
     tone_plan: int  # index into PROGRESS_TONES_HZ of the best-fitting plan, -1 if none fits
     dtmf: bool  # the frame is a DTMF pair
     band_db: np.ndarray  # BAND_COUNT band levels (dB); a view the analyser overwrites on its next call
@@ -136,42 +138,44 @@ class SpectralAnalyser:
         np.multiply(new, 1.0 / 32768.0, out=self._samples[keep:], casting="unsafe")
         mean_square = float(np.dot(self._samples, self._samples)) / len(self._samples)
         level_db = 10.0 * math.log10(mean_square + 1e-12)
+        band_db = self._band_db
+        previous = self._band_history[self._history_at]
+        self._history_at = (self._history_at + 1) % self._hops_back
+        if mean_square < self._quiet_power:
+            # Silence is most of a call: no spectrum for it, so an idle line costs next to nothing.
+            band_db.fill(QUIET_BAND_DB)
+            previous[:] = band_db
+            return FrameFeatures(level_db, 0.0, -1, False, band_db)
 
         np.multiply(self._samples, self._hann, out=self._windowed)
         power = np.abs(np.fft.rfft(self._windowed, self._nfft)[self._lo : self._hi])
         np.multiply(power, power, out=power)
-        power += 1e-20
         # One product gives the total, the band powers, the tone plans' and the DTMF tones' energies.
         np.dot(self._projection, power, out=self._projected)
         total = float(self._projected[0])
-        band_db = self._band_db
         np.add(self._projected[self._bands], 1e-12, out=band_db)
         np.log10(band_db, out=band_db)
         band_db *= 10.0
-
-        previous = self._band_history[self._history_at]
         np.subtract(band_db, previous, out=self._scratch)
         flux_db = min(float(np.abs(self._scratch, out=self._scratch).sum()) / BAND_COUNT, FLUX_CAP_DB)
         previous[:] = band_db
-        self._history_at = (self._history_at + 1) % self._hops_back
 
-        flatness = math.exp(float(np.log(power, out=power).sum()) / len(power)) * len(power) / total
-        if mean_square < self._quiet_power:
-            return FrameFeatures(level_db, flux_db, flatness, -1, False, band_db)
         plans = self._projected[self._plans].tolist()
         best_plan = max(range(len(plans)), key=plans.__getitem__)
         tone_plan = best_plan if plans[best_plan] >= self._tonality * total else -1
         row = max(self._projected[self._rows].tolist())
         col = max(self._projected[self._cols].tolist())
         dtmf = row + col >= self._tonality * total and min(row, col) >= DTMF_MIN_BALANCE * max(row, col)
-        return FrameFeatures(level_db, flux_db, flatness, tone_plan, dtmf, band_db)
+        return FrameFeatures(level_db, flux_db, tone_plan, dtmf, band_db)
 
 
 class NoiseFloor:
-    """The line's noise floor: the quietest band spectrum of the last `floor_ms`, as minimum statistics.
+    """The line's noise floor: the quietest band spectrum of the last `floor_ms` of sound.
 
-    Band levels are first averaged over `SMOOTH_MS`, so that the random ups and downs of noise in
-    narrow bands do not pull the minimum far below the noise's typical level.
+    Minimum statistics over blocks of FLOOR_BLOCK_MS. Quiet hops (below quiet_dbfs) are left out, so
+    a line that falls silent now and then keeps its noise floor. Band levels are smoothed over
+    SMOOTH_MS first, so the random dips of noise in narrow bands do not pull the minimum far below
+    the noise's typical level.
     """
 
     def __init__(self, floor_ms: int, frame_ms: int) -> None:
@@ -189,10 +193,13 @@ class NoiseFloor:
     def excess_db(self, band_db: np.ndarray) -> float:
         """Mean dB by which this hop's smoothed band levels rise above the floor; learns the hop."""
         if self._started:
-            # Rises at once (a voice's onset passes from its first hop), decays smoothly (noise's dips).
-            self._level *= self._keep
-            self._level += (1.0 - self._keep) * band_db
-            np.maximum(self._level, band_db, out=self._level)
+            # Rises at once (a voice's onset passes from its first hop), decays smoothly (noise's dips):
+            # max(band, keep * level + (1 - keep) * band), in place.
+            level = self._level
+            np.subtract(level, band_db, out=level)
+            np.maximum(level, 0.0, out=level)
+            level *= self._keep
+            level += band_db
         else:
             self._level[:], self._started = band_db, True
         np.minimum(self._block_min, self._level, out=self._block_min)
@@ -310,7 +317,6 @@ class NonSpeechGate:
 
     def _judge(self, t: float, features: FrameFeatures) -> NonSpeechKind | None:
         """Non-speech kind of the current frame, or None for speech (or undecided: passed)."""
-        excess_db = self._floor.excess_db(features.band_db)  # the floor learns from every hop, quiet too
         if features.level_db < self._config.quiet_dbfs:
             self._tone_count = 0
             self._above_hops = 0  # a pause: music does not pause between words, speech does
@@ -326,6 +332,7 @@ class NonSpeechGate:
         if self._is_progress_tone(t, features.tone_plan, features.flux_db < self._config.tone_flux):
             return "tone"
 
+        excess_db = self._floor.excess_db(features.band_db)
         departs = self._update_window(features)
         steady = self._filled >= self._window and self._flux_sum < self._config.music_flux * self._window
         if excess_db < self._config.noise_margin_db:
