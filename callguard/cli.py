@@ -186,7 +186,15 @@ def _replay(args: argparse.Namespace, config: Config) -> int:
         raise ConfigError("--realtime", "", "not with --out (a batch runs as fast as it can)")
     if args.out is not None or len(args.calls) > 1 or any(_is_pattern_or_folder(c) for c in args.calls):
         return _replay_many(args, config)
-    return _replay_one(args, config)
+    # One call: the flags given are its only sidecars (a transcript lying beside it is not taken).
+    from callguard.batch import ReplayOptions, job_for
+
+    job = job_for(
+        Path(args.calls[0]), set(), transcript=args.transcript, call_info=args.call_info, sidecars=False
+    )
+    options = ReplayOptions(config, model=args.model, lang=args.lang)
+    _warn_if_no_model([job], options)
+    return _replay_timelines(args, config, [job], options)
 
 
 def _is_pattern_or_folder(call: str) -> bool:
@@ -255,7 +263,7 @@ def _replay_timelines(
                 if line:
                     print(line, flush=True)
 
-            if not args.quiet:
+            if len(jobs) > 1 and not args.quiet:
                 print(f"== {job.audio}")
             try:
                 facts = load_call_info(job.call_info) if job.call_info else CallFacts()
@@ -268,60 +276,6 @@ def _replay_timelines(
                     realtime=args.realtime,
                     on_event=show,
                     shared=state.resources(options, job, facts.language),
-                )
-            except CallguardError as exc:
-                failures += 1
-                print(f"callguard: error: {exc}", file=sys.stderr)
-    finally:
-        if sink:
-            sink.close()
-    return 1 if failures else 0
-
-
-def _replay_one(args: argparse.Namespace, config: Config) -> int:
-    """One call, no --out: its timeline on stdout (the flags given are the only sidecars)."""
-    from callguard.asr import SpeechModel
-    from callguard.models import configured_model_name, missing_model_notice, model_for_language
-    from callguard.pipeline import SharedResources
-    from callguard.policy import CallFacts, load_call_info
-    from callguard.replay import replay_file, timeline_line
-
-    facts = load_call_info(args.call_info) if args.call_info else CallFacts()
-    model = None
-    if args.transcript is None:
-        lang = next(x for x in (args.lang, facts.language, config.language.mode) if x)
-        model_lang = lang if lang in ("en", "fr") else config.language.fallback
-        path = model_for_language(config, model_lang, args.model)
-        if path is None:
-            name = args.model or configured_model_name(config, model_lang)
-            print(f"callguard: {missing_model_notice(name, model_lang)}", file=sys.stderr)
-        else:
-            model = SpeechModel.load(path)
-    shared = SharedResources.build(config, model)
-    failures = 0
-    sink = _open(args.events)
-    try:
-        for call in args.calls:
-
-            def show(event, call=call):
-                if sink:
-                    sink.write(json.dumps({"call": str(call), **event.to_dict()}, ensure_ascii=False) + "\n")
-                line = None if args.quiet else timeline_line(event)
-                if line:
-                    print(line, flush=True)
-
-            if len(args.calls) > 1 and not args.quiet:
-                print(f"== {call}")
-            try:
-                replay_file(
-                    Path(call),
-                    config,
-                    facts=facts,
-                    lang=args.lang,
-                    transcript=args.transcript,
-                    realtime=args.realtime,
-                    on_event=show,
-                    shared=shared,
                 )
             except CallguardError as exc:
                 failures += 1

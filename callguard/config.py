@@ -183,17 +183,22 @@ class Config:
         return replace(self, **updated)
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Parse one TOML file (config, lexicon, catalogue); one-line errors name the file."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "", f"{what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"is not valid TOML ({exc})") from None
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """Read and validate a config file; with no path, the shipped defaults."""
     source = Path(path) if path else DEFAULT_CONFIG_FILE
-    try:
-        document = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, "", f"cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, "", f"is not valid TOML ({exc})") from None
+    document = read_toml(source, "file")
     sections = {f.name: f for f in fields(Config) if f.name != "base_dir"}
     built: dict[str, Any] = {}
     for name, value in document.items():

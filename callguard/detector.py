@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import itertools
 import re
-import tomllib
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from callguard.config import Config
+from callguard.config import Config, read_toml
 from callguard.errors import ConfigError
 from callguard.events import CATEGORIES, Abuse, Category, Match, Transcript, Word
 
@@ -239,14 +238,7 @@ def _walk(
 
 def load_lexicon(path: Path, lang: str) -> Lexicon:
     """Read, validate and compile one language's lexicon; ConfigError names the bad key."""
-    try:
-        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "", "lexicon file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"is not valid TOML ({exc})") from None
+    document = read_toml(path, "lexicon file")
     return _LexiconBuilder(path, lang, document).build()
 
 

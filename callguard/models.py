@@ -19,7 +19,6 @@ import re
 import shutil
 import sys
 import tempfile
-import tomllib
 import urllib.error
 import urllib.request
 import zipfile
@@ -30,7 +29,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from callguard.config import PACKAGE_ROOT, Config
+from callguard.config import PACKAGE_ROOT, Config, read_toml
 from callguard.errors import ConfigError, ModelError
 
 DEFAULT_CATALOGUE = PACKAGE_ROOT / "models" / "catalogue.toml"
@@ -66,14 +65,7 @@ class CatalogueEntry:
 def load_catalogue(path: Path | None = None) -> dict[str, CatalogueEntry]:
     """Read and validate the model catalogue; ConfigError names the entry and key at fault."""
     source = path or DEFAULT_CATALOGUE
-    try:
-        document = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(source, "", "model catalogue not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, "", f"cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, "", f"is not valid TOML ({exc})") from None
+    document = read_toml(source, "model catalogue")
     unknown = set(document) - {"model"}
     if unknown:
         raise ConfigError(source, sorted(unknown)[0], "unknown key (expected only [[model]] tables)")

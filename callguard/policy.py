@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections import Counter, deque
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from callguard.config import Config, PolicyConfig
+from callguard.config import Config, PolicyConfig, read_toml
 from callguard.errors import ConfigError
 from callguard.events import (
     LEVELS,
@@ -175,14 +174,7 @@ class PromptCatalogue:
 def load_catalogue(path: Path, lang: str) -> PromptCatalogue:
     """Read and validate one prompt catalogue; errors name the file and the key."""
     path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "", "prompt catalogue not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", f"cannot be read ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, "", f"is not valid TOML ({exc})") from None
+    document = read_toml(path, "prompt catalogue")
     for key in document:
         if key not in ("lang", "placeholders", "next_step", "prompt"):
             raise ConfigError(
