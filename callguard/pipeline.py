@@ -63,7 +63,13 @@ class SpeakerChannel:
         self.loudness = LoudnessTracker(config.loudness, audio.frame_ms, role, margin_db=agent_margin)
         self.recogniser = (
             Recogniser(
-                model, role, audio.rate, audio.frame_ms, config.asr.partials, config.asr.max_utterance_s
+                model,
+                role,
+                audio.rate,
+                audio.frame_ms,
+                partials=config.asr.partials,
+                max_utterance_s=config.asr.max_utterance_s,
+                renew_after_s=config.asr.renew_after_s,
             )
             if model is not None and sidecar is None
             else None

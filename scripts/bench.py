@@ -137,6 +137,7 @@ class RecogniserMeter:
     accepts: int = 0
     partials: int = 0
     finals: int = 0
+    recognisers: int = 0  # vosk recognisers created (one per channel, then one per renewal)
 
 
 class MeteredKaldi:
@@ -182,6 +183,7 @@ class MeteredKaldi:
 def metered_recogniser_class(meter: RecogniserMeter) -> type[Recogniser]:
     class MeteredRecogniser(Recogniser):
         def _new_recogniser(self) -> object:
+            meter.recognisers += 1
             return MeteredKaldi(super()._new_recogniser(), meter)
 
     return MeteredRecogniser
@@ -500,7 +502,9 @@ def memory_run(
         if isinstance(event, Transcript) and event.final:
             finals.append(event.t)
 
-    session = CallSession(config, shared=shared, roles=call.info.roles)
+    meter = RecogniserMeter()
+    with metered_pipeline(meter):
+        session = CallSession(config, shared=shared, roles=call.info.roles)
     with measured() as span:
         result = drive(
             call.info,
@@ -527,7 +531,8 @@ def memory_run(
         "slope_mb_per_hour": None if slope is None else round(slope * 3600, 3),
         "slope_stderr_mb_per_hour": None if stderr is None else round(stderr * 3600, 3),
         "fit_from_s": round(warmup, 1),
-        "recogniser_renewals": int(audio_s // 600),
+        "recogniser_renewals": meter.recognisers - len(call.info.roles),
+        "recogniser_fed_s": round(meter.bytes_fed / 2 / shared.model.rate, 1) if shared.model else 0.0,
         "finals_first_window": sum(1 for t in finals if t < window),
         "finals_last_window": sum(1 for t in finals if t >= audio_s - window),
         "events_window_s": round(window, 1),

@@ -15,7 +15,6 @@ import pytest
 import soundfile
 import soxr
 
-from callguard import asr
 from callguard.asr import Recogniser, SpeechModel
 from callguard.audio import Framer
 from callguard.config import VadConfig
@@ -253,12 +252,13 @@ def test_8khz_fed_as_is_is_refused_with_the_models_path(
 def test_forced_finals_and_renewal_keep_call_times(
     korean_model: SpeechModel,
     call_16k: tuple[np.ndarray, list[tuple[float, float]]],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(asr, "RENEW_AFTER_S", 2.0)  # a fresh recogniser's first second is slow: few renewals
     pcm, spans = call_16k
     frames, end = speech_frames(pcm, 16000)
-    recogniser = Recogniser(korean_model, "customer", 16000, FRAME_MS, partials=False, max_utterance_s=1.0)
+    # Renewal every 2 s of speech (a fresh recogniser's first second is slow: few renewals).
+    recogniser = Recogniser(
+        korean_model, "customer", 16000, FRAME_MS, partials=False, max_utterance_s=1.0, renew_after_s=2.0
+    )
     kaldi_seen = {id(recogniser._kaldi)}
     out: list[Transcript] = []
     for frame in frames:

@@ -87,7 +87,7 @@ def test_bench_writes_every_figure(
     memory = results["memory"]
     assert memory["slope_mb_per_hour"] is not None and memory["rss_end_mb"] > 0
     assert memory["finals_last_window"] >= 0 and len(memory["samples"]) >= 3
-    assert results["peak_rss_mb"] >= memory["rss_max_mb"]
+    assert results["peak_rss_mb"] >= memory["rss_max_mb"] - 0.1  # both rounded to 0.1 MB
 
     jobs = results["throughput"]
     assert jobs["measured"], jobs
