@@ -17,3 +17,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 python3 -m pip install -q --upgrade pip
 python3 -m pip install -q -e ".[test]"
+# pyenv only sees a new console script once its shims are rebuilt.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
