@@ -146,7 +146,7 @@ class DaemonConfig:
     queue_blocks: int = setting(200, lo=4, hi=100000)
     stall_s: float = setting(2.0, lo=0.5, hi=60.0)
     auto_calls: bool = setting(True)
-    auto_call_speech_s: float = setting(1.0, lo=0.1, hi=60.0)
+    auto_call_speech_s: float = setting(2.0, lo=0.1, hi=60.0)
     auto_call_end_silence_s: float = setting(20.0, lo=1.0, hi=3600.0)
     reload_poll_s: float = setting(2.0, lo=0.0, hi=3600.0)
     timeline_length: int = setting(30, lo=1, hi=1000)

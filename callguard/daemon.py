@@ -37,14 +37,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import webrtcvad
 
+from callguard.audio import Framer
 from callguard.capture import CapturedBlock, CaptureSet, specs_from_config
 from callguard.config import DEFAULT_CONFIG_FILE, Config, load_config
 from callguard.errors import CallguardError, ConfigError
 from callguard.events import ROLES, Event, Notice, Prompt, Role
+from callguard.gate import NonSpeechGate
+from callguard.loudness import frame_level_db
 from callguard.server import ApiError, EventHub, PanelServer
 from callguard.store import IncidentStore
+from callguard.vad import VoiceActivityDetector
 
 log = logging.getLogger("callguard.daemon")
 T = TypeVar("T")
@@ -105,48 +108,52 @@ def _fields(**values: Any) -> dict[str, Any]:
 # --- speech activity, for calls started without a CTI connector ---------------------------------
 
 
-@dataclass
 class SpeechActivity:
-    """Per-role webrtcvad over the live audio, before and between calls (cheap: no recogniser).
+    """Per-role speech detection over the live audio, before and between calls (no recogniser).
 
-    Time here is audio time (samples received per role), not the wall clock, so a worker that fell
-    behind does not mistake its backlog for silence.
+    The same stages as a call's front end: frames, the padded VAD and the non-speech gate, so
+    hold music, tones and line noise neither start a call nor keep one open. Time here is
+    audio time (samples received per role), not the wall clock, so a worker that fell behind
+    does not mistake its backlog for silence.
     """
 
-    rate: int
-    frame_ms: int
-    aggressiveness: int
-    window_s: float
-    _vad: Any = None
-    _rest: dict[Role, np.ndarray] = field(default_factory=dict)
-    _recent: dict[Role, collections.deque[bool]] = field(default_factory=dict)
-    clock: dict[Role, float] = field(default_factory=dict)  # seconds of audio received, per role
-    last_speech: dict[Role, float] = field(default_factory=dict)  # audio time of the last speech frame
-
-    def __post_init__(self) -> None:
-        self._vad = webrtcvad.Vad(self.aggressiveness)
-        frames = max(1, round(self.window_s * 1000 / self.frame_ms))
-        self._recent = {role: collections.deque(maxlen=frames) for role in ROLES}
-        self._rest = {role: np.zeros(0, np.int16) for role in ROLES}
+    def __init__(self, config: Config) -> None:
+        audio = config.audio
+        # A call starts on auto_call_speech_s of speech within this window.
+        window_s = config.daemon.auto_call_speech_s * 1.5 + 0.3
+        self._frame_s = audio.frame_ms / 1000
+        frames = max(1, round(window_s / self._frame_s))
+        self._floor_db = SPEECH_FLOOR_DBFS
+        self._stages = {
+            role: (
+                Framer(role, audio.rate, audio.frame_ms),
+                VoiceActivityDetector(config.vad, audio.rate, audio.frame_ms, role),
+                NonSpeechGate(config.gate, audio.rate, audio.frame_ms) if config.gate.enabled else None,
+            )
+            for role in ROLES
+        }
+        self._recent: dict[Role, collections.deque[bool]] = {
+            role: collections.deque(maxlen=frames) for role in ROLES
+        }
+        self.clock: dict[Role, float] = {}  # seconds of audio received, per role
+        self.last_speech: dict[Role, float] = {}  # audio time of the end of the last speech frame
 
     def push(self, role: Role, pcm: np.ndarray) -> None:
-        n = self.rate * self.frame_ms // 1000
-        data = np.concatenate([self._rest[role], pcm]) if self._rest[role].size else pcm
-        whole = data.size // n * n
-        floor = 32768.0 * 10 ** (SPEECH_FLOOR_DBFS / 20)
-        for start in range(0, whole, n):
-            frame = data[start : start + n]
-            loud = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2))) > floor
-            speech = loud and self._vad.is_speech(frame.tobytes(), self.rate)
-            self._recent[role].append(speech)
-            self.clock[role] = self.clock.get(role, 0.0) + self.frame_ms / 1000
-            if speech:
-                self.last_speech[role] = self.clock[role]
-        self._rest[role] = data[whole:].copy()
+        framer, vad, gate = self._stages[role]
+        for frame in framer.push(pcm):
+            decided, _ = vad.process(frame)
+            for f in decided:
+                if gate is not None:
+                    f, _ = gate.process(f)
+                speech = f.speech and frame_level_db(f.pcm) > self._floor_db
+                self._recent[role].append(speech)
+                if speech:
+                    self.last_speech[role] = f.t + self._frame_s
+            self.clock[role] = framer.t
 
     def speech_seconds(self, role: Role) -> float:
         """Speech within the recent window, in seconds."""
-        return sum(self._recent[role]) * self.frame_ms / 1000
+        return sum(self._recent[role]) * self._frame_s
 
     def silent_for(self) -> float:
         """Seconds of audio since anyone last spoke (on every channel that is delivering audio)."""
@@ -419,8 +426,7 @@ class Daemon:
         )
 
     def _new_activity(self, config: Config) -> SpeechActivity:
-        window = config.daemon.auto_call_speech_s * 1.5 + 0.3
-        return SpeechActivity(config.audio.rate, config.audio.frame_ms, config.vad.aggressiveness, window)
+        return SpeechActivity(config)
 
     def _new_preroll(self, config: Config) -> dict[Role, collections.deque[np.ndarray]]:
         # Enough recent audio to feed the words that started an automatic call into it.

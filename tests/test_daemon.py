@@ -1,0 +1,57 @@
+"""The daemon's speech activity, which starts and ends calls when no CTI connector does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callguard.audio import probe, read_blocks
+from callguard.config import Config, load_config
+from callguard.daemon import SpeechActivity
+
+
+@pytest.fixture(scope="module")
+def config() -> Config:
+    return load_config()
+
+
+def _activity_over(path: Path, config: Config) -> SpeechActivity:
+    activity = SpeechActivity(config)
+    info = probe(path, config.audio)
+    for block in read_blocks(info, config.audio.rate):
+        activity.push("customer", block[:, 0])
+    return activity
+
+
+def test_real_speech_counts_as_speech(config: Config, fixture_call: Callable[[str], Path]) -> None:
+    activity = _activity_over(fixture_call("clip_speech_real_en"), config)
+    assert activity.speech_seconds("customer") >= config.daemon.auto_call_speech_s
+    assert activity.silent_for() < 1.0
+
+
+@pytest.mark.parametrize("clip", ["clip_music", "clip_ring_us", "clip_busy_us"])
+def test_hold_music_and_tones_do_not_start_a_call(
+    clip: str, config: Config, fixture_call: Callable[[str], Path]
+) -> None:
+    """webrtcvad alone hears music and tones as speech; behind the gate they pass for at most
+    gate.hold_ms, less than the speech that starts a call (daemon.auto_call_speech_s)."""
+    activity = SpeechActivity(config)
+    info = probe(fixture_call(clip), config.audio)
+    most = 0.0
+    for block in read_blocks(info, config.audio.rate):
+        for i in range(0, len(block), 800):
+            activity.push("customer", block[i : i + 800, 0])
+            most = max(most, activity.speech_seconds("customer"))
+    assert most < config.daemon.auto_call_speech_s
+
+
+def test_silence_is_counted_in_audio_time(config: Config) -> None:
+    activity = SpeechActivity(config)
+    activity.push("customer", np.zeros(config.audio.rate * 5, dtype=np.int16))
+    assert activity.clock["customer"] == pytest.approx(5.0, abs=0.05)
+    assert activity.silent_for() == pytest.approx(5.0, abs=0.05)
+    activity.reset()
+    assert activity.silent_for() == 0.0
