@@ -152,6 +152,7 @@ class Notice(Event):
     """Something the operator should know (no model installed, a device lost...)."""
 
     message: str = ""
+    code: str = ""  # a stable key, so that a panel can say it in the agent's language
     type: ClassVar[str] = "notice"
 
 

@@ -147,6 +147,7 @@ class CallSession:
                     t=0.0,
                     speaker="system",
                     message="no speech model: detecting from sound alone (loudness, shouting)",
+                    code="loudness_only",
                 )
             )
         self._dispatch(opening)

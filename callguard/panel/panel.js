@@ -108,7 +108,7 @@ function describe(ev) {
     case "shouting": return tr("ev_shouting");
     case "action": return tr("ev_action", { action: tr(`act_${ev.action}`) });
     case "level": return tr("ev_level", { level: tr(ev.level) });
-    case "notice": return tr("ev_notice", { message: ev.message });
+    case "notice": return ev.code && STRINGS.en[ev.code] ? tr(ev.code) : tr("ev_notice", { message: ev.message });
     case "language": return tr("ev_language", { lang: ev.lang });
     case "call_start": return tr("ev_call_start");
     case "call_end": return tr("ev_call_end");
