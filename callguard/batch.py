@@ -375,6 +375,7 @@ def run_call(job: CallJob, options: ReplayOptions, out_dir: Path, state: WorkerS
                 transcript=job.transcript,
                 on_event=lambda event: write(event.to_dict()),
                 shared=shared,
+                history=False,
             )
         except CallguardError as exc:
             write({"type": "error", "t": 0.0, "speaker": "system", "message": str(exc)})

@@ -589,7 +589,7 @@ class Daemon:
             config.language.mode if config.language.mode != "auto" else config.language.fallback
         )
         shared = self.runtime.shared[model_lang]
-        session = CallSession(config, facts, shared.model, shared=shared)
+        session = CallSession(config, facts, shared.model, shared=shared, history=False)
         facts_dict = _facts_dict(facts)
         if self.store is None:
             self._open_store(config)

@@ -121,7 +121,10 @@ class CallSession:
         transcript: dict[Role, list[Utterance]] | None = None,
         shared: SharedResources | None = None,
         roles: Iterable[Role] = ROLES,
+        history: bool = True,
     ) -> None:
+        """`history=False` keeps only the opening events in `events`: a live daemon or a batch
+        worker streams events out and need not hold an hour-long call's partials in memory."""
         self.config = config
         self.facts = facts or CallFacts()
         self.shared = shared or SharedResources.build(config, model)
@@ -139,6 +142,7 @@ class CallSession:
             config.policy, self.shared.catalogues, self.facts, given or config.language.fallback
         )
         self.events: list[Event] = []
+        self._history = True  # the opening events are always kept
         self.ended = False
         opening: list[Event] = list(self.language.start())
         if model is None and transcript is None:
@@ -151,6 +155,7 @@ class CallSession:
                 )
             )
         self._dispatch(opening)
+        self._history = history
 
     @property
     def t(self) -> float:
@@ -197,7 +202,8 @@ class CallSession:
                 derived.extend(self.abuse.process(event, self.language.lang))
             derived.extend(self.policy.process(event))
             queue[:0] = derived
-        self.events.extend(produced)
+        if self._history:
+            self.events.extend(produced)
         return produced
 
 

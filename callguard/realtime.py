@@ -50,6 +50,7 @@ def drive(
     on_event: EventSink | None = None,
     on_mark: MarkSink | None = None,
     mark_every_s: float = 1.0,
+    block_s: float = 0.05,
 ) -> DriveResult:
     """Feed call time [start, stop) of `info` to `session`, paced at `speed` times real time (None: unpaced),
     then end the call. Audio before `start` is read and dropped: the session's clock starts at 0 there.
@@ -60,14 +61,17 @@ def drive(
     frame_s = frame_samples / rate
     limit = math.inf if stop is None else math.floor((stop - start) / frame_s + 1e-9)  # whole frames
     next_mark = mark_every_s
+    frames_per_block = max(1, round(block_s / frame_s))
     fed = 0
     started = time.perf_counter()
     for frame in _frames(info, rate, frame_samples, round(start * rate)):
         if fed >= limit:
             break
-        if speed is not None:
-            # the frame ending at (fed + 1) * frame_s is complete only then
-            wait = started + (fed + 1) * frame_s / speed - time.perf_counter()
+        if speed is not None and fed % frames_per_block == 0:
+            # Audio arrives as a live capture delivers it: a block at a time (the daemon's
+            # devices deliver 50 ms blocks), each only once its last sample has been spoken.
+            block_end = (fed + frames_per_block) * frame_s
+            wait = started + block_end / speed - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
         for channel, role in enumerate(info.roles):

@@ -504,7 +504,8 @@ def memory_run(
 
     meter = RecogniserMeter()
     with metered_pipeline(meter):
-        session = CallSession(config, shared=shared, roles=call.info.roles)
+        # As the daemon runs a call: events stream out, the session keeps no history.
+        session = CallSession(config, shared=shared, roles=call.info.roles, history=False)
     with measured() as span:
         result = drive(
             call.info,

@@ -199,3 +199,14 @@ def test_events_jsonl_from_the_command_line(tmp_path: Path, fixture_call: Callab
     assert {"profanity", "insult"} <= {e["category"] for e in abuse}
     assert all(e["words"] for e in abuse)
     assert [e for e in events if e["type"] == "shouting"]
+
+
+def test_without_history_only_the_opening_events_are_kept(
+    config: Config, shared: SharedResources, fixture_call: Callable[[str], Path]
+) -> None:
+    wav = fixture_call("abusive_en")
+    streamed: list[object] = []
+    session = replay_file(wav, config, transcript=wav.with_suffix(".transcript.json"), shared=shared,
+                          on_event=streamed.append, history=False)
+    assert [e.type for e in session.events] == ["notice"] or session.events == []
+    assert any(isinstance(e, Prompt) for e in streamed), "events still stream out"
