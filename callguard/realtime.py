@@ -5,7 +5,7 @@ t + frame after the call started, never earlier. `drive` keeps that contract (or
 runs a given number of times faster, or unpaced), stamps every event with the
 `time.perf_counter()` of the moment it left the session, and calls `on_mark` at
 regular steps of call time, so that a measurement can sample CPU time and memory
-as the call goes. It is the measuring twin of `replay_file(realtime=True)`.
+as the call goes. `replay_file` feeds through it too.
 """
 
 from __future__ import annotations

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from callguard.audio import probe, read_blocks
+from callguard.audio import probe
 from callguard.config import Config
 from callguard.events import (
     Abuse,
@@ -23,6 +22,7 @@ from callguard.events import (
 )
 from callguard.pipeline import CallSession
 from callguard.policy import CallFacts
+from callguard.realtime import drive
 from callguard.transcript import load_transcript
 
 EventSink = Callable[[Event], None]
@@ -49,20 +49,8 @@ def replay_file(
     emit = on_event or (lambda _event: None)
     for event in session.events:
         emit(event)
-    frame_samples = config.audio.rate * config.audio.frame_ms // 1000
-    started = time.monotonic()
-    for block in read_blocks(info, config.audio.rate):
-        # Frame by frame, speakers interleaved, so events come out in call-time order.
-        for offset in range(0, len(block), frame_samples):
-            for channel, role in enumerate(info.roles):
-                for event in session.feed(role, block[offset : offset + frame_samples, channel]):
-                    emit(event)
-            if realtime:
-                ahead = session.t - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
-    for event in session.end():
-        emit(event)
+    # The same frame-by-frame feed, speakers interleaved, as the measured live replay.
+    drive(info, config, session, speed=1.0 if realtime else None, on_event=lambda event, _at: emit(event))
     return session
 
 
