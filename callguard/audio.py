@@ -21,6 +21,9 @@ from callguard.errors import AudioError
 from callguard.events import Frame, Role
 
 BLOCK_SECONDS = 1.0
+FULL_SCALE_POWER = 32768.0**2
+SILENCE_DB = -120.0  # the level of digital silence, and the least level a frame is given
+SILENCE_POWER = 10.0 ** (SILENCE_DB / 10.0)
 _DATA_SIZE_MISMATCH = re.compile(r"^data\s*:\s*(\d+)\s*\(should be", re.MULTILINE)
 # A recorder that streams (sox or ffmpeg to a pipe) cannot know the length and writes a huge
 # placeholder size (0x7ffff000, 0xffffffff): the file is whole, not truncated.
@@ -129,8 +132,18 @@ class Framer:
         if len(self._pending):
             pcm = np.concatenate((self._pending, pcm))
         n = len(pcm) // self.samples
-        for i in range(n):
-            chunk = pcm[i * self.samples : (i + 1) * self.samples]
-            yield Frame(t=self._index * self.samples / self.rate, speaker=self.speaker, pcm=chunk.tobytes())
+        frames = pcm[: n * self.samples].reshape(n, self.samples)
+        levels = levels_db(frames).tolist()  # the whole block's levels in one go
+        for chunk, level in zip(frames, levels, strict=True):
+            t = self._index * self.samples / self.rate
+            yield Frame(t=t, speaker=self.speaker, pcm=chunk.tobytes(), level_db=level)
             self._index += 1
         self._pending = pcm[n * self.samples :].copy()
+
+
+def levels_db(frames: np.ndarray) -> np.ndarray:
+    """RMS level in dBFS of each row of int16 samples (a full-scale square wave is 0 dBFS, silence
+    SILENCE_DB)."""
+    samples = frames.astype(np.float32)
+    power = np.add.reduce(samples * samples, axis=1) / (max(1, frames.shape[1]) * FULL_SCALE_POWER)
+    return 10.0 * np.log10(np.maximum(power, SILENCE_POWER))

@@ -25,8 +25,12 @@ class Frame:
     t: float  # call time of the first sample
     speaker: Role
     pcm: bytes
-    speech: bool = False  # set by the VAD (padded, so segments do not flicker)
-    level_db: float = -120.0  # set by the loudness stage
+    speech: bool = False  # set by the VAD (padded, so segments do not flicker), cleared by the gate
+    level_db: float = -120.0  # RMS level in dBFS, set by the Framer
+
+    def with_speech(self, speech: bool) -> Frame:
+        """This frame with `speech` set (dataclasses.replace costs several times more, on every frame)."""
+        return Frame(self.t, self.speaker, self.pcm, speech, self.level_db)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import replace
 
 import numpy as np
 
+from callguard.audio import SILENCE_DB, levels_db
 from callguard.config import LoudnessConfig
 from callguard.events import Frame, Role, Shouting
 
-_FLOOR_DB = -120.0
+_FLOOR_DB = SILENCE_DB
 _BIN_DB = 0.5
 _BINS = int(-_FLOOR_DB / _BIN_DB) + 1
-_FULL_SCALE_POWER = 32768.0**2
 
 
 def frame_level_db(pcm: bytes) -> float:
     """RMS level of a PCM16 frame in dBFS (a full-scale square wave is 0 dBFS)."""
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
-    power = float(np.dot(samples, samples)) / max(1, len(samples))
-    return 10.0 * math.log10(power / _FULL_SCALE_POWER) if power > 0 else _FLOOR_DB
+    return float(levels_db(np.frombuffer(pcm, dtype=np.int16).reshape(1, -1))[0])
 
 
 class LoudnessTracker:
@@ -55,8 +52,7 @@ class LoudnessTracker:
         return self._baseline
 
     def process(self, frame: Frame) -> tuple[Frame, list[Shouting]]:
-        level = frame_level_db(frame.pcm)
-        frame = replace(frame, level_db=level)
+        level = frame.level_db  # measured by the Framer, a block at a time
         if not frame.speech:
             self._reset_run()
             return frame, []

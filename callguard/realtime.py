@@ -64,20 +64,22 @@ def drive(
     frames_per_block = max(1, round(block_s / frame_s))
     fed = 0
     started = time.perf_counter()
-    for frame in _frames(info, rate, frame_samples, round(start * rate)):
-        if fed >= limit:
+    # Audio arrives as a live capture delivers it: a block at a time (the daemon's devices
+    # deliver 50 ms blocks), each speaker's in turn, each only once its last sample has been spoken.
+    for block in _blocks(info, rate, frame_samples * frames_per_block, round(start * rate)):
+        frames = int(min(limit - fed, len(block) // frame_samples))  # whole frames only
+        if frames <= 0:
             break
-        if speed is not None and fed % frames_per_block == 0:
-            # Audio arrives as a live capture delivers it: a block at a time (the daemon's
-            # devices deliver 50 ms blocks), each only once its last sample has been spoken.
-            block_end = (fed + frames_per_block) * frame_s
+        block = block[: frames * frame_samples]
+        block_end = (fed + frames) * frame_s
+        if speed is not None:
             wait = started + block_end / speed - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
         for channel, role in enumerate(info.roles):
-            for event in session.feed(role, frame[:, channel]):
+            for event in session.feed(role, block[:, channel]):
                 emit(event, time.perf_counter())
-        fed += 1
+        fed += frames
         if on_mark is not None and fed * frame_s >= next_mark:
             on_mark(fed * frame_s)
             next_mark += mark_every_s
@@ -86,15 +88,18 @@ def drive(
     return DriveResult(audio_s=fed * frame_s, wall_s=time.perf_counter() - started, started=started)
 
 
-def _frames(info: RecordingInfo, rate: int, frame_samples: int, first: int) -> Iterator[np.ndarray]:
-    """Frames of (samples, channels) int16 audio from sample `first` on, across block boundaries."""
+def _blocks(info: RecordingInfo, rate: int, block_samples: int, first: int) -> Iterator[np.ndarray]:
+    """Blocks of `block_samples` (samples, channels) int16 audio from sample `first` on; the last one
+    may be shorter. Only whole frames are used from it: a session frames what it is given."""
     pending = np.zeros((0, info.channels), dtype=np.int16)
     position = 0  # samples of the recording read so far
     for block in read_blocks(info, rate):
         skip = min(len(block), max(0, first - position))
         position += len(block)
         pending = np.concatenate((pending, block[skip:])) if len(pending) else block[skip:]
-        whole = len(pending) // frame_samples * frame_samples
-        for offset in range(0, whole, frame_samples):
-            yield pending[offset : offset + frame_samples]
+        whole = len(pending) // block_samples * block_samples
+        for offset in range(0, whole, block_samples):
+            yield pending[offset : offset + block_samples]
         pending = pending[whole:]
+    if len(pending):
+        yield pending

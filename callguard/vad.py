@@ -9,7 +9,6 @@ word's onset) are released as speech too: the recogniser hears the whole word.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import replace
 
 import webrtcvad
 
@@ -61,11 +60,11 @@ class VoiceActivityDetector:
                 self._segment_start = first.t
                 self._last_voiced_end = max(f.t for f, v in self._ring if v) + self._frame_s
                 events: list[Event] = [SpeechStart(t=first.t, speaker=self._speaker)]
-                released.extend(replace(f, speech=True) for f, _ in self._ring)
+                released.extend(f.with_speech(True) for f, _ in self._ring)
                 return released, events
             return released, []
 
-        released.append(replace(frame, speech=True))
+        released.append(frame.with_speech(True))
         if voiced:
             self._last_voiced_end = frame.t + self._frame_s
         unvoiced = len(self._ring) - self._voiced_in_ring

@@ -253,6 +253,18 @@ def test_framer_loses_no_sample_whatever_the_block_sizes(rate: int, frame_ms: in
     assert [f.t for f in frames] == [k * frame_samples / rate for k in range(complete)]
     assert all(f.speaker == "agent" and not f.speech for f in frames)
     assert framer.t == complete * frame_samples / rate
+    # Each frame carries its own RMS level, however the blocks cut across frames.
+    for frame in frames:
+        values = np.frombuffer(frame.pcm, dtype=np.int16).astype(np.float64) / 32768.0
+        assert frame.level_db == pytest.approx(10 * np.log10(np.mean(values**2)), abs=1e-3)
+
+
+def test_framer_gives_silence_and_a_quiet_tone_their_levels() -> None:
+    rate, samples = 8000, 240
+    tone = np.round(3276.8 * np.sin(2 * np.pi * 400 * np.arange(samples) / rate)).astype(np.int16)
+    block = np.concatenate([np.zeros(samples, dtype=np.int16), tone, np.full(samples, -32768, np.int16)])
+    levels = [f.level_db for f in Framer("agent", rate, 30).push(block)]
+    assert levels == pytest.approx([-120.0, -23.01, 0.0], abs=0.02)  # silence, -20 dB sine (-3 - 20), square
 
 
 def test_framer_times_stay_exact_over_a_long_call() -> None:
