@@ -206,7 +206,13 @@ def test_without_history_only_the_opening_events_are_kept(
 ) -> None:
     wav = fixture_call("abusive_en")
     streamed: list[object] = []
-    session = replay_file(wav, config, transcript=wav.with_suffix(".transcript.json"), shared=shared,
-                          on_event=streamed.append, history=False)
+    session = replay_file(
+        wav,
+        config,
+        transcript=wav.with_suffix(".transcript.json"),
+        shared=shared,
+        on_event=streamed.append,
+        history=False,
+    )
     assert [e.type for e in session.events] == ["notice"] or session.events == []
     assert any(isinstance(e, Prompt) for e in streamed), "events still stream out"
