@@ -35,7 +35,7 @@ from callguard.events import Role
 
 log = logging.getLogger("callguard.capture")
 
-BLOCK_S = 0.05  # 50 ms per callback: small enough for latency, large enough for Python
+BLOCK_S = 0.1  # seconds per callback unless configured ([daemon] block_ms)
 STALL_S = 2.0  # no callback for this long on a started stream: the device is lost or hung
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
@@ -257,6 +257,7 @@ class CaptureSet:
     backend_factory: Callable[[], AudioBackend] = PortAudioBackend
     stall_s: float = STALL_S
     backoff_s: tuple[float, ...] = BACKOFF_S
+    block_s: float = BLOCK_S
     devices: list[DeviceCapture] = field(default_factory=list)
     _backend: AudioBackend | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -363,7 +364,7 @@ class CaptureSet:
         device.device_name = found.name
         try:
             stream = self._backend.open_input(
-                found.index, rate, channels, max(1, int(rate * BLOCK_S)), device.callback
+                found.index, rate, channels, max(1, int(rate * self.block_s)), device.callback
             )
             device.stream = stream
             device.started_at = time.monotonic()

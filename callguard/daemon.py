@@ -406,7 +406,11 @@ class Daemon:
             return
         old, new = self.config, pending.config
         self.runtime = pending
-        if specs_from_config(old) != specs_from_config(new) or old.audio.rate != new.audio.rate:
+        if (
+            specs_from_config(old) != specs_from_config(new)
+            or old.audio.rate != new.audio.rate
+            or old.daemon.block_ms != new.daemon.block_ms
+        ):
             self.capture.stop()
             self.blocks = queue.Queue(new.daemon.queue_blocks)
             self.capture = self._new_capture(new)
@@ -422,7 +426,11 @@ class Daemon:
 
     def _new_capture(self, config: Config) -> CaptureSet:
         return CaptureSet(
-            specs_from_config(config), config.audio.rate, self.blocks, stall_s=config.daemon.stall_s
+            specs_from_config(config),
+            config.audio.rate,
+            self.blocks,
+            stall_s=config.daemon.stall_s,
+            block_s=config.daemon.block_ms / 1000,
         )
 
     def _new_activity(self, config: Config) -> SpeechActivity:
@@ -430,7 +438,7 @@ class Daemon:
 
     def _new_preroll(self, config: Config) -> dict[Role, collections.deque[np.ndarray]]:
         # Enough recent audio to feed the words that started an automatic call into it.
-        blocks = int((config.daemon.auto_call_speech_s * 1.5 + 0.5) / 0.05) + 1
+        blocks = int((config.daemon.auto_call_speech_s * 1.5 + 0.5) / (config.daemon.block_ms / 1000)) + 1
         return {role: collections.deque(maxlen=blocks) for role in ROLES}
 
     def _open_store(self, config: Config) -> None:

@@ -50,7 +50,7 @@ def drive(
     on_event: EventSink | None = None,
     on_mark: MarkSink | None = None,
     mark_every_s: float = 1.0,
-    block_s: float = 0.05,
+    block_s: float | None = None,
 ) -> DriveResult:
     """Feed call time [start, stop) of `info` to `session`, paced at `speed` times real time (None: unpaced),
     then end the call. Audio before `start` is read and dropped: the session's clock starts at 0 there.
@@ -61,11 +61,12 @@ def drive(
     frame_s = frame_samples / rate
     limit = math.inf if stop is None else math.floor((stop - start) / frame_s + 1e-9)  # whole frames
     next_mark = mark_every_s
+    block_s = config.daemon.block_ms / 1000 if block_s is None else block_s
     frames_per_block = max(1, round(block_s / frame_s))
     fed = 0
     started = time.perf_counter()
-    # Audio arrives as a live capture delivers it: a block at a time (the daemon's devices
-    # deliver 50 ms blocks), each speaker's in turn, each only once its last sample has been spoken.
+    # Audio arrives as a live capture delivers it: a block at a time (the daemon's devices deliver
+    # [daemon] block_ms blocks), each speaker's in turn, each only once its last sample has been spoken.
     for block in _blocks(info, rate, frame_samples * frames_per_block, round(start * rate)):
         frames = int(min(limit - fed, len(block) // frame_samples))  # whole frames only
         if frames <= 0:
