@@ -86,8 +86,9 @@ def probe(path: Path | str, config: AudioConfig) -> RecordingInfo:
     )
 
 
-def read_blocks(info: RecordingInfo, rate: int) -> Iterator[np.ndarray]:
-    """Blocks of int16 audio at `rate`, shape (samples, channels)."""
+def read_blocks(info: RecordingInfo, rate: int, start_s: float = 0.0) -> Iterator[np.ndarray]:
+    """Blocks of int16 audio at `rate`, shape (samples, channels), from `start_s` seconds in (sought, not
+    decoded: an hour-long call replayed from its 50th minute starts at once)."""
     resampler = (
         soxr.ResampleStream(info.rate, rate, info.channels, dtype="float32", quality="HQ")
         if info.rate != rate
@@ -96,6 +97,8 @@ def read_blocks(info: RecordingInfo, rate: int) -> Iterator[np.ndarray]:
     block = max(1, int(info.rate * BLOCK_SECONDS))
     try:
         with soundfile.SoundFile(str(info.path)) as source:
+            if start_s > 0:
+                source.seek(min(round(start_s * info.rate), source.frames))
             while True:
                 data = source.read(block, dtype="float32", always_2d=True)
                 last = len(data) < block

@@ -266,18 +266,19 @@ class NonSpeechGate:
         self._quiet_reset_hops = max(1, QUIET_RESET_MS // frame_ms)
         self._merge_gap_s = config.merge_gap_ms / 1000.0
         # Flux and level over the last `window` loud hops: ring buffers and running sums, no allocation.
-        self._flux_ring = np.zeros(self._window)
-        self._level_ring = np.zeros(self._window)
-        self._swing_ring = np.zeros(self._window)
+        # (Python lists: a frame touches one element of each, and NumPy scalars cost more than floats.)
+        self._flux_ring = [0.0] * self._window
+        self._level_ring = [0.0] * self._window
+        self._swing_ring = [0.0] * self._window
         self._ring_at = 0
         self._flux_sum = 0.0
         self._level_sum = 0.0
         self._swing_sum = 0.0
         # Levels of the last SWING_MS, floored at quiet_dbfs, for the level swing of speech's syllables.
-        self._swing_levels = np.full(max(1, SWING_MS // frame_ms), config.quiet_dbfs)
+        self._swing_levels = [config.quiet_dbfs] * max(1, SWING_MS // frame_ms)
         self._swing_at = 0
         self._filled = 0  # loud hops since the window was last restarted
-        self._recent_flux = np.zeros(RELEASE_HOPS * max(1, ANALYSIS_MS // frame_ms))
+        self._recent_flux = [0.0] * (RELEASE_HOPS * max(1, ANALYSIS_MS // frame_ms))
         self._recent_at = 0
         self._recent_sum = 0.0
         # Hysteresis state: what is being blocked, and how long the evidence for music or noise has lasted.

@@ -53,7 +53,8 @@ def drive(
     block_s: float | None = None,
 ) -> DriveResult:
     """Feed call time [start, stop) of `info` to `session`, paced at `speed` times real time (None: unpaced),
-    then end the call. Audio before `start` is read and dropped: the session's clock starts at 0 there.
+    then end the call. Audio before `start` is skipped (sought, not decoded): the session's clock
+    starts at 0 there.
     """
     emit = on_event or (lambda _event, _at: None)
     rate = config.audio.rate
@@ -67,7 +68,7 @@ def drive(
     started = time.perf_counter()
     # Audio arrives as a live capture delivers it: a block at a time (the daemon's devices deliver
     # [daemon] block_ms blocks), each speaker's in turn, each only once its last sample has been spoken.
-    for block in _blocks(info, rate, frame_samples * frames_per_block, round(start * rate)):
+    for block in _blocks(info, rate, frame_samples * frames_per_block, start):
         frames = int(min(limit - fed, len(block) // frame_samples))  # whole frames only
         if frames <= 0:
             break
@@ -89,15 +90,12 @@ def drive(
     return DriveResult(audio_s=fed * frame_s, wall_s=time.perf_counter() - started, started=started)
 
 
-def _blocks(info: RecordingInfo, rate: int, block_samples: int, first: int) -> Iterator[np.ndarray]:
-    """Blocks of `block_samples` (samples, channels) int16 audio from sample `first` on; the last one
+def _blocks(info: RecordingInfo, rate: int, block_samples: int, start: float) -> Iterator[np.ndarray]:
+    """Blocks of `block_samples` (samples, channels) int16 audio from `start` seconds on; the last one
     may be shorter. Only whole frames are used from it: a session frames what it is given."""
     pending = np.zeros((0, info.channels), dtype=np.int16)
-    position = 0  # samples of the recording read so far
-    for block in read_blocks(info, rate):
-        skip = min(len(block), max(0, first - position))
-        position += len(block)
-        pending = np.concatenate((pending, block[skip:])) if len(pending) else block[skip:]
+    for block in read_blocks(info, rate, start):
+        pending = np.concatenate((pending, block)) if len(pending) else block
         whole = len(pending) // block_samples * block_samples
         for offset in range(0, whole, block_samples):
             yield pending[offset : offset + block_samples]

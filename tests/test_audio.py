@@ -105,6 +105,23 @@ def test_long_file_is_read_in_blocks(tmp_path: Path) -> None:
     assert abs(sum(len(b) for b in blocks) - 5.3 * 16000) <= 1
 
 
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_reading_from_a_start_time_skips_exactly_that_much(tmp_path: Path, rate: int) -> None:
+    path = tmp_path / "ramp.wav"
+    ramp = (np.arange(8000 * 4) % 30000 - 15000).astype(np.int16)  # every sample different nearby
+    soundfile.write(path, ramp, 8000, subtype="PCM_16")
+    info = probe(path, AudioConfig())
+    whole = np.concatenate(list(read_blocks(info, rate)))[:, 0]
+    late = np.concatenate(list(read_blocks(info, rate, start_s=2.5)))[:, 0]
+    assert len(late) == pytest.approx(len(whole) - 2.5 * rate, abs=2)
+    if rate == 8000:  # no resampling: the very samples
+        assert np.array_equal(late, whole[-len(late) :])
+    else:  # the resampler restarts at the seek; past its filter's start the audio is the same
+        tail = slice(rate // 10, len(late) - rate // 10)
+        assert np.abs(late[tail].astype(int) - whole[-len(late) :][tail]).max() <= 2
+    assert list(read_blocks(info, rate, start_s=10.0)) == []  # past the end: nothing, no error
+
+
 def test_sox_written_telephony_files(tmp_path: Path) -> None:
     """Files as telephony tools write them (sox), not only as libsndfile does."""
     source = tmp_path / "source.wav"
