@@ -14,7 +14,7 @@ then, in real time, the idle cost on silence, line noise and hold music, the rea
 its first partial), and unpaced, RSS over an hour of audio. It prints a table with the
 budget lines of issue 9 marked met or not, and writes every figure to JSON.
 
-    python scripts/bench.py                 # the full run (about 30 minutes: 10 of them idle, in real time)
+    python scripts/bench.py                 # the full run (about 50 minutes: 10 of them idle, in real time)
     python scripts/bench.py --quick         # a smoke run: 60 s idle windows, 12 min of audio for memory
     python scripts/bench.py --out bench.json --jobs 2
 """
@@ -72,7 +72,8 @@ MAX_CPU_OVER_ORACLE = 1.10
 MAX_PIPELINE_SHARE = 0.05
 MAX_IDLE_PERCENT = 2.0
 MAX_REACTION_P95_MS = 50.0
-MAX_RSS_SLOPE_MB_PER_H = 2.0  # 16 MB over an 8-hour shift: below what RSS noise resolves in one hour
+MAX_RSS_SLOPE_MB_PER_H = 2.0  # 16 MB over an 8-hour shift: finer than one hour of audio resolves
+MAX_RSS_RESOLUTION_MB_PER_H = 10.0  # two standard errors of the slope: 80 MB over a shift at most
 MIN_SPEED_OVER_BARE = 1.8
 MIN_JOBS_SCALING = 0.8
 
@@ -709,17 +710,31 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
         )
     )
     memory = results["memory"]
-    slope = memory["slope_mb_per_hour"]
+    slope, stderr = memory["slope_mb_per_hour"], memory["slope_stderr_mb_per_hour"]
     events_ok = memory["finals_last_window"] > 0
+    run = f"{memory['audio_s'] / 60:.0f} min of audio (fit from {memory['fit_from_s']:.0f} s)"
+    measured_slope = "-" if slope is None else f"{slope:+.2f} ± {stderr:.2f} MB/h (1 s.e.)"
+    finals = f"finals in the last {memory['events_window_s'] / 60:.0f} min"
+    # The issue's test: a slope indistinguishable from zero, by a measurement fine enough to mean it.
+    # (The renewals' saw-tooth makes successive residuals alike, so the plain standard error is, if
+    # anything, too small: the test errs towards calling a flat RSS a drift.)
     lines.append(
         BudgetLine(
-            f"RSS slope, {memory['audio_s'] / 60:.0f} min of audio (fit from {memory['fit_from_s']:.0f} s)",
-            f"<= {MAX_RSS_SLOPE_MB_PER_H:g} MB/h; finals in the last {memory['events_window_s'] / 60:.0f} m",
-            "-"
-            if slope is None
-            else f"{slope:+.2f} ± {memory['slope_stderr_mb_per_hour']:.2f} MB/h, "
-            f"{memory['finals_last_window']} finals",
-            None if slope is None else slope <= MAX_RSS_SLOPE_MB_PER_H and events_ok,
+            f"RSS slope indistinguishable from zero, {run}",
+            f"|slope| <= 2 s.e. <= {MAX_RSS_RESOLUTION_MB_PER_H:g} MB/h; {finals}",
+            measured_slope if slope is None else f"{measured_slope}, {memory['finals_last_window']} finals",
+            None
+            if slope is None or stderr is None
+            else abs(slope) <= 2 * stderr <= MAX_RSS_RESOLUTION_MB_PER_H and events_ok,
+        )
+    )
+    # A tighter bound than one hour of audio resolves, kept visible: it needs a longer run to be met.
+    lines.append(
+        BudgetLine(
+            f"RSS slope at most {MAX_RSS_SLOPE_MB_PER_H:g} MB/h, {run}",
+            f"<= {MAX_RSS_SLOPE_MB_PER_H:g} MB/h",
+            measured_slope,
+            None if slope is None else slope <= MAX_RSS_SLOPE_MB_PER_H,
         )
     )
     for name in HALF_SILENCE_CALLS:
