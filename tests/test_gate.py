@@ -9,6 +9,7 @@ Music and noise are blocked only after `hold_ms` (1.5 s) of them, so block rates
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ from callguard.audio import Framer, probe, read_blocks
 from callguard.config import Config, GateConfig
 from callguard.errors import ConfigError
 from callguard.events import Frame, NonSpeech
-from callguard.gate import NonSpeechGate
+from callguard.gate import BAND_COUNT, BAND_HI_HZ, BAND_LO_HZ, NonSpeechGate, SpectralAnalyser
 from callguard.vad import VoiceActivityDetector
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
@@ -509,3 +510,32 @@ def test_fixture_long_music_and_noise_are_blocked(
     assert 1.0 - noise["customer"].passed[noise["customer"].vad].mean() >= 0.7
     assert 1.0 - noise["agent"].passed[noise["agent"].vad].mean() >= 0.5
     assert {e.kind for run in noise.values() for e in run.events} == {"noise"}
+
+
+def reference_band_db(window: np.ndarray, rate: int) -> np.ndarray:
+    """Band levels the plain way: Hann window, zero-padded FFT, mean power of the bins in each band."""
+    nfft = 1 << (len(window) - 1).bit_length()
+    power = np.abs(np.fft.rfft(window / 32768.0 * np.hanning(len(window)), nfft)) ** 2
+    freqs = np.fft.rfftfreq(nfft, 1.0 / rate)
+    edges = np.geomspace(BAND_LO_HZ, BAND_HI_HZ, BAND_COUNT + 1)
+    in_band = (freqs >= BAND_LO_HZ) & (freqs <= BAND_HI_HZ)
+    means = [power[in_band & (freqs >= lo) & (freqs < hi)].mean() for lo, hi in itertools.pairwise(edges)]
+    return 10 * np.log10(np.array(means) + 1e-12)
+
+
+@pytest.mark.parametrize(("rate", "frame_ms"), [(8000, 30), (16000, 30), (16000, 10)])
+def test_spectrum_by_matrix_product_equals_the_fft(rate: int, frame_ms: int) -> None:
+    """The analyser's precomputed DFT gives the band levels an FFT gives, on noise and on a voice-like mix."""
+    analyser = SpectralAnalyser(GateConfig(), rate, frame_ms)
+    t = np.arange(rate) / rate
+    mix = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 1330 * t)
+    noise = np.random.default_rng(rate + frame_ms).normal(0, 0.1, rate)
+    audio = np.round((mix + noise) * 32767).astype(np.int16)
+    hop, size = rate * frame_ms // 1000, rate * 30 // 1000
+    for k in range(len(audio) // hop):
+        features = analyser.analyse(audio[k * hop : (k + 1) * hop].tobytes())
+        if (k + 1) * hop < size:
+            continue  # the first 30 ms are not all heard yet
+        window = audio[(k + 1) * hop - size : (k + 1) * hop].astype(np.float64)
+        assert features.band_db == pytest.approx(reference_band_db(window, rate), abs=0.01)
+        assert features.level_db == pytest.approx(10 * np.log10(np.mean((window / 32768) ** 2)), abs=0.001)
