@@ -44,7 +44,6 @@ from callguard.config import DEFAULT_CONFIG_FILE, Config, load_config
 from callguard.errors import CallguardError, ConfigError
 from callguard.events import ROLES, Event, Notice, Prompt, Role
 from callguard.gate import NonSpeechGate
-from callguard.loudness import frame_level_db
 from callguard.server import ApiError, EventHub, PanelServer
 from callguard.store import IncidentStore
 from callguard.vad import VoiceActivityDetector
@@ -123,7 +122,6 @@ class SpeechActivity:
         window_s = config.daemon.auto_call_speech_s * 1.5 + 0.3
         self._frame_s = audio.frame_ms / 1000
         frames = max(1, round(window_s / self._frame_s))
-        self._floor_db = SPEECH_FLOOR_DBFS
         self._stages = {
             role: (
                 Framer(role, audio.rate, audio.frame_ms),
@@ -145,7 +143,7 @@ class SpeechActivity:
             for f in decided:
                 if gate is not None:
                     f, _ = gate.process(f)
-                speech = f.speech and frame_level_db(f.pcm) > self._floor_db
+                speech = f.speech and f.level_db > SPEECH_FLOOR_DBFS  # the Framer measured the level
                 self._recent[role].append(speech)
                 if speech:
                     self.last_speech[role] = f.t + self._frame_s

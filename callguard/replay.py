@@ -49,7 +49,7 @@ def replay_file(
     emit = on_event or (lambda _event: None)
     for event in session.events:
         emit(event)
-    # The same frame-by-frame feed, speakers interleaved, as the measured live replay.
+    # The same feed as a live capture and the measured replays: blocks of whole frames, speakers in turn.
     drive(info, config, session, speed=1.0 if realtime else None, on_event=lambda event, _at: emit(event))
     return session
 
