@@ -53,6 +53,7 @@ class GateConfig:
     window_ms: int = setting(1000, lo=300, hi=5000)
     music_flux: float = setting(6.0, lo=0.0, hi=20.0)
     music_swing_db: float = setting(4.0, lo=0.0, hi=30.0)
+    music_shape_flux: float = setting(3.8, lo=0.0, hi=20.0)
     release_flux: float = setting(15.0, lo=0.0, hi=20.0)
     release_db: float = setting(15.0, lo=1.0, hi=60.0)
     floor_ms: int = setting(3000, lo=1000, hi=30000)

@@ -17,11 +17,16 @@ such a sign through at once. All of it is causal and cheap per frame:
   the bands it occupies well above it, and its pauses between words fall back
   to it for less than `hold_ms`, so speech over noise is never a long run at
   the floor.
-- music: it never falls back to the floor between words, and changes its
-  spectrum and level less than speech: `hold_ms` above the floor with no
-  dip, while over the last `window_ms` the mean spectral flux is below
-  `music_flux` and the mean level swing below `music_swing_db`. Once started,
-  only a voice or a livelier spectrum ends it.
+- music: it changes the shape of its spectrum less than speech, whose
+  formants move from one sound to the next. Two ways in, each lasting
+  `hold_ms`: legato music never falls back to the floor between words and
+  changes its spectrum and level little (over the last `window_ms`, mean
+  spectral flux below `music_flux`, mean level swing below `music_swing_db`);
+  music with beats or notes apart swings its level like syllables, but the
+  mean shape flux (flux less the change of overall level, onsets out of quiet
+  left out) of its last `window_ms` above the floor stays below
+  `music_shape_flux`. Once started, only a voice or a window that no longer
+  sounds like music by either measure ends it.
 - release: a burst of flux or level (a voice starting over the music) passes
   the frame at once and ends the music; over noise, every frame above the
   floor passes, and a few in a row end the noise.
@@ -80,6 +85,8 @@ class FrameFeatures:
 
     level_db: float  # dBFS of the analysed 30 ms
     flux_db: float  # mean absolute change of the band levels against 30 ms earlier
+    shape_flux_db: float  # the same less the change of overall level: how the spectrum's shape moved
+    after_quiet: bool  # the analysis 30 ms earlier was quiet: the changes are an onset, not a movement
     tone_plan: int  # index into PROGRESS_TONES_HZ of the best-fitting plan, -1 if none fits
     dtmf: bool  # the frame is a DTMF pair
     band_db: np.ndarray  # BAND_COUNT band levels (dB); a view the analyser overwrites on its next call
@@ -139,8 +146,10 @@ class SpectralAnalyser:
         self._hops_back = max(1, ANALYSIS_MS // frame_ms)
         self._band_history = np.full((self._hops_back, BAND_COUNT), -120.0, dtype=np.float64)
         self._history_at = 0
+        self._quiet_history = [True] * self._hops_back
         self._band_db = np.zeros(BAND_COUNT, dtype=np.float64)
         self._scratch = np.zeros(BAND_COUNT, dtype=np.float64)
+        self._shape = np.zeros(BAND_COUNT, dtype=np.float64)
 
     def analyse(self, pcm: bytes) -> FrameFeatures:
         samples = self._samples
@@ -152,13 +161,16 @@ class SpectralAnalyser:
         mean_square = float(np.dot(samples, samples)) * self._power_scale
         level_db = 10.0 * math.log10(mean_square + 1e-12)
         band_db = self._band_db
-        previous = self._band_history[self._history_at]
-        self._history_at = (self._history_at + 1) % self._hops_back
-        if mean_square < self._quiet_power:
+        at = self._history_at
+        previous = self._band_history[at]
+        after_quiet = self._quiet_history[at]
+        self._history_at = (at + 1) % self._hops_back
+        self._quiet_history[at] = quiet = mean_square < self._quiet_power
+        if quiet:
             # Silence is most of a call: no spectrum for it, so an idle line costs next to nothing.
             band_db.fill(QUIET_BAND_DB)
             previous[:] = band_db
-            return FrameFeatures(level_db, 0.0, -1, False, band_db)
+            return FrameFeatures(level_db, 0.0, 0.0, after_quiet, -1, False, band_db)
 
         spectrum = self._spectrum
         np.dot(self._dft, samples, out=spectrum)
@@ -167,10 +179,12 @@ class SpectralAnalyser:
         np.add(self._projected[self._bands], 1e-12, out=band_db)
         np.log10(band_db, out=band_db)
         band_db *= 10.0
-        np.subtract(band_db, previous, out=self._scratch)
-        flux_db = min(
-            float(np.add.reduce(np.abs(self._scratch, out=self._scratch))) / BAND_COUNT, FLUX_CAP_DB
-        )
+        change = self._scratch
+        np.subtract(band_db, previous, out=change)
+        level_change = float(np.add.reduce(change)) / BAND_COUNT
+        flux_db = min(float(np.add.reduce(np.abs(change, out=self._shape))) / BAND_COUNT, FLUX_CAP_DB)
+        change -= level_change
+        shape_flux_db = min(float(np.add.reduce(np.abs(change, out=change))) / BAND_COUNT, FLUX_CAP_DB)
         previous[:] = band_db
 
         energies = self._projected.tolist()
@@ -180,7 +194,7 @@ class SpectralAnalyser:
         tone_plan = best_plan if plans[best_plan] >= self._tonality * total else -1
         row, col = max(energies[self._rows]), max(energies[self._cols])
         dtmf = row + col >= self._tonality * total and min(row, col) >= DTMF_MIN_BALANCE * max(row, col)
-        return FrameFeatures(level_db, flux_db, tone_plan, dtmf, band_db)
+        return FrameFeatures(level_db, flux_db, shape_flux_db, after_quiet, tone_plan, dtmf, band_db)
 
 
 class NoiseFloor:
@@ -278,6 +292,13 @@ class NonSpeechGate:
         self._swing_levels = [config.quiet_dbfs] * max(1, SWING_MS // frame_ms)
         self._swing_at = 0
         self._filled = 0  # loud hops since the window was last restarted
+        # Shape flux of the last `window` hops above the noise floor, onsets out of quiet left out.
+        self._shape_ring = [0.0] * self._window
+        self._shape_at = 0
+        self._shape_sum = 0.0
+        self._shape_filled = 0
+        self._shaped_hops = 0  # hops in a row whose shape window sounds like music
+        self._shaped_since = 0.0
         self._recent_flux = [0.0] * (RELEASE_HOPS * max(1, ANALYSIS_MS // frame_ms))
         self._recent_at = 0
         self._recent_sum = 0.0
@@ -339,7 +360,7 @@ class NonSpeechGate:
             self._quiet_hops += 1
             if self._quiet_hops >= self._quiet_reset_hops:
                 # The music or noise stopped: what follows is judged afresh.
-                self._mode, self._floor_hops, self._filled = None, 0, 0
+                self._mode, self._floor_hops, self._filled, self._shaped_hops = None, 0, 0, 0
             return self._mode
         self._quiet_hops = 0
         if features.dtmf:
@@ -351,6 +372,8 @@ class NonSpeechGate:
         excess_db = self._floor.excess_db(features.band_db)
         departs = self._update_window(features)
         steady = self._filled >= self._window and self._flux_sum < self._config.music_flux * self._window
+        # Only what rises above the line's noise enters the shape window: noise's own spectrum moves little.
+        shaped = self._update_shape(t, features, excess_db >= self._config.noise_margin_db)
         if excess_db < self._config.noise_margin_db:
             if self._floor_hops == 0:
                 self._floor_since = t
@@ -368,7 +391,7 @@ class NonSpeechGate:
                 self._mode, self._voice_started = None, True  # a voice over the noise: its frames passed
             return "noise" if self._above_hops == 0 else None
         if self._mode == "music":
-            if departs or not steady:
+            if departs or not (steady or shaped):
                 # A voice starting over the music, or the window no longer sounds like it.
                 self._mode, self._voice_started = None, departs
                 return None
@@ -383,7 +406,30 @@ class NonSpeechGate:
             and self._swing_sum < self._config.music_swing_db * self._window
         ):  # the swing of syllables is asked only to start the music: within it, only voices end it
             self._mode, self._mode_since = "music", self._above_since
+        elif self._shaped_hops >= self._hold_hops:
+            # Music whose level swings like syllables (beats, notes apart): its spectrum's shape moves
+            # less than a voice's formants do.
+            self._mode, self._mode_since = "music", self._shaped_since
         return self._mode
+
+    def _update_shape(self, t: float, features: FrameFeatures, above_floor: bool) -> bool:
+        """Adds a hop's shape flux to its window; whether the window sounds like music."""
+        counted = above_floor and not features.after_quiet
+        if counted:
+            oldest = self._shape_at
+            self._shape_sum += features.shape_flux_db - self._shape_ring[oldest]
+            self._shape_ring[oldest] = features.shape_flux_db
+            self._shape_at = (oldest + 1) % self._window
+            self._shape_filled += 1
+        limit = self._config.music_shape_flux * self._window
+        shaped = self._shape_filled >= self._window and self._shape_sum < limit
+        if not shaped:
+            self._shaped_hops = 0
+        elif counted:
+            if self._shaped_hops == 0:
+                self._shaped_since = t
+            self._shaped_hops += 1
+        return shaped
 
     def _update_window(self, features: FrameFeatures) -> bool:
         """Adds a loud hop to the flux window; whether it breaks from the window (a voice starting)."""
@@ -391,7 +437,7 @@ class NonSpeechGate:
         self._recent_flux[self._recent_at] = features.flux_db
         self._recent_at = (self._recent_at + 1) % len(self._recent_flux)
         departs = self._filled >= self._window and (
-            self._recent_sum > self._config.release_flux * len(self._recent_flux)
+            (self._recent_sum > self._config.release_flux * len(self._recent_flux))
             or features.level_db - self._level_sum / self._window > self._config.release_db
         )
         if departs:

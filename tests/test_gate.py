@@ -230,13 +230,31 @@ def test_hold_music_is_blocked(rate: int) -> None:
         result = run_gate(load(path, rate)[rate * 30 : rate * 60], rate)
         rates[path.name] = result.block_rate(after_hold)
         assert result.events and {e.kind for e in result.events} == {"music"}
-    # Measured: three pieces 0.98-1.00, cold_day 0.74. the_simplicity is staccato, with a spectral flux
-    # and level swings like speech's and rests that end the music: only 0.03 of it is blocked. A known
-    # limit, the price of never blocking speech; it is still reported as music, never as anything else.
-    staccato = rates.pop("macroform-the_simplicity.wav")
-    assert staccato < 0.5, staccato
+    # Measured: three pieces 0.98-1.00, cold_day 0.75, the_simplicity 0.46. This excerpt of the_simplicity
+    # has beats that swing its level like syllables and rests that end the music; the shape of its spectrum
+    # (music_shape_flux) catches under half of it (0.03 by flux and swing alone). A known limit, the price
+    # of never blocking speech; it is still reported as music, never as anything else.
+    beats = rates.pop("macroform-the_simplicity.wav")
+    assert beats >= 0.35, beats
     assert np.mean(list(rates.values())) >= 0.88, rates
     assert min(rates.values()) >= 0.7, rates
+
+
+@needs_moh
+def test_every_hold_music_piece_is_mostly_blocked_from_start_to_end() -> None:
+    # Whole pieces, 18 minutes in all: cold_day, robot_dity and morning_coffee make the fixtures' hold music,
+    # the_simplicity and reno_project-system are in no fixture, so no threshold was tuned on them alone.
+    rate = 8000
+    rates = {
+        path.name: run_gate(at_dbfs(load(path, rate), -22.0), rate).block_rate()
+        for path in sorted(MOH.glob("*.wav"))
+    }
+    # Measured: cold_day 0.90 (a passage of notes apart, 52-70 s, passes), robot_dity 0.99, the_simplicity
+    # 0.62, morning_coffee 0.91, reno_project-system 0.99; before music_shape_flux 0.51 and 0.93 for the two
+    # pieces in no fixture.
+    assert min(rates.values()) >= 0.55, rates
+    assert rates["reno_project-system.wav"] >= 0.97, rates
+    assert np.mean(list(rates.values())) >= 0.85, rates
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])
