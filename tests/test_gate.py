@@ -218,6 +218,36 @@ def test_speech_after_hold_music_passes() -> None:
     assert result.block_rate(~speech_frames) >= 0.55
 
 
+@needs_voices
+@needs_moh
+@pytest.mark.parametrize("lang", ["en", "fr"])
+@pytest.mark.parametrize("music_name", ["reno_project-system.wav", "macroform-cold_day.wav"])
+def test_speech_over_hold_music(lang: str, music_name: str) -> None:
+    # A customer talking while the hold music plays on their channel: real voices at -20 dBFS, 1 s apart,
+    # over music 18 dB and 12 dB below them. True speech frames: the voice alone above -45 dBFS.
+    rate = 8000
+    parts, labels = [], []
+    for voice in prompts(lang, 20, seed=7):
+        speech, gap = at_dbfs(load(voice, rate), -20.0), silence(1.0, rate)
+        parts += [gap, speech]
+        labels += [np.zeros(len(gap), bool), np.abs(speech) > 10 ** (-45 / 20)]
+    voices, truth = np.concatenate(parts), np.concatenate(labels)
+    size = rate * FRAME_MS // 1000
+    frames = len(truth) // size
+    speech_frames = truth[: frames * size].reshape(frames, size).mean(axis=1) > 0.3
+    music = load(MOH / music_name, rate)[rate * 10 :]
+    passed = {}
+    for below_db in (18.0, 12.0):
+        bed = np.resize(at_dbfs(music, -20.0 - below_db), len(voices))
+        passed[below_db] = run_gate(voices + bed, rate).pass_rate(speech_frames)
+    # Measured 0.996-0.998 at 18 dB. At 12 dB 0.91-0.97: a voice's first syllables over loud music are
+    # blocked until its level or flux breaks from the music (release_db, release_flux). A known limit:
+    # release_db = 10 (not 15) blocks 2.4% of such speech instead of 6.6% (four pieces, 6 and 12 dB
+    # below the voices), but lets 48 s more of the 18 min of hold music through.
+    assert passed[18.0] >= 0.99, passed
+    assert passed[12.0] >= 0.88, passed
+
+
 # --- non-speech is blocked -------------------------------------------------------------------
 
 
