@@ -101,3 +101,26 @@ def test_bench_writes_every_figure(
     assert any("jobs vs 1 job" in n for n in names)
     assert all(line["mark"] in ("MET", "NOT MET") for line in results["budget"])
     assert "budget" in bench.table(results)
+
+
+def _memory(slope: float, stderr: float, finals: int = 105) -> dict[str, Any]:
+    return {
+        "slope_mb_per_hour": slope,
+        "slope_stderr_mb_per_hour": stderr,
+        "finals_last_window": finals,
+        "audio_s": 3600.0,
+        "fit_from_s": 300.0,
+        "events_window_s": 600.0,
+    }
+
+
+def test_memory_budget_needs_a_fine_measurement_not_a_lucky_estimate() -> None:
+    def marks(memory: dict[str, Any]) -> list[bool | None]:
+        return [line.met for line in bench.memory_lines(memory)]
+
+    # (indistinguishable from zero, shown at most 2 MB/h)
+    assert marks(_memory(1.95, 4.24)) == [True, False]  # under 2 MB/h by its estimate, not by its error bar
+    assert marks(_memory(0.3, 0.5)) == [True, True]
+    assert marks(_memory(30.0, 2.0)) == [False, False]  # a real drift
+    assert marks(_memory(0.5, 6.0)) == [False, False]  # too coarse to mean anything (2 s.e. > 10 MB/h)
+    assert marks(_memory(0.3, 0.5, finals=0)) == [False, True]  # flat, but the recogniser stopped
