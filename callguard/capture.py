@@ -12,6 +12,8 @@ last callback. A lost device is closed (on a helper thread, since closing a
 hung stream can hang too) and reopened with back-off, re-resolved by name:
 PortAudio's device list is frozen until it is re-initialised, which closes
 every stream and renumbers devices, so the other streams are reopened too.
+The time a device was lost comes back to the worker as silence, so its
+speakers' clocks (audio time) stay with the others' and the wall clock.
 
 sounddevice is imported lazily: replay and the tests of other modules must
 work on machines without PortAudio.
@@ -37,6 +39,8 @@ log = logging.getLogger("callguard.capture")
 
 BLOCK_S = 0.1  # seconds per callback unless configured ([daemon] block_ms)
 STALL_S = 2.0  # no callback for this long on a started stream: the device is lost or hung
+GAP_FILL_MIN_S = 0.2  # a reopened device's gap shorter than this is jitter, not lost audio
+GAP_FILL_MAX_S = 3600.0  # at most this much silence stands in for a lost device's gap
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 
 
@@ -70,6 +74,7 @@ class CapturedBlock:
     generation: int  # bumps at each reopen, so the worker resets its resampler
     rate: int
     data: np.ndarray  # int16, (frames, channels)
+    at: float = 0.0  # time.monotonic() of the callback (its last sample was just captured)
 
 
 class InputStream(Protocol):
@@ -194,6 +199,8 @@ class DeviceCapture:
     stream: InputStream | None = None
     _resampler: Any = None
     _resampler_generation: int = -1
+    _split_generation: int = -1  # generation and callback time of the last block split
+    _split_at: float = 0.0
 
     def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         # Audio thread: no logging, no locks, no exceptions escape (they would stop the stream silently).
@@ -202,7 +209,9 @@ class DeviceCapture:
             self.callbacks += 1
             if status:
                 self.overflows += 1
-            self.blocks.put_nowait(CapturedBlock(self.source, self.generation, self.rate, indata.copy()))
+            self.blocks.put_nowait(
+                CapturedBlock(self.source, self.generation, self.rate, indata.copy(), self.last_callback)
+            )
         except queue.Full:
             self.dropped += 1
         except Exception:
@@ -218,16 +227,30 @@ class DeviceCapture:
         for channel, role in enumerate(self.spec.roles):
             mono = np.ascontiguousarray(data[:, min(channel, data.shape[1] - 1)])
             out.append((role, mono))
-        if block.rate == self.target_rate:
-            return out
-        if self._resampler_generation != block.generation:
-            import soxr
+        gap = self._lost_samples(block)
+        if block.rate != self.target_rate:
+            if self._resampler_generation != block.generation:
+                import soxr
 
-            self._resampler = [
-                soxr.ResampleStream(block.rate, self.target_rate, 1, dtype="int16") for _ in self.spec.roles
-            ]
-            self._resampler_generation = block.generation
-        return [(role, self._resampler[i].resample_chunk(pcm)) for i, (role, pcm) in enumerate(out)]
+                self._resampler = [
+                    soxr.ResampleStream(block.rate, self.target_rate, 1, dtype="int16")
+                    for _ in self.spec.roles
+                ]
+                self._resampler_generation = block.generation
+            out = [(role, self._resampler[i].resample_chunk(pcm)) for i, (role, pcm) in enumerate(out)]
+        if gap:
+            silence = np.zeros(gap, dtype=np.int16)
+            out = [(role, np.concatenate((silence, pcm))) for role, pcm in out]
+        return out
+
+    def _lost_samples(self, block: CapturedBlock) -> int:
+        """Samples (at the pipeline rate) of silence standing in for the time a reopened device was lost."""
+        reopened = self._split_generation >= 0 and block.generation != self._split_generation
+        gap_s = block.at - self._split_at - len(block.data) / block.rate
+        self._split_generation, self._split_at = block.generation, block.at
+        if not reopened or gap_s < GAP_FILL_MIN_S:
+            return 0
+        return round(min(gap_s, GAP_FILL_MAX_S) * self.target_rate)
 
     def health(self, now: float) -> dict[str, Any]:
         return {

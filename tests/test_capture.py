@@ -273,6 +273,47 @@ def test_unplugged_headset_is_retried_and_the_call_goes_on() -> None:
     capture.stop()
 
 
+def test_an_unplugged_headsets_time_comes_back_as_silence() -> None:
+    # The fake backend stands in for PortAudio and a physical headset, which cannot be unplugged here.
+    backend = FakeBackend()
+    blocks: queue.Queue[CapturedBlock] = queue.Queue(10000)
+    specs = [
+        CaptureSpec("Monitor of softphone", ("customer",), "daemon.customer_device"),
+        CaptureSpec("USB Headset", ("agent",), "daemon.agent_device"),
+    ]
+    capture = CaptureSet(
+        specs, 16000, blocks, backend_factory=lambda: backend, stall_s=0.4, backoff_s=(0.3, 0.6)
+    )
+    received = {"customer": 0, "agent": 0}
+    silent_run = {"customer": 0, "agent": 0}
+
+    def run(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            capture.watchdog()
+            time.sleep(0.05)
+            while not blocks.empty():
+                for role, pcm in capture.split(blocks.get_nowait()):
+                    received[role] += len(pcm)
+                    zeros = np.flatnonzero(pcm)  # the fake device's audio is never zero
+                    silent_run[role] = max(silent_run[role], int(zeros[0]) if len(zeros) else len(pcm))
+
+    capture.start()
+    started = time.monotonic()
+    run(0.5)
+    backend.unplugged.add("USB Headset")
+    run(1.5)
+    backend.unplugged.clear()
+    run(1.5)
+    elapsed = time.monotonic() - started
+    capture.stop()
+    customer_s, agent_s = received["customer"] / 16000, received["agent"] / 16000
+    # Without the fill the agent would be short by the time unplugged plus the reopening (about 2 s).
+    assert abs(agent_s - customer_s) < 0.4, (agent_s, customer_s)
+    assert elapsed - 0.5 < customer_s <= elapsed + 0.1, (customer_s, elapsed)
+    assert silent_run["agent"] / 16000 > 1.2 and silent_run["customer"] / 16000 < 0.5, silent_run
+
+
 def test_a_device_that_is_not_there_is_reported_by_name() -> None:
     backend = FakeBackend()
     blocks: queue.Queue[CapturedBlock] = queue.Queue(10)
