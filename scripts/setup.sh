@@ -8,6 +8,7 @@ APT_PACKAGES=(
   asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-moh-opsound-wav  # real voices, hold music
   pulseaudio pulseaudio-utils alsa-utils libasound2-plugins          # virtual devices for the daemon e2e test
   chromium                                                           # the panel's browser test
+  libnotify-bin dbus-daemon                                          # notify-send over a test session bus
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
