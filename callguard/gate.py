@@ -149,7 +149,7 @@ class SpectralAnalyser:
         self._quiet_history = [True] * self._hops_back
         self._band_db = np.zeros(BAND_COUNT, dtype=np.float64)
         self._scratch = np.zeros(BAND_COUNT, dtype=np.float64)
-        self._shape = np.zeros(BAND_COUNT, dtype=np.float64)
+        self._abs_change = np.zeros(BAND_COUNT, dtype=np.float64)
 
     def analyse(self, pcm: bytes) -> FrameFeatures:
         samples = self._samples
@@ -182,7 +182,7 @@ class SpectralAnalyser:
         change = self._scratch
         np.subtract(band_db, previous, out=change)
         level_change = float(np.add.reduce(change)) / BAND_COUNT
-        flux_db = min(float(np.add.reduce(np.abs(change, out=self._shape))) / BAND_COUNT, FLUX_CAP_DB)
+        flux_db = min(float(np.add.reduce(np.abs(change, out=self._abs_change))) / BAND_COUNT, FLUX_CAP_DB)
         change -= level_change
         shape_flux_db = min(float(np.add.reduce(np.abs(change, out=change))) / BAND_COUNT, FLUX_CAP_DB)
         previous[:] = band_db
