@@ -16,6 +16,7 @@ budget lines of issue 9 marked met or not, and writes every figure to JSON.
 
     python scripts/bench.py                 # the full run (about 50 minutes: 10 of them idle, in real time)
     python scripts/bench.py --quick         # a smoke run: 60 s idle windows, 12 min of audio for memory
+    python scripts/bench.py --only idle     # some sections (calls, memory, idle, latency, batch) only
     python scripts/bench.py --out bench.json --jobs 2
 """
 
@@ -72,6 +73,7 @@ MAX_CPU_OVER_ORACLE = 1.10
 MAX_PIPELINE_SHARE = 0.05
 MAX_IDLE_PERCENT = 2.0
 MAX_REACTION_P95_MS = 50.0
+SECTIONS = ("calls", "memory", "idle", "latency", "batch")  # what a run measures, in this order
 MAX_RSS_SLOPE_MB_PER_H = 2.0  # 16 MB over an 8-hour shift: finer than one hour of audio resolves
 MAX_RSS_RESOLUTION_MB_PER_H = 10.0  # two standard errors of the slope: 80 MB over a shift at most
 MIN_SPEED_OVER_BARE = 1.8
@@ -705,7 +707,8 @@ def memory_lines(memory: dict[str, Any]) -> list[BudgetLine]:
 
 def budget(results: dict[str, Any]) -> list[BudgetLine]:
     lines: list[BudgetLine] = []
-    for name, call in results["calls"].items():
+    calls = results.get("calls", {})  # a partial run (--only) marks only the lines it measured
+    for name, call in calls.items():
         ratio = call["callguard_over_oracle"]
         lines.append(
             BudgetLine(
@@ -715,7 +718,7 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
                 ratio <= MAX_CPU_OVER_ORACLE,
             )
         )
-    for name, call in results["calls"].items():
+    for name, call in calls.items():
         share = call["pipeline_share_of_recogniser"]
         lines.append(
             BudgetLine(
@@ -725,7 +728,7 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
                 share <= MAX_PIPELINE_SHARE,
             )
         )
-    for kind, idle in results["idle"].items():
+    for kind, idle in results.get("idle", {}).items():
         lines.append(
             BudgetLine(
                 f"idle on {kind} ({idle['audio_s']:.0f} s live)",
@@ -734,19 +737,21 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
                 idle["cpu_percent"] <= MAX_IDLE_PERCENT,
             )
         )
-    p95 = results["reaction"]["reaction_ms"]["p95"]
-    lines.append(
-        BudgetLine(
-            "reaction p95 (word at detector -> prompt)",
-            f"<= {MAX_REACTION_P95_MS:g} ms",
-            "-" if p95 is None else f"{p95:.2f} ms",
-            None if p95 is None else p95 <= MAX_REACTION_P95_MS,
+    if "reaction" in results:
+        p95 = results["reaction"]["reaction_ms"]["p95"]
+        lines.append(
+            BudgetLine(
+                "reaction p95 (word at detector -> prompt)",
+                f"<= {MAX_REACTION_P95_MS:g} ms",
+                "-" if p95 is None else f"{p95:.2f} ms",
+                None if p95 is None else p95 <= MAX_REACTION_P95_MS,
+            )
         )
-    )
-    lines += memory_lines(results["memory"])
+    if "memory" in results:
+        lines += memory_lines(results["memory"])
     for name in HALF_SILENCE_CALLS:
-        if name in results["calls"]:
-            speed = results["calls"][name]["speed_over_bare"]
+        if name in calls:
+            speed = calls[name]["speed_over_bare"]
             lines.append(
                 BudgetLine(
                     f"{name}: speed over bare vosk (issue 6, older goal)",
@@ -755,8 +760,10 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
                     speed >= MIN_SPEED_OVER_BARE,
                 )
             )
-    jobs = results["throughput"]
-    if jobs.get("measured"):
+    jobs = results.get("throughput")
+    if jobs is None:
+        pass
+    elif jobs.get("measured"):
         n = jobs["jobs"]
         lines.append(
             BudgetLine(
@@ -784,7 +791,7 @@ def table(results: dict[str, Any]) -> str:
         f"{'call':<20} "
         + " ".join(f"{h:>{w}}" for h, w in zip(heads, (8, 13, 7, 7, 7, 7, 7, 8), strict=True))
     )
-    for name, c in results["calls"].items():
+    for name, c in results.get("calls", {}).items():
         bare, oracle, cg = c["bare"], c["oracle"], c["callguard"]
         fed = f"{bare['fed_s']:.0f}/{oracle['fed_s']:.0f}/{cg['fed_s']:.0f}"
         out.append(
@@ -793,34 +800,41 @@ def table(results: dict[str, Any]) -> str:
             f"{c['callguard_over_oracle']:>7.3f} {c['callguard_over_bare']:>7.3f} "
             f"{c['pipeline_share_of_recogniser']:>8.1%}"
         )
-    out.append("\nidle (live, model loaded)")
-    for kind, idle in results["idle"].items():
+    if "idle" in results:
+        out.append("\nidle (live, model loaded)")
+        for kind, idle in results["idle"].items():
+            out.append(
+                f"  {kind:<8} {idle['audio_s']:>6.0f} s  {idle['cpu_percent']:>6.2f}% of a core  "
+                f"recogniser fed {idle['recogniser_fed_s']:.1f} s"
+            )
+    if "reaction" in results:
+        r, lag, e2e = results["reaction"], results["recogniser_lag"], results["end_to_end_ms"]
+        out.append("\nlatency (live)")
         out.append(
-            f"  {kind:<8} {idle['audio_s']:>6.0f} s  {idle['cpu_percent']:>6.2f}% of a core  "
-            f"recogniser fed {idle['recogniser_fed_s']:.1f} s"
+            f"  reaction, word at detector -> prompt:     {_fmt_stats(r['reaction_ms'])} "
+            f"({', '.join(r['calls'])})"
         )
-    r, lag, e2e = results["reaction"], results["recogniser_lag"], results["end_to_end_ms"]
-    out.append("\nlatency (live)")
-    out.append(
-        f"  reaction, word at detector -> prompt:     {_fmt_stats(r['reaction_ms'])} "
-        f"({', '.join(r['calls'])})"
-    )
-    out.append(f"  detector + policy per transcript:         {_fmt_stats(r['detector_ms_per_transcript'])}")
-    out.append(f"  recogniser lag, word end -> first report: {_fmt_stats(lag['lag_ms'])} ({lag['call']})")
-    out.append(f"    words first reported in a partial: {lag['first_reported_in_partial']} of {lag['words']}")
-    out.append(f"  end to end (lag + reaction): median {e2e['median']} ms, p95 {e2e['p95']} ms")
-    mem = results["memory"]
-    out.append(
-        f"\nmemory: peak RSS {results['peak_rss_mb']:.0f} MB; {mem['audio_s'] / 60:.0f} min of {mem['call']} "
-        f"unpaced: RSS {mem['rss_start_mb']:.0f} -> {mem['rss_end_mb']:.0f} MB"
-    )
-    out.append(
-        f"  slope {mem['slope_mb_per_hour']} ± {mem['slope_stderr_mb_per_hour']} MB/h; finals "
-        f"{mem['finals_first_window']} in the first and {mem['finals_last_window']} in the last "
-        f"{mem['events_window_s'] / 60:.0f} min"
-    )
-    jobs = results["throughput"]
-    if jobs.get("measured"):
+        per_transcript = _fmt_stats(r["detector_ms_per_transcript"])
+        out.append(f"  detector + policy per transcript:         {per_transcript}")
+        out.append(f"  recogniser lag, word end -> first report: {_fmt_stats(lag['lag_ms'])} ({lag['call']})")
+        in_partial = f"{lag['first_reported_in_partial']} of {lag['words']}"
+        out.append(f"    words first reported in a partial: {in_partial}")
+        out.append(f"  end to end (lag + reaction): median {e2e['median']} ms, p95 {e2e['p95']} ms")
+    if "memory" in results:
+        mem = results["memory"]
+        out.append(
+            f"\nmemory: peak RSS {results['peak_rss_mb']:.0f} MB; {mem['audio_s'] / 60:.0f} min of "
+            f"{mem['call']} unpaced: RSS {mem['rss_start_mb']:.0f} -> {mem['rss_end_mb']:.0f} MB"
+        )
+        out.append(
+            f"  slope {mem['slope_mb_per_hour']} ± {mem['slope_stderr_mb_per_hour']} MB/h; finals "
+            f"{mem['finals_first_window']} in the first and {mem['finals_last_window']} in the last "
+            f"{mem['events_window_s'] / 60:.0f} min"
+        )
+    jobs = results.get("throughput")
+    if jobs is None:
+        pass
+    elif jobs.get("measured"):
         for key in sorted(k for k in jobs if k.startswith("jobs_")):
             j = jobs[key]
             out.append(
@@ -884,6 +898,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--repeat", type=int, help="runs of each CPU measurement, least kept (default 5; --quick 1)"
     )
     parser.add_argument("--jobs-copies", type=int, default=2, help="each call this many times in the batch")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SECTIONS,
+        help="run only these sections (default: all); the budget then marks only their lines",
+    )
     return parser.parse_args(argv)
 
 
@@ -920,11 +940,45 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         },
     }
 
+    sections = [section for section in SECTIONS if section in (args.only or SECTIONS)]
+    results["sections"] = sections
     calls = [fixtures.call(name) for name in args.calls]
     log(f"model loaded in {load.cpu_s:.1f} CPU s; warming up")
     warm_up(calls[0], model, config)
-    results["calls"] = {}
+    if "calls" in sections:
+        _calls_section(args, calls, model, shared, config, results, log)
+    if "memory" in sections:
+        memory_minutes = args.memory_minutes or (12.0 if args.quick else 60.0)
+        memory_call = fixtures.call(args.memory_call)
+        log(f"memory: {memory_minutes:g} min of {memory_call.name}, unpaced")
+        results["memory"] = memory_run(memory_call, shared, config, memory_minutes, args.memory_mark_s)
+        results["peak_rss_mb"] = round(rss_mb("VmHWM"), 1)  # before the batch loads more models
+    if "idle" in sections:
+        _idle_section(args, fixtures, shared, config, results, log)
+    if "latency" in sections:
+        _latency_section(args, fixtures, shared, config, results, log)
+    if "batch" in sections:
+        if args.jobs > 0:
+            log(f"batch throughput: 1 and {args.jobs} jobs")
+            results["throughput"] = throughput(calls, model_path, config, args.jobs, args.jobs_copies)
+        else:
+            results["throughput"] = {"measured": False, "reason": "--jobs 0"}
+    results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["budget"] = [asdict(line) | {"mark": line.mark()} for line in budget(results)]
+    return results
+
+
+def _calls_section(
+    args: argparse.Namespace,
+    calls: list[BenchCall],
+    model: SpeechModel,
+    shared: SharedResources,
+    config: Config,
+    results: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
     repeat = args.repeat or (1 if args.quick else 5)  # a shared VM: the least of 5 is steadier than of 3
+    results["calls"] = {}
     for call in calls:
         runs: dict[str, list[RunFigures]] = {"bare": [], "oracle": [], "callguard": []}
         finals = 0
@@ -957,12 +1011,15 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
             "audio_s_per_cpu_s": round(call.duration / cg.cpu_s, 2),
         }
 
-    memory_minutes = args.memory_minutes or (12.0 if args.quick else 60.0)
-    memory_call = fixtures.call(args.memory_call)
-    log(f"memory: {memory_minutes:g} min of {memory_call.name}, unpaced")
-    results["memory"] = memory_run(memory_call, shared, config, memory_minutes, args.memory_mark_s)
-    results["peak_rss_mb"] = round(rss_mb("VmHWM"), 1)  # before the batch loads more models
 
+def _idle_section(
+    args: argparse.Namespace,
+    fixtures: Fixtures,
+    shared: SharedResources,
+    config: Config,
+    results: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
     idle_seconds = args.idle_seconds or (60.0 if args.quick else None)
     noise_call, music_call = fixtures.call(args.idle_noise), fixtures.call(args.idle_music)
     noise_from = noise_call.nonspeech_start("noise") or 0.0
@@ -978,6 +1035,15 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         log(f"idle on {kind}: {call.name} [{start:g}, {stop:g}) s live")
         results["idle"][kind] = idle_cost(call, shared, config, start, stop, args.speed)
 
+
+def _latency_section(
+    args: argparse.Namespace,
+    fixtures: Fixtures,
+    shared: SharedResources,
+    config: Config,
+    results: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
     reactions: list[float] = []
     per_call = []
     for name in args.reaction_calls:
@@ -1003,15 +1069,6 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
         key: None if lag[key] is None or reaction[key] is None else round(lag[key] + reaction[key], 2)
         for key in ("median", "p95")
     }
-
-    if args.jobs > 0:
-        log(f"batch throughput: 1 and {args.jobs} jobs")
-        results["throughput"] = throughput(calls, model_path, config, args.jobs, args.jobs_copies)
-    else:
-        results["throughput"] = {"measured": False, "reason": "--jobs 0"}
-    results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    results["budget"] = [asdict(line) | {"mark": line.mark()} for line in budget(results)]
-    return results
 
 
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,29 @@ def test_bench_writes_every_figure(
     assert "budget" in bench.table(results)
 
 
+def test_a_partial_run_measures_and_marks_only_its_sections(
+    fixture_call: Callable[[str], Path], fixture_truth: Callable[[str], dict[str, Any]], tmp_path: Path
+) -> None:
+    source, music = fixture_call("real_typical_en"), fixture_call("clip_music")
+    calls = _tiny_calls(source, fixture_truth("real_typical_en"), music, tmp_path)
+    out = tmp_path / "idle.json"
+    code = bench.main(
+        [
+            "--out", str(out), "--calls", str(calls["tiny"]), "--only", "idle",
+            "--idle-noise", str(calls["idle"]), "--idle-music", str(calls["music"]), "--idle-seconds", "2",
+            "--speed", "20",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["sections"] == ["idle"] and set(results["idle"]) == {"silence", "noise", "music"}
+    assert not {"calls", "memory", "reaction", "throughput"} & set(results)
+    assert [line["name"].split(" (")[0] for line in results["budget"]] == [
+        "idle on silence", "idle on noise", "idle on music",
+    ]  # fmt: skip
+    assert "idle (live, model loaded)" in bench.table(results) and "latency" not in bench.table(results)
+
+
 def _memory(slope: float, stderr: float, finals: int = 105) -> dict[str, Any]:
     return {
         "slope_mb_per_hour": slope,
