@@ -73,7 +73,6 @@ MAX_CPU_OVER_ORACLE = 1.10
 MAX_PIPELINE_SHARE = 0.05
 MAX_IDLE_PERCENT = 2.0
 MAX_REACTION_P95_MS = 50.0
-SECTIONS = ("calls", "memory", "idle", "latency", "batch")  # what a run measures, in this order
 MAX_RSS_SLOPE_MB_PER_H = 2.0  # 16 MB over an 8-hour shift: finer than one hour of audio resolves
 MAX_RSS_RESOLUTION_MB_PER_H = 10.0  # two standard errors of the slope: 80 MB over a shift at most
 MIN_SPEED_OVER_BARE = 1.8
@@ -901,10 +900,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=SECTIONS,
+        choices=list(SECTIONS),
         help="run only these sections (default: all); the budget then marks only their lines",
     )
     return parser.parse_args(argv)
+
+
+@dataclass
+class BenchContext:
+    """What every section of a run shares: the options, the model, the calls, and the results so far."""
+
+    args: argparse.Namespace
+    config: Config
+    fixtures: Fixtures
+    model: SpeechModel
+    model_path: Path
+    shared: SharedResources
+    calls: list[BenchCall]
+    results: dict[str, Any]
+    log: Callable[[str], None]
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -945,38 +959,17 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     calls = [fixtures.call(name) for name in args.calls]
     log(f"model loaded in {load.cpu_s:.1f} CPU s; warming up")
     warm_up(calls[0], model, config)
-    if "calls" in sections:
-        _calls_section(args, calls, model, shared, config, results, log)
-    if "memory" in sections:
-        memory_minutes = args.memory_minutes or (12.0 if args.quick else 60.0)
-        memory_call = fixtures.call(args.memory_call)
-        log(f"memory: {memory_minutes:g} min of {memory_call.name}, unpaced")
-        results["memory"] = memory_run(memory_call, shared, config, memory_minutes, args.memory_mark_s)
-        results["peak_rss_mb"] = round(rss_mb("VmHWM"), 1)  # before the batch loads more models
-    if "idle" in sections:
-        _idle_section(args, fixtures, shared, config, results, log)
-    if "latency" in sections:
-        _latency_section(args, fixtures, shared, config, results, log)
-    if "batch" in sections:
-        if args.jobs > 0:
-            log(f"batch throughput: 1 and {args.jobs} jobs")
-            results["throughput"] = throughput(calls, model_path, config, args.jobs, args.jobs_copies)
-        else:
-            results["throughput"] = {"measured": False, "reason": "--jobs 0"}
+    context = BenchContext(args, config, fixtures, model, model_path, shared, calls, results, log)
+    for section in sections:
+        SECTIONS[section](context)
     results["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     results["budget"] = [asdict(line) | {"mark": line.mark()} for line in budget(results)]
     return results
 
 
-def _calls_section(
-    args: argparse.Namespace,
-    calls: list[BenchCall],
-    model: SpeechModel,
-    shared: SharedResources,
-    config: Config,
-    results: dict[str, Any],
-    log: Callable[[str], None],
-) -> None:
+def _calls_section(context: BenchContext) -> None:
+    args, config, results, log = context.args, context.config, context.results, context.log
+    calls, model, shared = context.calls, context.model, context.shared
     repeat = args.repeat or (1 if args.quick else 5)  # a shared VM: the least of 5 is steadier than of 3
     results["calls"] = {}
     for call in calls:
@@ -1012,14 +1005,20 @@ def _calls_section(
         }
 
 
-def _idle_section(
-    args: argparse.Namespace,
-    fixtures: Fixtures,
-    shared: SharedResources,
-    config: Config,
-    results: dict[str, Any],
-    log: Callable[[str], None],
-) -> None:
+def _memory_section(context: BenchContext) -> None:
+    args, results = context.args, context.results
+    memory_minutes = args.memory_minutes or (12.0 if args.quick else 60.0)
+    memory_call = context.fixtures.call(args.memory_call)
+    context.log(f"memory: {memory_minutes:g} min of {memory_call.name}, unpaced")
+    results["memory"] = memory_run(
+        memory_call, context.shared, context.config, memory_minutes, args.memory_mark_s
+    )
+    results["peak_rss_mb"] = round(rss_mb("VmHWM"), 1)  # before the batch loads more models
+
+
+def _idle_section(context: BenchContext) -> None:
+    args, config, results, log = context.args, context.config, context.results, context.log
+    fixtures, shared = context.fixtures, context.shared
     idle_seconds = args.idle_seconds or (60.0 if args.quick else None)
     noise_call, music_call = fixtures.call(args.idle_noise), fixtures.call(args.idle_music)
     noise_from = noise_call.nonspeech_start("noise") or 0.0
@@ -1036,14 +1035,9 @@ def _idle_section(
         results["idle"][kind] = idle_cost(call, shared, config, start, stop, args.speed)
 
 
-def _latency_section(
-    args: argparse.Namespace,
-    fixtures: Fixtures,
-    shared: SharedResources,
-    config: Config,
-    results: dict[str, Any],
-    log: Callable[[str], None],
-) -> None:
+def _latency_section(context: BenchContext) -> None:
+    args, config, results, log = context.args, context.config, context.results, context.log
+    fixtures, shared = context.fixtures, context.shared
     reactions: list[float] = []
     per_call = []
     for name in args.reaction_calls:
@@ -1069,6 +1063,27 @@ def _latency_section(
         key: None if lag[key] is None or reaction[key] is None else round(lag[key] + reaction[key], 2)
         for key in ("median", "p95")
     }
+
+
+def _batch_section(context: BenchContext) -> None:
+    args = context.args
+    if args.jobs > 0:
+        context.log(f"batch throughput: 1 and {args.jobs} jobs")
+        context.results["throughput"] = throughput(
+            context.calls, context.model_path, context.config, args.jobs, args.jobs_copies
+        )
+    else:
+        context.results["throughput"] = {"measured": False, "reason": "--jobs 0"}
+
+
+# What a run measures, in this order (--only picks some).
+SECTIONS: dict[str, Callable[[BenchContext], None]] = {
+    "calls": _calls_section,
+    "memory": _memory_section,
+    "idle": _idle_section,
+    "latency": _latency_section,
+    "batch": _batch_section,
+}
 
 
 def _rounded(values: dict[str, Any]) -> dict[str, Any]:

@@ -43,24 +43,29 @@ def _tiny_calls(source: Path, truth: dict[str, Any], music: Path, folder: Path) 
     return {"tiny": tiny, "idle": idle, "music": music}
 
 
-def test_bench_writes_every_figure(
+@pytest.fixture
+def tiny_bench(
     fixture_call: Callable[[str], Path], fixture_truth: Callable[[str], dict[str, Any]], tmp_path: Path
-) -> None:
+) -> Callable[..., dict[str, Any]]:
+    """Runs the benchmark on tiny calls, live runs 20 times faster than real time; returns its JSON."""
     source, music = fixture_call("real_typical_en"), fixture_call("clip_music")
     calls = _tiny_calls(source, fixture_truth("real_typical_en"), music, tmp_path)
-    out = tmp_path / "bench.json"
-    tiny = str(calls["tiny"])
-    code = bench.main(
-        [
+    tiny, out = str(calls["tiny"]), tmp_path / "bench.json"
+
+    def run(*options: str) -> dict[str, Any]:
+        common = [
             "--out", str(out), "--calls", tiny, "--repeat", "1",
             "--idle-noise", str(calls["idle"]), "--idle-music", str(calls["music"]), "--idle-seconds", "2",
-            "--reaction-calls", tiny, "--lag-call", tiny,
-            "--memory-call", tiny, "--memory-minutes", "1", "--memory-mark-s", "1",
-            "--speed", "20", "--jobs", "2", "--jobs-copies", "1",
-        ]
-    )  # fmt: skip
-    assert code == 0
-    results = json.loads(out.read_text())
+            "--reaction-calls", tiny, "--lag-call", tiny, "--memory-call", tiny, "--speed", "20",
+        ]  # fmt: skip
+        assert bench.main([*common, *options]) == 0
+        return json.loads(out.read_text())
+
+    return run
+
+
+def test_bench_writes_every_figure(tiny_bench: Callable[..., dict[str, Any]]) -> None:
+    results = tiny_bench("--memory-minutes", "1", "--memory-mark-s", "1", "--jobs", "2", "--jobs-copies", "1")
 
     call = results["calls"]["tiny"]
     for run in ("bare", "oracle", "callguard"):
@@ -105,20 +110,9 @@ def test_bench_writes_every_figure(
 
 
 def test_a_partial_run_measures_and_marks_only_its_sections(
-    fixture_call: Callable[[str], Path], fixture_truth: Callable[[str], dict[str, Any]], tmp_path: Path
+    tiny_bench: Callable[..., dict[str, Any]],
 ) -> None:
-    source, music = fixture_call("real_typical_en"), fixture_call("clip_music")
-    calls = _tiny_calls(source, fixture_truth("real_typical_en"), music, tmp_path)
-    out = tmp_path / "idle.json"
-    code = bench.main(
-        [
-            "--out", str(out), "--calls", str(calls["tiny"]), "--only", "idle",
-            "--idle-noise", str(calls["idle"]), "--idle-music", str(calls["music"]), "--idle-seconds", "2",
-            "--speed", "20",
-        ]
-    )  # fmt: skip
-    assert code == 0
-    results = json.loads(out.read_text())
+    results = tiny_bench("--only", "idle")
     assert results["sections"] == ["idle"] and set(results["idle"]) == {"silence", "noise", "music"}
     assert not {"calls", "memory", "reaction", "throughput"} & set(results)
     assert [line["name"].split(" (")[0] for line in results["budget"]] == [
