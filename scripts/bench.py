@@ -759,10 +759,8 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
                     speed >= MIN_SPEED_OVER_BARE,
                 )
             )
-    jobs = results.get("throughput")
-    if jobs is None:
-        pass
-    elif jobs.get("measured"):
+    jobs = results.get("throughput", {})
+    if jobs.get("measured"):
         n = jobs["jobs"]
         lines.append(
             BudgetLine(
@@ -772,7 +770,7 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
                 jobs["scaling"] >= MIN_JOBS_SCALING * n,
             )
         )
-    else:
+    elif jobs:
         lines.append(
             BudgetLine("N jobs vs 1 job (issue 6)", f">= {MIN_JOBS_SCALING}*N", jobs.get("reason", ""), None)
         )
@@ -830,17 +828,15 @@ def table(results: dict[str, Any]) -> str:
             f"{mem['finals_first_window']} in the first and {mem['finals_last_window']} in the last "
             f"{mem['events_window_s'] / 60:.0f} min"
         )
-    jobs = results.get("throughput")
-    if jobs is None:
-        pass
-    elif jobs.get("measured"):
+    jobs = results.get("throughput", {})
+    if jobs.get("measured"):
         for key in sorted(k for k in jobs if k.startswith("jobs_")):
             j = jobs[key]
             out.append(
                 f"batch {j['workers']} job(s): {j['audio_s_per_wall_s']:.1f} audio s per wall s, "
                 f"{j['audio_s_per_cpu_s']:.1f} per CPU s"
             )
-    else:
+    elif jobs:
         out.append(f"batch jobs: not measured ({jobs.get('reason')})")
     out.append("\nbudget")
     for line in results["budget"]:

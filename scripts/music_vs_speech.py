@@ -65,14 +65,15 @@ def pcm16(audio: np.ndarray) -> np.ndarray:
 
 def features(audio: np.ndarray) -> dict[str, np.ndarray]:
     """Window means of shape flux and rhythm scores over one speaker's audio."""
-    analyser = SpectralAnalyser(GateConfig(), RATE, FRAME_MS)
+    gate = GateConfig()
+    analyser = SpectralAnalyser(gate, RATE, FRAME_MS)
     pcm = pcm16(audio)
     bands, shape, counted = [], [], []
     for i in range(len(pcm) // HOP):
         f = analyser.analyse(pcm[i * HOP : (i + 1) * HOP].tobytes())
         bands.append(f.band_db.copy())  # a view the analyser overwrites
         shape.append(f.shape_flux_db)
-        counted.append(f.level_db >= GateConfig().quiet_dbfs and not f.after_quiet)
+        counted.append(f.level_db >= gate.quiet_dbfs and not f.after_quiet)
     values = np.array(shape)[np.array(counted)]
     sums = np.cumsum(np.concatenate(([0.0], values)))
     shape_means = (sums[SHAPE_HOPS:] - sums[:-SHAPE_HOPS]) / SHAPE_HOPS
@@ -116,7 +117,7 @@ def voices(lang: str, count: int, seed: int) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def paced(lang: str, words: list[Path], period_s: float, seconds: float, seed: int) -> np.ndarray:
+def paced(words: list[Path], period_s: float, seconds: float, seed: int) -> np.ndarray:
     rnd = random.Random(seed)
     out = np.zeros(int(seconds * RATE))
     t = 0.2
@@ -135,9 +136,9 @@ def speech_cases(prompts: int) -> Iterator[tuple[str, np.ndarray]]:
             yield f"speech {lang}, noise {noise_dbfs:g} dBFS", talk + noise(len(talk), noise_dbfs, seed)
         digits = sorted(SOUNDS.joinpath(lang, "digits").glob("[0-9].wav"))
         for period in (0.45, 0.6, 0.8):
-            yield f"digits {lang} every {period} s", paced(lang, digits, period, 30.0, seed)
+            yield f"digits {lang} every {period} s", paced(digits, period, 30.0, seed)
         word = sorted(SOUNDS.joinpath(lang).glob("*.wav"))[40]
-        yield f"one word {lang} every 1 s", paced(lang, [word], 1.0, 30.0, seed)
+        yield f"one word {lang} every 1 s", paced([word], 1.0, 30.0, seed)
 
 
 def music_cases() -> Iterator[tuple[str, np.ndarray]]:

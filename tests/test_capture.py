@@ -230,16 +230,21 @@ class FakeBackend:
         self.listed = {n: c for n, c in self.plugged.items() if n not in self.unplugged}
 
 
-def test_unplugged_headset_is_retried_and_the_call_goes_on() -> None:
-    backend = FakeBackend()
-    blocks: queue.Queue[CapturedBlock] = queue.Queue(10000)
+def softphone_and_headset(backend: FakeBackend, blocks: queue.Queue[CapturedBlock]) -> CaptureSet:
+    """The customer on the softphone's monitor, the agent on a USB headset, with a quick watchdog."""
     specs = [
         CaptureSpec("Monitor of softphone", ("customer",), "daemon.customer_device"),
         CaptureSpec("USB Headset", ("agent",), "daemon.agent_device"),
     ]
-    capture = CaptureSet(
+    return CaptureSet(
         specs, 16000, blocks, backend_factory=lambda: backend, stall_s=0.4, backoff_s=(0.3, 0.6)
     )
+
+
+def test_unplugged_headset_is_retried_and_the_call_goes_on() -> None:
+    backend = FakeBackend()
+    blocks: queue.Queue[CapturedBlock] = queue.Queue(10000)
+    capture = softphone_and_headset(backend, blocks)
     capture.start()
 
     def run_watchdog(seconds: float) -> None:
@@ -277,13 +282,7 @@ def test_an_unplugged_headsets_time_comes_back_as_silence() -> None:
     # The fake backend stands in for PortAudio and a physical headset, which cannot be unplugged here.
     backend = FakeBackend()
     blocks: queue.Queue[CapturedBlock] = queue.Queue(10000)
-    specs = [
-        CaptureSpec("Monitor of softphone", ("customer",), "daemon.customer_device"),
-        CaptureSpec("USB Headset", ("agent",), "daemon.agent_device"),
-    ]
-    capture = CaptureSet(
-        specs, 16000, blocks, backend_factory=lambda: backend, stall_s=0.4, backoff_s=(0.3, 0.6)
-    )
+    capture = softphone_and_headset(backend, blocks)
     received = {"customer": 0, "agent": 0}
     silent_run = {"customer": 0, "agent": 0}
 
