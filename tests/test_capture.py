@@ -188,9 +188,10 @@ class FakeStream:
     def _run(self) -> None:
         block = np.full((self.rate // 20, self.channels), 100, np.int16)
         while not self._closed.wait(0.05):
-            if self.name in self.backend.unplugged:
-                continue  # a hung ALSA device: no error, no callback, stream still "active"
-            self.callback(block, block.shape[0], None, None)
+            with self.backend.cable:  # once unplug() returns, no callback of this device is under way
+                if self.name in self.backend.unplugged:
+                    continue  # a hung ALSA device: no error, no callback, stream still "active"
+                self.callback(block, block.shape[0], None, None)
 
     def close(self) -> None:
         self._closed.set()
@@ -203,12 +204,21 @@ class FakeBackend:
     def __init__(self) -> None:
         self.plugged = {"Monitor of softphone": 2, "USB Headset": 1}
         self.unplugged: set[str] = set()
+        self.cable = threading.Lock()
         self.listed = dict(self.plugged)
         self.streams: list[FakeStream] = []
         self.reinitialized = 0
 
     def input_devices(self) -> list[DeviceInfo]:
         return [DeviceInfo(i, name, "ALSA", ch, 16000) for i, (name, ch) in enumerate(self.listed.items())]
+
+    def unplug(self, name: str) -> None:
+        with self.cable:
+            self.unplugged.add(name)
+
+    def plug_back(self) -> None:
+        with self.cable:
+            self.unplugged.clear()
 
     def supports(self, device: int, rate: int, channels: int) -> bool:
         return True
@@ -263,14 +273,14 @@ def test_unplugged_headset_is_retried_and_the_call_goes_on() -> None:
         return seen
 
     assert roles_received(0.3) == {"customer", "agent"}
-    backend.unplugged.add("USB Headset")  # the agent pulls the headset out mid-call
+    backend.unplug("USB Headset")  # the agent pulls the headset out mid-call
     assert roles_received(1.5) == {"customer"}  # the customer's audio keeps flowing throughout
     agent = capture.health()[1]
     assert agent["ok"] is False and agent["state"] == "lost" and agent["error"]
     assert backend.reinitialized >= 1  # it looked for the device again, re-initialising PortAudio
     assert capture.health()[0]["ok"] is True
 
-    backend.unplugged.clear()  # plugged back in
+    backend.plug_back()
     run_watchdog(1.5)
     assert roles_received(0.3) == {"customer", "agent"}
     health = capture.health()
@@ -300,9 +310,9 @@ def test_an_unplugged_headsets_time_comes_back_as_silence() -> None:
     capture.start()
     started = time.monotonic()
     run(0.5)
-    backend.unplugged.add("USB Headset")
+    backend.unplug("USB Headset")
     run(1.5)
-    backend.unplugged.clear()
+    backend.plug_back()
     run(1.5)
     elapsed = time.monotonic() - started
     capture.stop()
