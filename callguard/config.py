@@ -63,6 +63,9 @@ class GateConfig:
     tone_flux: float = setting(3.0, lo=0.0, hi=20.0)
     quiet_dbfs: float = setting(-55.0, lo=-100.0, hi=0.0)
     merge_gap_ms: int = setting(1000, lo=0, hi=60000)
+    music_memory_s: float = setting(30.0, lo=0.0, hi=600.0)
+    voice_probability: float = setting(0.5, lo=0.0, hi=1.0)
+    voice_check_ms: int = setting(240, lo=30, hi=5000)
 
 
 @dataclass(frozen=True)

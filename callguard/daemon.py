@@ -140,9 +140,9 @@ class SpeechActivity:
         framer, vad, gate = self._stages[role]
         for frame in framer.push(pcm):
             decided, _ = vad.process(frame)
+            if gate is not None:
+                decided = [out for f in decided for out in gate.process(f)[0]]
             for f in decided:
-                if gate is not None:
-                    f, _ = gate.process(f)
                 speech = f.speech and f.level_db > SPEECH_FLOOR_DBFS  # the Framer measured the level
                 self._recent[role].append(speech)
                 if speech:

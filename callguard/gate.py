@@ -30,6 +30,15 @@ such a sign through at once. All of it is causal and cheap per frame:
 - release: a burst of flux or level (a voice starting over the music) passes
   the frame at once and ends the music; over noise, every frame above the
   floor passes, and a few in a row end the noise.
+- voice check: music whose drum hits and short chords swing and move like
+  syllables defeats every spectral feature tried (six, see README). So for
+  `music_memory_s` after music was last blocked, a frame the rules above would
+  pass is also asked of Silero VAD (`vad.VoiceCheck`); after `voice_check_ms`
+  with no voice heard it is music. Its frames are held back `LOOK_BACK_MS`
+  rather than dropped: Silero can take 350 ms to hear a short word after music,
+  and a voice heard in time takes the held frames with it. A second of voice
+  ends the memory, so a conversation after hold music goes back to the rules
+  above. It costs about 0.6 ms per 32 ms heard, and is asked only near music.
 
 Every analysis covers the last 30 ms of audio whatever the frame length, so
 the thresholds mean the same thing at 10, 20 and 30 ms frames and any rate.
@@ -46,6 +55,7 @@ import numpy as np
 
 from callguard.config import GateConfig
 from callguard.events import Frame, NonSpeech, Role
+from callguard.vad import VoiceCheck
 
 NonSpeechKind = Literal["music", "tone", "noise"]
 
@@ -61,6 +71,11 @@ SWING_MS = 90  # level swing: the change of level against this long ago (syllabl
 VOICE_MS = 90  # this long above the noise floor is a voice, not a lone peak of the noise
 QUIET_BAND_DB = -120.0  # band level given to quiet hops, which are not analysed
 UNKNOWN_FLOOR_DB = np.inf  # a block not heard yet: the floor is the quietest hop so far
+LOOK_BACK_MS = (
+    450  # frames the voice check blocks wait this long, to pass with a voice Silero is slow to hear
+)
+VOICE_CONFIRM_HOPS = 2  # frames in a row Silero must call voice to release what it held
+VOICE_FORGETS_MS = 1000  # this much voice heard by the voice check ends the music memory
 TONE_MEMORY_S = 8.0  # a confirmed tone plan blocks at once for this long (ring cadence is 2 s on, 4 s off)
 
 # Call-progress tones (ITU-T E.180 and national plans): the frequency sets a frame may be made of.
@@ -315,9 +330,25 @@ class NonSpeechGate:
         self._tone_count = 0
         self._confirmed_plans: dict[int, float] = {}  # tone plan -> call time last confirmed
         self._run: _Run | None = None
+        self._reported_until = -math.inf  # end of the last run reported
         self._speaker: Role = "customer"
+        # Near music (for music_memory_s after it was last heard), frames the gate would pass are asked of
+        # a neural voice check; what it blocks is held back LOOK_BACK_MS, in case a voice is just starting.
+        self._voice_check = VoiceCheck(rate) if config.enabled and config.music_memory_s > 0 else None
+        self._music_until = -math.inf
+        self._check_hops = max(1, config.voice_check_ms // frame_ms)
+        self._forget_hops = max(1, VOICE_FORGETS_MS // frame_ms)
+        self._look_back_hops = max(1, LOOK_BACK_MS // frame_ms)
+        self._unvoiced_hops = 0
+        self._voiced_hops = 0
+        self._last_checked = -math.inf
+        self._checking = False  # the voice check is blocking: its frames are held back
+        self._held: list[Frame] = []
 
-    def process(self, frame: Frame) -> tuple[Frame, list[NonSpeech]]:
+    def process(self, frame: Frame) -> tuple[list[Frame], list[NonSpeech]]:
+        """The frames now decided, in order (usually just this one, with `speech` turned off if it is
+        non-speech; near music, up to `LOOK_BACK_MS` of them held back and released together), and the
+        non-speech runs that ended."""
         self._speaker = frame.speaker
         features = self._analyser.analyse(frame.pcm)
         kind = self._judge(frame.t, features)
@@ -333,23 +364,79 @@ class NonSpeechGate:
         ):
             events.append(self._close_run())
         if not self._config.enabled or not frame.speech:
-            return frame, events
+            return self._release_held(frame), events
         if kind is None and self._run is not None and self._run.kind == "tone" and self._quiet_hops:
             kind = "tone"  # the quiet gap between DTMF digits or tone bursts keeps the verdict
+        if kind == "music":
+            self._music_until = frame.t + self._config.music_memory_s
+            self._unvoiced_hops = self._check_hops  # what follows the music is held until a voice is heard
+        elif kind is None and self._voice_check is not None and frame.t < self._music_until:
+            kind = self._check_voice(frame)
+            if kind is None and self._held:
+                # A voice after frames held as music: they were its onset, and pass with it.
+                held, self._held = self._held, []
+                self._voice_started = True
+                return [*held, frame], events
         if kind is None:
-            return frame, events
+            return self._release_held(frame), events
         if self._run is None:
-            self._run = _Run(kind, frame.t if kind == "tone" else self._mode_since, frame.t)
+            # Music and noise start where their evidence began, but never inside the run reported before.
+            start = frame.t if kind == "tone" else max(self._mode_since, self._reported_until)
+            self._run = _Run(kind, start, frame.t)
         self._run.add(kind, frame.t + self._frame_s)
-        return frame.with_speech(False), events
+        if self._checking:
+            self._held.append(frame)
+            if len(self._held) <= self._look_back_hops:
+                return [], events
+            return [self._held.pop(0).with_speech(False)], events
+        return self._release_held(frame.with_speech(False)), events
 
-    def flush(self, t: float) -> list[NonSpeech]:
-        """End of call: report a run still open."""
-        return [self._close_run()] if self._run is not None else []
+    def flush(self, t: float) -> tuple[list[Frame], list[NonSpeech]]:
+        """End of call: the frames still held back, and the run still open."""
+        held, self._held = [f.with_speech(False) for f in self._held], []
+        return held, [self._close_run()] if self._run is not None else []
+
+    def _release_held(self, frame: Frame) -> list[Frame]:
+        """Frames held back by the voice check are music after all: out, blocked, before `frame`."""
+        self._checking = False
+        if not self._held:
+            return [frame]
+        held, self._held = self._held, []
+        return [*(f.with_speech(False) for f in held), frame]
+
+    def _check_voice(self, frame: Frame) -> NonSpeechKind | None:
+        """Near music, a frame the gate would pass is asked of the voice check: music once it has heard
+        no voice for `voice_check_ms`."""
+        assert self._voice_check is not None
+        if frame.t - self._last_checked > 1.5 * self._frame_s:
+            # A new stretch of sound: Silero's memory of the last one (the music) would mute a voice starting
+            # now. What was blocked stays blocked, held back: a voice is heard within the look-back.
+            self._voice_check.reset()
+        self._last_checked = frame.t
+        probability = self._voice_check.hear(frame.pcm)
+        if probability is not None and probability >= self._config.voice_probability:
+            self._voiced_hops += 1
+            if self._voiced_hops >= self._forget_hops:
+                self._music_until = -math.inf  # a voice for a while: the music is over
+            if self._unvoiced_hops >= self._check_hops and self._voiced_hops < VOICE_CONFIRM_HOPS:
+                return self._hold_as_music(frame)  # one voiced window in music may be a note: wait for more
+            self._unvoiced_hops = 0
+            return None
+        if probability is not None:  # None: the first frame of a stretch, no verdict yet, the last one holds
+            self._voiced_hops = 0
+            self._unvoiced_hops += 1
+        return None if self._unvoiced_hops < self._check_hops else self._hold_as_music(frame)
+
+    def _hold_as_music(self, frame: Frame) -> NonSpeechKind:
+        if self._mode is None and self._run is None:
+            self._mode_since = frame.t
+        self._checking = True
+        return "music"
 
     def _close_run(self) -> NonSpeech:
         assert self._run is not None
         run, self._run = self._run, None
+        self._reported_until = run.end
         return NonSpeech(t=run.start, speaker=self._speaker, kind=run.kind, duration=run.end - run.start)
 
     def _judge(self, t: float, features: FrameFeatures) -> NonSpeechKind | None:

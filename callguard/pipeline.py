@@ -88,9 +88,15 @@ class SpeakerChannel:
         return out
 
     def _stages(self, frame: Frame, out: list[Event]) -> None:
-        if self.gate is not None:
-            frame, events = self.gate.process(frame)
-            out.extend(events)
+        if self.gate is None:
+            self._after_gate(frame, out)
+            return
+        frames, events = self.gate.process(frame)
+        out.extend(events)
+        for f in frames:
+            self._after_gate(f, out)
+
+    def _after_gate(self, frame: Frame, out: list[Event]) -> None:
         frame, shouts = self.loudness.process(frame)
         out.extend(shouts)
         if self.recogniser is not None:
@@ -102,7 +108,10 @@ class SpeakerChannel:
         for f in frames:
             self._stages(f, out)
         if self.gate is not None:
-            out.extend(self.gate.flush(t))
+            held, events = self.gate.flush(t)
+            for f in held:
+                self._after_gate(f, out)
+            out.extend(events)
         if self.recogniser is not None:
             out.extend(self.recogniser.flush(t))
         if self.sidecar is not None:

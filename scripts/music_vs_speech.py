@@ -101,9 +101,8 @@ def blocked_share(audio: np.ndarray) -> float:
     voiced = passed = 0
     for frame in framer.push(pcm16(audio)):
         for decided in vad.process(frame)[0]:
-            out, _ = gate.process(decided)
             voiced += decided.speech
-            passed += out.speech
+            passed += sum(out.speech for out in gate.process(decided)[0])
     return 1.0 - passed / max(voiced, 1)
 
 

@@ -29,7 +29,7 @@ from callguard.config import Config, GateConfig
 from callguard.errors import ConfigError
 from callguard.events import Frame, NonSpeech
 from callguard.gate import BAND_COUNT, BAND_HI_HZ, BAND_LO_HZ, NonSpeechGate, SpectralAnalyser
-from callguard.vad import VoiceActivityDetector
+from callguard.vad import VoiceActivityDetector, VoiceCheck
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
 MOH = Path("/usr/share/asterisk/moh")
@@ -127,9 +127,11 @@ def run_gate(
             Frame(t=i * frame_ms / 1000, speaker="customer", pcm=chunk, speech=voiced)
         )
         verdicts.append(voiced)
-        passed.append(out.speech)
+        passed += [f.speech for f in out]
         events += produced
-    events += gate.flush(len(pcm) / rate)
+    held, produced = gate.flush(len(pcm) / rate)
+    passed += [f.speech for f in held]
+    events += produced
     return GateRun(np.array(verdicts), np.array(passed), events)
 
 
@@ -195,27 +197,48 @@ def test_speech_over_low_noise_passes(rate: int) -> None:
     assert noisy.pass_rate(speech) >= 0.985
 
 
-@needs_voices
-@needs_moh
-def test_speech_after_hold_music_passes() -> None:
+def music_then_voices(lang: str, seed: int, music_s: float, gap_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Hold music (every piece in turn, music_s each), the line quiet for gap_s, a real voice, and again;
+    with the true speech frames (those of the voice)."""
     rate = 8000
     music_files = sorted(MOH.glob("*.wav"))
     parts, is_speech = [], []
-    for i, voice in enumerate(prompts("fr", 30, seed=5)):
-        music = at_dbfs(
-            load(music_files[i % len(music_files)], rate)[rate * (20 + i) : rate * (26 + i)], -22.0
-        )
-        speech = load(voice, rate)
-        gap = silence(0.5, rate)  # the line goes quiet when the hold ends
-        parts += [music, gap, speech]
+    for i, voice in enumerate(prompts(lang, 30, seed=seed)):
+        start = 20 + i
+        music = load(music_files[i % len(music_files)], rate)[
+            int(rate * start) : int(rate * (start + music_s))
+        ]
+        speech, gap = load(voice, rate), silence(gap_s, rate)
+        parts += [at_dbfs(music, -22.0), gap, speech]
         is_speech += [np.zeros(len(music) + len(gap), bool), np.ones(len(speech), bool)]
     audio, labels = np.concatenate(parts), np.concatenate(is_speech)
     size = rate * FRAME_MS // 1000
-    speech_frames = labels[: len(labels) // size * size].reshape(-1, size).mean(axis=1) > 0.5
-    result = run_gate(audio, rate)
-    assert result.pass_rate(speech_frames) >= 0.99
-    # 6 s of music each time, the first 1.5 s (hold_ms) passes: measured 0.64.
-    assert result.block_rate(~speech_frames) >= 0.55
+    return audio, labels[: len(labels) // size * size].reshape(-1, size).mean(axis=1) > 0.5
+
+
+@needs_voices
+@needs_moh
+@pytest.mark.parametrize(("lang", "seed", "gap_s"), [("fr", 5, 0.5), ("en", 11, 0.3), ("fr", 11, 0.3)])
+def test_speech_after_hold_music_passes(lang: str, seed: int, gap_s: float) -> None:
+    # Near music every sound the gate would pass is also asked of Silero, whose memory of the music can
+    # make it slow to hear a voice (350 ms on "and"): what it blocks waits LOOK_BACK_MS and passes with
+    # the voice. Measured 1.000, 0.997 and 1.000 (1.000, 0.998, 1.000 without the check); 0.989 on the
+    # first with a 150 ms look-back.
+    audio, speech_frames = music_then_voices(lang, seed, music_s=6.0, gap_s=gap_s)
+    result = run_gate(audio, 8000)
+    assert result.pass_rate(speech_frames) >= 0.995
+    # 6 s of music each time: the first 1.5 s (hold_ms) passes. Measured 0.68-0.71 (0.63-0.64 without the
+    # voice check: the gate's own music mode takes over after hold_ms either way).
+    assert result.block_rate(~speech_frames) >= 0.6
+
+
+@needs_voices
+@needs_moh
+def test_speech_straight_after_hold_music_is_a_known_limit() -> None:
+    # No quiet between the music and the voice: the gate's music mode goes on into the voice until its
+    # level or flux breaks away. Measured 0.92 (0.90 without the voice check): a limit, held here.
+    audio, speech_frames = music_then_voices("en", 11, music_s=8.0, gap_s=0.0)
+    assert run_gate(audio, 8000).pass_rate(speech_frames) >= 0.88
 
 
 @needs_voices
@@ -260,14 +283,12 @@ def test_hold_music_is_blocked(rate: int) -> None:
         result = run_gate(load(path, rate)[rate * 30 : rate * 60], rate)
         rates[path.name] = result.block_rate(after_hold)
         assert result.events and {e.kind for e in result.events} == {"music"}
-    # Measured: three pieces 0.98-1.00, cold_day 0.75, the_simplicity 0.46. This excerpt of the_simplicity
-    # has beats that swing its level like syllables and rests that end the music; the shape of its spectrum
-    # (music_shape_flux) catches under half of it (0.03 by flux and swing alone). A known limit, the price
-    # of never blocking speech; it is still reported as music, never as anything else.
+    # Measured: three pieces 0.98-1.00, cold_day 0.97-1.00, the_simplicity 0.84-0.90 (0.75 and 0.46 by the
+    # spectral features alone: this excerpt of the_simplicity has beats that swing its level like syllables
+    # and rests that end the music; the voice check catches them). It is reported as music, never otherwise.
     beats = rates.pop("macroform-the_simplicity.wav")
-    assert beats >= 0.35, beats
-    assert np.mean(list(rates.values())) >= 0.88, rates
-    assert min(rates.values()) >= 0.7, rates
+    assert beats >= 0.75, beats
+    assert min(rates.values()) >= 0.95, rates
 
 
 @needs_moh
@@ -275,16 +296,73 @@ def test_every_hold_music_piece_is_mostly_blocked_from_start_to_end() -> None:
     # Whole pieces, 18 minutes in all: cold_day, robot_dity and morning_coffee make the fixtures' hold music,
     # the_simplicity and reno_project-system are in no fixture, so no threshold was tuned on them alone.
     rate = 8000
-    rates = {
-        path.name: run_gate(at_dbfs(load(path, rate), -22.0), rate).block_rate()
-        for path in sorted(MOH.glob("*.wav"))
-    }
-    # Measured: cold_day 0.90 (a passage of notes apart, 52-70 s, passes), robot_dity 0.99, the_simplicity
-    # 0.62, morning_coffee 0.91, reno_project-system 0.99; before music_shape_flux 0.51 and 0.93 for the two
-    # pieces in no fixture.
-    assert min(rates.values()) >= 0.55, rates
-    assert rates["reno_project-system.wav"] >= 0.97, rates
-    assert np.mean(list(rates.values())) >= 0.85, rates
+    pieces = {path.name: at_dbfs(load(path, rate), -22.0) for path in sorted(MOH.glob("*.wav"))}
+    rates = {name: run_gate(audio, rate).block_rate() for name, audio in pieces.items()}
+    # Measured: cold_day 0.99, robot_dity 0.99, the_simplicity 0.98, morning_coffee 0.96, reno 0.99. By the
+    # spectral features alone (music_memory_s = 0): 0.90, 0.99, 0.62, 0.91, 0.99.
+    assert min(rates.values()) >= 0.92, rates
+    assert np.mean(list(rates.values())) >= 0.95, rates
+
+
+@needs_moh
+def test_the_voice_check_blocks_drum_hits_the_spectral_features_pass() -> None:
+    # cold_day's passage at 52-70 s: drum hits, short chords and noise bursts between silences, whose level
+    # swings and spectral change are a voice's; six spectral features could not tell it from speech.
+    rate = 8000
+    run = run_gate(at_dbfs(load(MOH / "macroform-cold_day.wav", rate), -22.0), rate)
+    passage = slice(frames_of(52.0), frames_of(70.0))
+    without = GateConfig(music_memory_s=0.0)
+    run_without = run_gate(at_dbfs(load(MOH / "macroform-cold_day.wav", rate), -22.0), rate, config=without)
+    # Measured 0.91 with the voice check, 0.02 without.
+    assert run.block_rate(passage) >= 0.85
+    assert run_without.block_rate(passage) <= 0.2
+    assert {e.kind for e in run.events} <= {"music", "tone"}  # a held note can pass for a progress tone
+    assert sum(e.duration for e in run.events if e.kind == "music") > 0.9 * len(run.vad) * FRAME_MS / 1000
+
+
+@needs_voices
+@needs_moh
+@pytest.mark.parametrize("rate", [8000, 16000, 48000])  # Silero's two rates, and one resampled to 16 kHz
+def test_voice_check_hears_voices_and_not_hold_music(rate: int) -> None:
+    def probabilities(audio: np.ndarray) -> np.ndarray:
+        check = VoiceCheck(rate)
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+        size = rate * FRAME_MS // 1000
+        heard = [check.hear(pcm[i * size : (i + 1) * size].tobytes()) for i in range(len(pcm) // size)]
+        return np.array([p for p in heard if p is not None])
+
+    voices = probabilities(voice_clips("en", 20, rate))
+    music = probabilities(at_dbfs(load(MOH / "reno_project-system.wav", rate)[: rate * 30], -22.0))
+    assert np.median(voices) > 0.9  # pauses between prompts included
+    assert np.mean(music >= GateConfig().voice_probability) < 0.02
+
+
+@needs_moh
+def test_frames_held_by_the_voice_check_come_out_in_order_and_all() -> None:
+    # cold_day from 40 s: music the gate knows, then the drum passage, which the voice check blocks and
+    # holds back. Every frame comes out once, in call order, whatever was held.
+    rate = 8000
+    audio = at_dbfs(load(MOH / "macroform-cold_day.wav", rate)[rate * 40 : rate * 60], -22.0)
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+    size = rate * FRAME_MS // 1000
+    gate = NonSpeechGate(GateConfig(), rate, FRAME_MS)
+    out: list[Frame] = []
+    held_at_once = 0
+    for i in range(len(pcm) // size):
+        frames, _ = gate.process(
+            Frame(
+                t=i * FRAME_MS / 1000,
+                speaker="customer",
+                pcm=pcm[i * size : (i + 1) * size].tobytes(),
+                speech=True,
+            )
+        )
+        held_at_once = max(held_at_once, i + 1 - len(out) - len(frames))
+        out += frames
+    out += gate.flush(len(pcm) / rate)[0]
+    assert [f.t for f in out] == [i * FRAME_MS / 1000 for i in range(len(pcm) // size)]
+    assert held_at_once >= 1  # the check did hold frames back
+    assert held_at_once <= 450 // FRAME_MS + 1
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])
@@ -346,15 +424,16 @@ def test_flush_reports_the_open_run() -> None:
     pcm = (tones((425,), 1.5, rate) * 32767).astype(np.int16)
     size = rate * FRAME_MS // 1000
     for i in range(len(pcm) // size):
-        frame, events = gate.process(
+        frames, events = gate.process(
             Frame(t=i * 0.03, speaker="agent", pcm=pcm[i * size : (i + 1) * size].tobytes(), speech=True)
         )
         assert events == []
-    assert frame.speech is False
-    (event,) = gate.flush(1.5)
+    assert [f.speech for f in frames] == [False]
+    held, (event,) = gate.flush(1.5)
+    assert held == []
     assert (event.kind, event.speaker) == ("tone", "agent")
     assert event.duration == pytest.approx(1.5 - 0.09, abs=0.05)
-    assert gate.flush(1.5) == []
+    assert gate.flush(1.5) == ([], [])
 
 
 def test_frames_the_vad_calls_silence_are_returned_untouched() -> None:
@@ -364,7 +443,7 @@ def test_frames_the_vad_calls_silence_are_returned_untouched() -> None:
     )
     for _ in range(10):
         out, _ = gate.process(frame)
-        assert out is frame
+        assert out == [frame] and out[0] is frame
 
 
 @pytest.mark.parametrize("frame_ms", [10, 20])
@@ -444,9 +523,11 @@ def gate_fixture(path: Path, truth: dict[str, Any]) -> dict[str, ChannelRun]:
                     out, produced = gate.process(decided)
                     times.append(decided.t)
                     voiced.append(decided.speech)
-                    passed.append(out.speech)
+                    passed += [f.speech for f in out]
                     events += produced
-        events += gate.flush(framer.t)
+        held, produced = gate.flush(framer.t)
+        passed += [f.speech for f in held]
+        events += produced
         runs[role] = ChannelRun(
             np.array(times),
             np.array(voiced),
