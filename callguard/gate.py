@@ -33,12 +33,13 @@ such a sign through at once. All of it is causal and cheap per frame:
 - voice check: music whose drum hits and short chords swing and move like
   syllables defeats every spectral feature tried (six, see README). So for
   `music_memory_s` after music was last blocked, a frame the rules above would
-  pass is also asked of Silero VAD (`vad.VoiceCheck`); after `voice_check_ms`
-  with no voice heard it is music. Its frames are held back `LOOK_BACK_MS`
+  pass is also asked of Silero VAD (`vad.VoiceCheck`): from the first frame
+  after blocked music, and after `voice_check_ms` with no voice heard, it is
+  music until Silero hears a voice. Its frames are held back `LOOK_BACK_MS`
   rather than dropped: Silero can take 350 ms to hear a short word after music,
   and a voice heard in time takes the held frames with it. A second of voice
   ends the memory, so a conversation after hold music goes back to the rules
-  above. It costs about 0.6 ms per 32 ms heard, and is asked only near music.
+  above. It costs 0.15-0.25 ms per 32 ms heard, and is asked only near music.
 
 Every analysis covers the last 30 ms of audio whatever the frame length, so
 the thresholds mean the same thing at 10, 20 and 30 ms frames and any rate.
@@ -71,9 +72,7 @@ SWING_MS = 90  # level swing: the change of level against this long ago (syllabl
 VOICE_MS = 90  # this long above the noise floor is a voice, not a lone peak of the noise
 QUIET_BAND_DB = -120.0  # band level given to quiet hops, which are not analysed
 UNKNOWN_FLOOR_DB = np.inf  # a block not heard yet: the floor is the quietest hop so far
-LOOK_BACK_MS = (
-    450  # frames the voice check blocks wait this long, to pass with a voice Silero is slow to hear
-)
+LOOK_BACK_MS = 450  # frames the voice check blocks wait this long, for a voice Silero is slow to hear
 VOICE_CONFIRM_HOPS = 2  # frames in a row Silero must call voice to release what it held
 VOICE_FORGETS_MS = 1000  # this much voice heard by the voice check ends the music memory
 TONE_MEMORY_S = 8.0  # a confirmed tone plan blocks at once for this long (ring cadence is 2 s on, 4 s off)
@@ -334,7 +333,10 @@ class NonSpeechGate:
         self._speaker: Role = "customer"
         # Near music (for music_memory_s after it was last heard), frames the gate would pass are asked of
         # a neural voice check; what it blocks is held back LOOK_BACK_MS, in case a voice is just starting.
-        self._voice_check = VoiceCheck(rate) if config.enabled and config.music_memory_s > 0 else None
+        # Built when first needed (loading Silero costs 80 ms of CPU): most calls hear no music.
+        self._voice_check: VoiceCheck | None = None
+        self._voice_check_on = config.enabled and config.music_memory_s > 0
+        self._rate = rate
         self._music_until = -math.inf
         self._check_hops = max(1, config.voice_check_ms // frame_ms)
         self._forget_hops = max(1, VOICE_FORGETS_MS // frame_ms)
@@ -370,7 +372,7 @@ class NonSpeechGate:
         if kind == "music":
             self._music_until = frame.t + self._config.music_memory_s
             self._unvoiced_hops = self._check_hops  # what follows the music is held until a voice is heard
-        elif kind is None and self._voice_check is not None and frame.t < self._music_until:
+        elif kind is None and self._voice_check_on and frame.t < self._music_until:
             kind = self._check_voice(frame)
             if kind is None and self._held:
                 # A voice after frames held as music: they were its onset, and pass with it.
@@ -405,13 +407,15 @@ class NonSpeechGate:
         return [*(f.with_speech(False) for f in held), frame]
 
     def _check_voice(self, frame: Frame) -> NonSpeechKind | None:
-        """Near music, a frame the gate would pass is asked of the voice check: music once it has heard
-        no voice for `voice_check_ms`."""
-        assert self._voice_check is not None
+        """Near music, a frame the gate would pass is asked of the voice check: music from the start of
+        what follows blocked music, or once no voice was heard for `voice_check_ms`, until a voice is."""
+        if self._voice_check is None:
+            self._voice_check = VoiceCheck(self._rate)
         if frame.t - self._last_checked > 1.5 * self._frame_s:
             # A new stretch of sound: Silero's memory of the last one (the music) would mute a voice starting
             # now. What was blocked stays blocked, held back: a voice is heard within the look-back.
             self._voice_check.reset()
+            self._voiced_hops = 0
         self._last_checked = frame.t
         probability = self._voice_check.hear(frame.pcm)
         if probability is not None and probability >= self._config.voice_probability:
