@@ -227,6 +227,13 @@ def test_speech_after_hold_music_passes(lang: str, seed: int, gap_s: float) -> N
     audio, speech_frames = music_then_voices(lang, seed, music_s=6.0, gap_s=gap_s)
     result = run_gate(audio, 8000)
     assert result.pass_rate(speech_frames) >= 0.995
+    # The music events end about where the voice begins, not where Silero first heard it (which can be
+    # 350 ms later). Measured 1.9-4.1 % of the voice's frames inside music events: about two frames of
+    # each utterance's onset.
+    in_events = np.zeros_like(speech_frames)
+    for event in result.events:
+        in_events[frames_of(event.t) : frames_of(event.t + event.duration)] = True
+    assert (in_events & speech_frames).sum() <= 0.06 * speech_frames.sum()
     # 6 s of music each time: the first 1.5 s (hold_ms) passes. Measured 0.68-0.71 (0.63-0.64 without the
     # voice check: the gate's own music mode takes over after hold_ms either way).
     assert result.block_rate(~speech_frames) >= 0.6
