@@ -8,6 +8,7 @@ are paced 20 times faster than real time so the test stays short.
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,12 @@ def test_bench_writes_every_figure(tiny_bench: Callable[..., dict[str, Any]]) ->
     # the oracle hears only the padded true speech, bare vosk all of both channels
     assert 0 < call["oracle"]["fed_s"] < call["bare"]["fed_s"]
     assert 0 < call["callguard"]["recogniser_cpu_s"] < call["callguard"]["cpu_s"]
-    ratios = ("callguard_over_oracle", "callguard_over_bare", "pipeline_share_of_recogniser")
-    for key in ratios:
+    ratios = ("callguard_over_oracle", "callguard_over_oracle_least", "callguard_over_bare")
+    for key in (*ratios, "pipeline_share_of_recogniser"):
         assert call[key] > 0, key
+    # one round per run here: the median of the rounds' ratios is that round's ratio
+    assert call["callguard_over_oracle_of_every_round"] == [call["callguard_over_oracle"]]
+    assert call["pipeline_share_of_every_run"] == [call["pipeline_share_of_recogniser"]]
 
     assert set(results["idle"]) == {"silence", "noise", "music"}
     # split where the truth says the noise starts
@@ -130,6 +134,19 @@ def _memory(slope: float, stderr: float, finals: int = 105) -> dict[str, Any]:
         "fit_from_s": 300.0,
         "events_window_s": 600.0,
     }
+
+
+def test_callguard_over_oracle_pairs_the_runs_of_a_round() -> None:
+    def runs(*cpu: float) -> list[bench.RunFigures]:
+        return [bench.RunFigures(c, c, c, 10.0, 5.0, recogniser_cpu_s=0.95 * c) for c in cpu]
+
+    # Each round's two runs meet the same machine: round 2 ran fast for both, round 4 for the oracle only.
+    oracle, callguard = runs(16.0, 12.0, 16.4, 11.0, 16.2), runs(16.8, 12.6, 17.2, 16.5, 17.0)
+    over_oracle, shares = bench.round_ratios(oracle, callguard)
+    assert over_oracle == pytest.approx([1.05, 1.05, 17.2 / 16.4, 1.5, 17.0 / 16.2])
+    assert statistics.median(over_oracle) == pytest.approx(1.05, abs=0.003)
+    assert min(c.cpu_s for c in callguard) / min(o.cpu_s for o in oracle) == pytest.approx(12.6 / 11.0)
+    assert shares == pytest.approx([0.05 / 0.95] * 5)
 
 
 def test_memory_budget_needs_a_fine_measurement_not_a_lucky_estimate() -> None:
