@@ -37,7 +37,7 @@ from callguard.events import Role
 
 log = logging.getLogger("callguard.capture")
 
-BLOCK_S = 0.1  # seconds per callback unless configured ([daemon] block_ms)
+BLOCK_S = 0.2  # seconds per callback unless configured ([daemon] block_ms)
 STALL_S = 2.0  # no callback for this long on a started stream: the device is lost or hung
 GAP_FILL_MIN_S = 0.2  # a reopened device's gap shorter than this is jitter, not lost audio
 GAP_FILL_MAX_S = 600.0  # at most this much silence stands in for a lost device's gap: the worker feeds it in

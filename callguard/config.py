@@ -147,7 +147,7 @@ class DaemonConfig:
     customer_device: str = setting("")
     agent_device: str = setting("")
     stereo_device: str = setting("")
-    block_ms: int = setting(100, lo=10, hi=500)
+    block_ms: int = setting(200, lo=10, hi=500)
     queue_blocks: int = setting(200, lo=4, hi=100000)
     stall_s: float = setting(2.0, lo=0.5, hi=60.0)
     auto_calls: bool = setting(True)

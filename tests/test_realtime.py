@@ -106,5 +106,7 @@ def test_a_real_session_follows_the_call_clock(config: Config, stereo_wav: tuple
     marks: list[float] = []
     result = drive(probe(path, config.audio), config, session, speed=None, stop=3.0, on_mark=marks.append)
     assert session.t == pytest.approx(result.audio_s) and session.ended
-    # At the end of the first block past each second of call time (blocks of 3 frames: 90 ms).
-    assert marks == pytest.approx([1.08, 2.07, 3.0])
+    # At the end of the first block past each second of call time, and at the end of the call.
+    block_s = round(config.daemon.block_ms / config.audio.frame_ms) * config.audio.frame_ms / 1000
+    assert block_s == pytest.approx(0.21)  # 7 frames of 30 ms for the default 200 ms
+    assert marks == pytest.approx([1.05, 2.1, 3.0])
