@@ -596,6 +596,7 @@ def test_fixture_speech_is_not_lost(name: str, gated_fixture: Callable[[str], di
         # Measured 0.00 on every channel but real_noise_en/customer (0.0035); 0.03-0.59 before the hysteresis.
         assert lost <= 0.01, f"{name}/{role}: {lost:.2%} of true speech frames blocked"
         for event in run.events:  # no music, tone or noise reported over the speaker's own words
+            assert event.duration > 0, f"{name}/{role}: {event} is empty"
             overlap = max(
                 (min(event.t + event.duration, end) - max(event.t, start) for start, end in run.speech_spans),
                 default=0.0,
