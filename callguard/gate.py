@@ -382,10 +382,11 @@ class NonSpeechGate:
                 # A voice after frames held as music: they were its onset, and pass with it.
                 held, self._held = self._held, []
                 self._voice_started = True
-                if self._run is not None and held[0].t <= self._run.start:
-                    self._run = None  # all of it was the voice's onset: no music to report
-                elif self._run is not None:  # the run ends where the voice's held frames begin
-                    self._run.end = held[0].t
+                if self._run is not None:  # the run ends where the voice's held frames begin
+                    if held[0].t <= self._run.start:
+                        self._run = None  # all of it was the voice's onset: no music to report
+                    else:
+                        self._run.end = held[0].t
                 return [*held, frame], events
         if kind is None:
             return self._release_held(frame), events
