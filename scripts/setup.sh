@@ -6,6 +6,7 @@ SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 APT_PACKAGES=(
   espeak-ng sox libsox-fmt-all libportaudio2 libsndfile1            # fixtures and audio I/O
   asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-moh-opsound-wav  # real voices, hold music
+  asterisk-core-sounds-en asterisk-core-sounds-fr                   # their sounds/en and sounds/fr links
   pulseaudio pulseaudio-utils alsa-utils libasound2-plugins          # virtual devices for the daemon e2e test
   chromium                                                           # the panel's browser test
   libnotify-bin dbus-daemon                                          # notify-send over a test session bus
