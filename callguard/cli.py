@@ -124,6 +124,23 @@ def _parser() -> argparse.ArgumentParser:
     evaluate_text.add_argument("corpus", type=Path)
     evaluate_text.set_defaults(handler=_evaluate_text)
 
+    detector = sub.add_parser(
+        "detector", help="train the semantic heads on the corpus and the site's own lines"
+    )
+    detector_sub = detector.add_subparsers(metavar="ACTION", required=True)
+    train = detector_sub.add_parser(
+        "train",
+        help="train the heads from callguard's corpus and [detector] site_corpus",
+        description="Train the semantic heads (the customer's categories, the agent's speech acts) from the "
+        "labelled corpus shipped with callguard and the site's own folder ([detector] site_corpus). "
+        "Deterministic; vectors are cached, so a retraining takes seconds.",
+    )
+    train.add_argument(
+        "--out", type=Path, help="folder for the heads (default: heads/ beside the config file)"
+    )
+    train.add_argument("--no-site", action="store_true", help="callguard's corpus only, not the site's lines")
+    train.set_defaults(handler=_detector_train)
+
     models = sub.add_parser("models", help="list, download or locate speech models")
     models_sub = models.add_subparsers(metavar="ACTION", required=True)
     models_sub.add_parser("list", help="the catalogue and what is installed").set_defaults(
@@ -332,6 +349,26 @@ def _evaluate_text(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def _detector_train(args: argparse.Namespace, config: Config) -> int:
+    from callguard.detector.train import Corpus, VectorCache, train_heads
+
+    site = None if args.no_site else config.path(config.detector.site_corpus)
+    corpus = Corpus.read(site)
+    out = args.out or config.base_dir / "heads"
+    own = f", {corpus.site_lines} of them the site's own from {site}" if corpus.site_lines else ""
+    print(
+        f"training on {len(corpus.customer)} customer and {len(corpus.agent)} agent lines{own}",
+        file=sys.stderr,
+    )
+    heads = train_heads(corpus, VectorCache())
+    for name, head in heads.items():
+        head.save(out / f"{name}.npz")
+        print(f"{out / (name + '.npz')}: {len(head.labels)} labels, corpus {head.corpus_digest[:12]}")
+    if args.out is None or out.resolve() != config.heads_dir().resolve():
+        print(f'to use them, set in [detector]: heads = "{out}"')
+    return 0
+
+
 def _models_list(args: argparse.Namespace, config: Config) -> int:
     from callguard.models import cmd_list
 
@@ -352,13 +389,19 @@ def _models_path(args: argparse.Namespace, config: Config) -> int:
 
 def _config_check(args: argparse.Namespace, config: Config) -> int:
     from callguard.detector import load_detector
+    from callguard.detector.train import check_heads
     from callguard.policy import load_catalogues
 
     if args.file is not None:
         config = load_config(args.file)
     load_detector(config)
     load_catalogues(config)
-    print(f"{args.file or 'default configuration'}: OK (config, lexicons and prompt catalogues are valid)")
+    for warning in check_heads(config):
+        print(f"callguard: warning: {warning}", file=sys.stderr)
+    print(
+        f"{args.file or 'default configuration'}: OK (config, lexicons, prompt catalogues, "
+        "semantic heads and the site's labelled lines are valid)"
+    )
     return 0
 
 

@@ -21,6 +21,7 @@ from callguard.errors import ConfigError
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = PACKAGE_ROOT / "config"
 DEFAULT_CONFIG_FILE = DEFAULT_CONFIG_DIR / "callguard.toml"
+PACKAGED_HEADS = Path(__file__).resolve().parent / "data" / "heads"
 
 
 def setting(default: Any, *, lo: float | None = None, hi: float | None = None) -> Any:
@@ -103,6 +104,17 @@ class DetectorConfig:
     lexicon_en: str = setting("lexicon_en.toml")
     lexicon_fr: str = setting("lexicon_fr.toml")
     stable_partials: int = setting(2, lo=1, hi=10)
+    semantic: bool = setting(True)
+    heads: str = setting("")  # a folder of trained heads; empty: the ones shipped with callguard
+    site_corpus: str = setting("labelled")
+    profanity_sensitivity: float = setting(0.2, lo=0.0, hi=1.0)
+    insult_sensitivity: float = setting(0.15, lo=0.0, hi=1.0)
+    threat_sensitivity: float = setting(0.2, lo=0.0, hi=1.0)
+    screen_gate: float = setting(0.05, lo=0.0, hi=1.0)
+    context_s: float = setting(15.0, lo=0.0, hi=120.0)
+    partial_step_words: int = setting(3, lo=1, hi=50)
+    agent_acts: bool = setting(True)
+    agent_act_sensitivity: float = setting(0.5, lo=0.0, hi=1.0)
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,10 @@ class Config:
         """Resolve a path setting against the folder of the config file."""
         p = Path(relative).expanduser()
         return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def heads_dir(self) -> Path:
+        """The folder of semantic heads: the configured one, else the one shipped with callguard."""
+        return self.path(self.detector.heads) if self.detector.heads else PACKAGED_HEADS
 
     def with_overrides(self, **sections: dict[str, Any]) -> Config:
         """A copy with some keys replaced, validated as a file would be."""

@@ -16,6 +16,18 @@ Level = Literal["calm", "tense", "abusive", "transfer", "release"]
 LEVELS: tuple[Level, ...] = ("calm", "tense", "abusive", "transfer", "release")
 Category = Literal["profanity", "insult", "threat"]
 CATEGORIES: tuple[Category, ...] = ("profanity", "insult", "threat")
+# What the agent's own words do, as the seeds' steps name them ("none": anything else).
+AgentAct = Literal["limits", "personalise", "transfer", "release", "apology", "summary", "empathy", "none"]
+AGENT_ACTS: tuple[AgentAct, ...] = (
+    "limits",
+    "personalise",
+    "transfer",
+    "release",
+    "apology",
+    "summary",
+    "empathy",
+    "none",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,13 +108,30 @@ class Transcript(Event):
         return "final" if self.final else "partial"
 
 
+MatchSource = Literal["lexicon", "semantic", "context"]
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
     category: Category
     severity: int  # 1 (mild) .. 3 (severe)
     words: tuple[str, ...]
-    term: str  # the lexicon entry that matched
+    term: str  # the lexicon entry that matched, or the semantic head's score
     directed: bool = False  # aimed at the agent (second-person pattern)
+    source: MatchSource = "lexicon"  # context: the semantic head on this utterance and the one before
+    score: float = 1.0  # the semantic head's probability (1 for a lexicon entry)
+    like: tuple[str, ...] = ()  # the nearest labelled examples, for a semantic match
+
+    @property
+    def because(self) -> str:
+        """Why it matched, in a phrase: the lexicon entry, or the examples it is nearest to."""
+        if self.source == "lexicon":
+            return f"lexicon: {self.term}"
+        nearest = "; ".join(f"'{text}'" for text in self.like)
+        where = "with the utterance before, " if self.source == "context" else ""
+        return (
+            f"semantic {self.score:.2f}, {where}like {nearest}" if nearest else f"semantic {self.score:.2f}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +157,16 @@ class LanguageDecided(Event):
 class AgentAction(Event):
     action: Literal["acknowledged", "limits_stated", "transferred", "released"] = "acknowledged"
     type: ClassVar[str] = "action"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpeech(Event):
+    """One of the seeds' steps recognised in the agent's own words (stating limits, ...)."""
+
+    act: AgentAct = "none"
+    score: float = 0.0  # the semantic head's probability (1 for a name heard)
+    like: tuple[str, ...] = ()  # the nearest labelled examples, or the names heard
+    type: ClassVar[str] = "agent_act"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +211,7 @@ class CallSummary(Event):
     detections: dict[str, int] = field(default_factory=dict)
     prompts: tuple[str, ...] = ()
     actions: tuple[str, ...] = ()
+    playbook: tuple[str, ...] = ()  # the agent's steps against the prompts (EscalationPolicy.playbook)
     type: ClassVar[str] = "summary"
 
 

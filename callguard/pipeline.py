@@ -19,7 +19,10 @@ import numpy as np
 from callguard.asr import Recogniser, SpeechModel
 from callguard.audio import Framer
 from callguard.config import Config
-from callguard.detector import AbuseStage, TextDetector, load_detector
+from callguard.detector import AbuseStage, AgentActStage, TextDetector, load_detector
+from callguard.detector.semantic import SemanticClassifier
+from callguard.detector.stage import AgentNames
+from callguard.detector.text_detector import load_agent_acts
 from callguard.events import ROLES, AgentAction, CallEnd, Event, Frame, Notice, Role, Transcript
 from callguard.gate import NonSpeechGate
 from callguard.language import LanguageDecider
@@ -40,12 +43,17 @@ class SharedResources:
     detector: TextDetector
     catalogues: dict[str, PromptCatalogue]
     model: SpeechModel | None = None
+    agent_acts: SemanticClassifier | None = None  # the agent's speech acts
     voice_checks: VoiceCheckPool = field(default_factory=VoiceCheckPool)  # lent, not changed
 
     @classmethod
     def build(cls, config: Config, model: SpeechModel | None = None) -> SharedResources:
         return cls(
-            config=config, detector=load_detector(config), catalogues=load_catalogues(config), model=model
+            config=config,
+            detector=load_detector(config),
+            catalogues=load_catalogues(config),
+            model=model,
+            agent_acts=load_agent_acts(config),
         )
 
 
@@ -158,7 +166,21 @@ class CallSession:
         }
         given, source = _given_language(lang, self.facts, config)
         self.language = LanguageDecider(config.language, given, source)
-        self.abuse = AbuseStage(self.shared.detector, config.detector.stable_partials)
+        detector = config.detector
+        self.abuse = AbuseStage(
+            self.shared.detector,
+            detector.stable_partials,
+            context_s=detector.context_s,
+            partial_step_words=detector.partial_step_words,
+        )
+        facts = self.facts
+        self.agent_acts = (
+            AgentActStage(
+                self.shared.agent_acts, AgentNames.of(facts.customer_name, facts.company, facts.agent_name)
+            )
+            if self.shared.agent_acts is not None
+            else None
+        )
         self.policy = EscalationPolicy(
             config.policy, self.shared.catalogues, self.facts, given or config.language.fallback
         )
@@ -221,6 +243,8 @@ class CallSession:
             if isinstance(event, Transcript):
                 derived.extend(self.language.process(event))
                 derived.extend(self.abuse.process(event, self.language.lang))
+                if self.agent_acts is not None:
+                    derived.extend(self.agent_acts.process(event))
             derived.extend(self.policy.process(event))
             queue[:0] = derived
         if self._history:

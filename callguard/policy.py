@@ -20,9 +20,11 @@ from typing import Any
 from callguard.config import Config, PolicyConfig, read_toml
 from callguard.errors import ConfigError
 from callguard.events import (
+    AGENT_ACTS,
     LEVELS,
     Abuse,
     AgentAction,
+    AgentSpeech,
     CallSummary,
     Event,
     LanguageDecided,
@@ -50,6 +52,7 @@ NEXT_STEP_KEYS = (
     "after",
 )
 PROMPT_KEYS = ("id", "level", "title", "instruction", "phrase")
+OPTIONAL_PROMPT_KEYS = ("act",)  # the agent's speech act that carries the prompt out
 LIMITS_PROMPT = "state_limits"  # the ladder waits for this one before a transfer or release
 MAX_TITLE_CHARS = 48  # read at a glance
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -137,6 +140,7 @@ class CataloguePrompt:
     title: str
     instruction: str
     phrase: str  # what the agent may say, with {placeholders} and [optional parts]
+    act: str = ""  # the agent's speech act that carries it out (for the playbook), if any
 
 
 @dataclass(frozen=True)
@@ -222,10 +226,9 @@ def _parse_prompt(entry: Any, where: str, path: Path) -> CataloguePrompt:
     if not isinstance(entry, dict):
         raise ConfigError(path, where, "must be a table")
     for key in entry:
-        if key not in PROMPT_KEYS:
-            raise ConfigError(
-                path, f"{where}.{key}", f"unknown key (expected one of {', '.join(PROMPT_KEYS)})"
-            )
+        if key not in PROMPT_KEYS + OPTIONAL_PROMPT_KEYS:
+            expected = ", ".join(PROMPT_KEYS + OPTIONAL_PROMPT_KEYS)
+            raise ConfigError(path, f"{where}.{key}", f"unknown key (expected one of {expected})")
     for key in PROMPT_KEYS:
         value = entry.get(key)
         if not isinstance(value, str) or not value.strip():
@@ -244,7 +247,10 @@ def _parse_prompt(entry: Any, where: str, path: Path) -> CataloguePrompt:
         )
     for key in ("title", "instruction", "phrase"):
         _check_template(entry[key], f"{where}.{key}", path)
-    return CataloguePrompt(**{key: entry[key].strip() for key in PROMPT_KEYS})
+    act = entry.get("act", "")
+    if act and act not in AGENT_ACTS[:-1]:
+        raise ConfigError(path, f"{where}.act", f"must be one of {', '.join(AGENT_ACTS[:-1])}, got {act!r}")
+    return CataloguePrompt(**{key: entry[key].strip() for key in PROMPT_KEYS}, act=act)
 
 
 def _check_template(text: str, key: str, path: Path) -> None:
@@ -314,7 +320,8 @@ class EscalationPolicy:
         self._limits_due_t: float | None = None  # when the limits prompt is scheduled
         self._limits_prompt_t: float | None = None  # when it was shown
         self._limits_t: float | None = None  # when the limits were stated (or assumed)
-        self._limits_note = ""
+        self._limits_note = ""  # why the limits count as stated when they were assumed
+        self._limits_said = ""  # ... when the agent's own words stated them
         self._transfer_prompt_t: float | None = None
         self._tip_due: tuple[float, str] | None = None  # (when, why): the next tip after a turn
         self._closed = False  # transferred or released by the agent: the ladder stops
@@ -325,6 +332,8 @@ class EscalationPolicy:
         self._prompted: list[str] = []
         self._actions: list[str] = []
         self._detections: Counter[str] = Counter()
+        self._prompted_acts: list[tuple[str, str, float]] = []  # (prompt id, its act, when shown)
+        self._agent_acts: list[AgentSpeech] = []
 
     @property
     def level(self) -> Level:
@@ -366,6 +375,8 @@ class EscalationPolicy:
                 self._lang = event.lang
             case AgentAction():
                 out += self._on_action(event)
+            case AgentSpeech():
+                out += self._on_agent_act(event)
         return out
 
     def end(self, t: float) -> list[Event]:
@@ -390,9 +401,32 @@ class EscalationPolicy:
                 detections=dict(self._detections),
                 prompts=tuple(self._prompted),
                 actions=tuple(actions),
+                playbook=self.playbook(),
             )
         )
         return out
+
+    def playbook(self) -> tuple[str, ...]:
+        """QA's reading of the agent's steps, in time order: each prompt with an act, whether and how
+        soon the agent carried it out in their own words; and the steps they took unprompted."""
+        lines: list[tuple[float, str]] = []
+        used: set[int] = set()
+        for n, (pid, act, shown) in enumerate(self._prompted_acts):
+            until = next((t for p, _, t in self._prompted_acts[n + 1 :] if p == pid), float("inf"))
+            done = next(
+                (i for i, a in enumerate(self._agent_acts) if a.act == act and shown <= a.t < until), None
+            )
+            if done is None:
+                assumed = " (limits assumed stated)" if act == "limits" and self._limits_note else ""
+                lines.append((shown, f"{pid}@{shown:.1f}: {act} not heard{assumed}"))
+            else:
+                used.add(done)
+                said = self._agent_acts[done]
+                lines.append((shown, f"{pid}@{shown:.1f}: {act} {said.t - shown:.1f} s after the prompt"))
+        for i, said in enumerate(self._agent_acts):
+            if i not in used and not any(a == said.act and t <= said.t for _, a, t in self._prompted_acts):
+                lines.append((said.t, f"{said.act}@{said.t:.1f}: unprompted"))
+        return tuple(text for _, text in sorted(lines, key=lambda line: line[0]))
 
     # ---- time
 
@@ -405,7 +439,8 @@ class EscalationPolicy:
         self._now = max(self._now, t)
         if self._closed or self._ended:
             return []
-        cfg, now, out = self._config, self._now, []
+        cfg, now = self._config, self._now
+        out: list[Event] = []
         if self._level == "abusive" and self._limits_due_t is not None and now >= self._limits_due_t:
             self._limits_due_t = None
             if self._limits_t is None:
@@ -441,7 +476,7 @@ class EscalationPolicy:
         out: list[Event] = [self._change_level(new, because[0])]
         if new == "calm":
             self._limits_t = self._limits_prompt_t = self._limits_due_t = None
-            self._limits_note = ""
+            self._limits_note = self._limits_said = ""
             self._transfer_prompt_t = None
             self._primary = None
             return out
@@ -547,7 +582,7 @@ class EscalationPolicy:
 
     def _beyond_limits(self, event: Event) -> list[Event]:
         assert self._limits_t is not None
-        stated = self._limits_note or f"limits stated@{self._limits_t:.2f}"
+        stated = self._limits_note or self._limits_said or f"limits stated@{self._limits_t:.2f}"
         because = (describe(event), stated)
         if self._facts.can_transfer:
             return self._enter("transfer", "abuse continued after the limits were stated", because)
@@ -598,6 +633,24 @@ class EscalationPolicy:
         if not self._cooled(pid, t):
             return []
         return [self._prompt(pid, because)]
+
+    def _on_agent_act(self, event: AgentSpeech) -> list[Event]:
+        """The agent carried out a step in their own words: the ladder moves on it, not on an assumption."""
+        self._agent_acts.append(event)
+        if self._closed or self._level == "calm":
+            return []  # a calm call's "i'll transfer you to billing" is not the ladder's transfer
+        said = f"the agent's words@{event.t:.2f} ({event.act}, {event.score:.2f})"
+        if event.act == "limits" and self._limits_t is None:
+            self._limits_t = event.t
+            self._limits_said = f"limits stated in {said}"
+            self._limits_due_t = None  # said already: no need to prompt it
+            return []
+        if event.act in ("transfer", "release") and _RANK[self._level] >= _RANK["abusive"]:
+            self._closed = True
+            target: Level = "transfer" if event.act == "transfer" else "release"
+            if self._level != target:
+                return [self._change_level(target, f"{event.act} announced in {said}")]
+        return []
 
     def _on_action(self, event: AgentAction) -> list[Event]:
         self._actions.append(event.action)
@@ -687,6 +740,8 @@ class EscalationPolicy:
         self._last_shown[pid] = self._now
         if primary:
             self._primary, self._primary_t = pid, self._now
+        if entry.act:
+            self._prompted_acts.append((pid, entry.act, self._now))
         return Prompt(
             t=self._now,
             speaker="agent",

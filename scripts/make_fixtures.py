@@ -52,7 +52,7 @@ ASTERISK_TEXTS = "/usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.
 MOH_DIR = Path("/usr/share/asterisk/moh")
 APT_PACKAGES = (
     "espeak-ng sox libsox-fmt-all asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav "
-    "asterisk-moh-opsound-wav"
+    "asterisk-core-sounds-en asterisk-core-sounds-fr asterisk-moh-opsound-wav"
 )
 
 # Levels in dBFS. Normal speech peaks at -18 so that a +15 dB shout still peaks below full scale.
@@ -261,6 +261,23 @@ AGENT_FR = (
     _say(A, 79.0, "je suis là pour vous aider rappelez plus tard je mets fin à cet appel", FR_AGENT),
 )
 
+# The same calls with an agent who answers but never takes the seeds' steps (no limits stated, no
+# transfer, no release): the playbook must say so, and the ladder falls back on its assumptions.
+AGENT_IGNORES_EN = (
+    _say(A, 12.0, "okay let me have a look at your account", EN_AGENT),
+    _say(A, 19.0, "can you give me your postcode please", EN_AGENT),
+    _say(A, 28.0, "one moment the system is very slow today", EN_AGENT),
+    _say(A, 55.0, "i am still looking at the line test results", EN_AGENT),
+    _say(A, 79.0, "an engineer could come on thursday morning", EN_AGENT),
+)
+AGENT_IGNORES_FR = (
+    _say(A, 12.5, "d'accord je regarde votre dossier", FR_AGENT),
+    _say(A, 19.0, "vous pouvez me donner votre code postal", FR_AGENT),
+    _say(A, 28.0, "un instant le système est très lent aujourd'hui", FR_AGENT),
+    _say(A, 55.0, "je regarde encore les résultats du test de ligne", FR_AGENT),
+    _say(A, 79.0, "un technicien pourrait passer jeudi matin", FR_AGENT),
+)
+
 
 def _prompts(
     speakers_and_names: list[tuple[str, str]], gaps: list[float], first_at: float | None = 1.0
@@ -314,6 +331,12 @@ def _recipes() -> dict[str, Recipe]:
                    call_info=_info("Mark Dunn", "Northwind Broadband", "Sam", "en", transfer=False)),
         CallRecipe("abusive_stereo_fr", "fr", 16000, (C, A), ABUSIVE_FR + AGENT_FR,
                    description="client insultant à gauche, agent à droite, une fois fort et rapide",
+                   call_info=_info("Marc Dupont", "Réseau Boréal", "Camille", "fr", transfer=False)),
+        CallRecipe("ignored_stereo_en", "en", 16000, (C, A), ABUSIVE_EN + AGENT_IGNORES_EN,
+                   description="abusive customer left, agent right who never states limits nor closes",
+                   call_info=_info("Mark Dunn", "Northwind Broadband", "Sam", "en", transfer=False)),
+        CallRecipe("ignored_stereo_fr", "fr", 16000, (C, A), ABUSIVE_FR + AGENT_IGNORES_FR,
+                   description="client insultant, agent qui ne pose jamais de limites ni ne clôt l'appel",
                    call_info=_info("Marc Dupont", "Réseau Boréal", "Camille", "fr", transfer=False)),
         CallRecipe("calm_en", "en", 16000, (C,), (
             _say(C, 1.0, "hello i live in scunthorpe and i am calling about my computer class", EN_CUSTOMER),

@@ -81,6 +81,11 @@ def test_bench_writes_every_figure(tiny_bench: Callable[..., dict[str, Any]]) ->
     assert call["callguard_over_oracle_of_every_round"] == [call["callguard_over_oracle"]]
     assert call["pipeline_share_of_every_run"] == [call["pipeline_share_of_recogniser"]]
 
+    detector = results["detector"]["tiny"]
+    assert detector["transcripts"] >= 1 and detector["detector_cpu_s"] > 0
+    assert detector["recogniser_cpu_s"] == call["callguard"]["recogniser_cpu_s"]
+    assert detector["share_of_recogniser"] > 0 and detector["ms_per_transcript"]["p95"] is not None
+
     assert set(results["idle"]) == {"silence", "noise", "music"}
     # split where the truth says the noise starts
     silence, noise = results["idle"]["silence"]["window_s"], results["idle"]["noise"]["window_s"]
@@ -108,6 +113,8 @@ def test_bench_writes_every_figure(tiny_bench: Callable[..., dict[str, Any]]) ->
     assert any("oracle" in n for n in names) and any("pipeline work" in n for n in names)
     assert sum(n.startswith("idle on") for n in names) == 3
     assert any("reaction p95" in n for n in names) and any("RSS slope" in n for n in names)
+    assert any("whole detector CPU" in n for n in names)
+    assert any("detector p95 per utterance" in n for n in names)
     assert any("jobs vs 1 job" in n for n in names)
     assert all(line["mark"] in ("MET", "NOT MET") for line in results["budget"])
     assert "budget" in bench.table(results)

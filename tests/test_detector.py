@@ -253,7 +253,16 @@ def test_to_dict_is_the_detect_command_line(detector: TextDetector) -> None:
         "categories": ["insult"],
         "severity": 2,
         "matches": [
-            {"category": "insult", "severity": 2, "words": ["idiot"], "term": "idiot*", "directed": True}
+            {
+                "category": "insult",
+                "severity": 2,
+                "words": ["idiot"],
+                "term": "idiot*",
+                "directed": True,
+                "source": "lexicon",
+                "score": 1.0,
+                "because": "lexicon: idiot*",
+            }
         ],
     }
     json.dumps(out)

@@ -216,3 +216,55 @@ def test_without_history_only_the_opening_events_are_kept(
     )
     assert [e.type for e in session.events] == ["notice"] or session.events == []
     assert any(isinstance(e, Prompt) for e in streamed), "events still stream out"
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_an_agent_who_states_limits_moves_the_ladder_by_their_words(
+    lang: str, config: Config, shared: SharedResources, fixture_call: Callable[[str], Path]
+) -> None:
+    from callguard.events import AgentSpeech, CallSummary, LevelChange
+    from callguard.policy import load_call_info
+
+    wav = fixture_call(f"abusive_stereo_{lang}")
+    facts = load_call_info(wav.with_suffix(".call.json"))
+    session = replay_file(
+        wav, config, facts=facts, transcript=wav.with_suffix(".transcript.json"), shared=shared
+    )
+    acts = [e for e in session.events if isinstance(e, AgentSpeech)]
+    assert "limits" in [a.act for a in acts]
+    assert all(a.speaker == "agent" for a in acts)
+    reasons = " ".join(
+        [e.reason for e in session.events if isinstance(e, LevelChange)]
+        + [b for e in session.events if isinstance(e, Prompt) for b in e.because]
+    )
+    assert "limits stated in the agent's words" in reasons
+    assert "limits assumed" not in reasons
+    summary = next(e for e in session.events if isinstance(e, CallSummary))
+    limits = [line for line in summary.playbook if ": limits " in line]
+    assert limits and "s after the prompt" in limits[0], summary.playbook
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_an_agent_who_ignores_the_prompts_is_told_in_the_playbook(
+    lang: str, config: Config, shared: SharedResources, fixture_call: Callable[[str], Path]
+) -> None:
+    from callguard.events import AgentSpeech, CallSummary, LevelChange
+    from callguard.policy import load_call_info
+
+    wav = fixture_call(f"ignored_stereo_{lang}")
+    facts = load_call_info(wav.with_suffix(".call.json"))
+    session = replay_file(
+        wav, config, facts=facts, transcript=wav.with_suffix(".transcript.json"), shared=shared
+    )
+    assert not [
+        e for e in session.events if isinstance(e, AgentSpeech) and e.act in ("limits", "transfer", "release")
+    ]
+    reasons = " ".join(
+        [e.reason for e in session.events if isinstance(e, LevelChange)]
+        + [b for e in session.events if isinstance(e, Prompt) for b in e.because]
+    )
+    assert "limits assumed stated" in reasons
+    summary = next(e for e in session.events if isinstance(e, CallSummary))
+    assert any("limits not heard (limits assumed stated)" in line for line in summary.playbook), (
+        summary.playbook
+    )

@@ -1,12 +1,9 @@
-"""Abuse detection on the customer's words: profanity, insults aimed at the agent, threats.
+"""The lexicons: word lists IT edits, compiled into a trie, matched against one utterance.
 
-The algorithm lives in `TextDetector` (text in, `Detection` out); `AbuseStage` is the
-pipeline glue that turns partial and final transcripts into `Abuse` events, firing each
-match once per utterance and only once its words are stable.
-
-Lexicons are TOML files that IT edits (config/lexicon_en.toml, config/lexicon_fr.toml; the
-header of each explains the format). Every pattern is compiled once into an index keyed by
-its first word, so analysing an utterance costs a few dictionary look-ups per word.
+Lexicons are TOML files (config/lexicon_en.toml, config/lexicon_fr.toml; the header of each
+explains the format). Every pattern is compiled once into an index keyed by its first word,
+so analysing an utterance costs a few dictionary look-ups per word. `match_lexicon` turns the
+raw occurrences into matches: safe phrases, containment, direction, reported speech.
 
 Text is matched in the form vosk produces: lower case, no punctuation. Normalisation lowers
 case, removes accents and splits on anything that is not a letter or digit, so "T'es" and
@@ -18,14 +15,13 @@ from __future__ import annotations
 import itertools
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from callguard.config import Config, read_toml
+from callguard.config import read_toml
 from callguard.errors import ConfigError
-from callguard.events import CATEGORIES, Abuse, Category, Match, Transcript, Word
+from callguard.events import CATEGORIES, Category, Match
 
 # A word is a run of letters or digits in any script; apostrophes and hyphens split words.
 _WORD_RE = re.compile(r"[^\W_]+")
@@ -429,35 +425,6 @@ def _index(
     )
 
 
-# ---------------------------------------------------------------- detection
-
-
-@dataclass(frozen=True)
-class Detection:
-    text: str
-    categories: tuple[str, ...]
-    severity: int  # 0 if clean, else the highest match severity
-    matches: tuple[Match, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON object that `callguard detect` writes for one line."""
-        return {
-            "text": self.text,
-            "categories": list(self.categories),
-            "severity": self.severity,
-            "matches": [
-                {
-                    "category": m.category,
-                    "severity": m.severity,
-                    "words": list(m.words),
-                    "term": m.term,
-                    "directed": m.directed,
-                }
-                for m in self.matches
-            ],
-        }
-
-
 @dataclass(frozen=True, slots=True)
 class Found:
     """A match and the word positions it spans, for timestamps."""
@@ -467,43 +434,7 @@ class Found:
     end: int
 
 
-class TextDetector:
-    def __init__(self, lexicons: dict[str, Lexicon]) -> None:
-        if not lexicons:
-            raise ValueError("TextDetector needs at least one lexicon")
-        self.lexicons = dict(lexicons)
-
-    def analyse(self, text: str, lang: str | None) -> Detection:
-        """Detect abuse in one utterance; lang None merges every loaded lexicon."""
-        surfaces, tokens = tokenise(text)
-        return self.detection(text, [f.match for f in self.find(surfaces, tokens, lang)])
-
-    @staticmethod
-    def detection(text: str, matches: list[Match]) -> Detection:
-        categories = tuple(c for c in CATEGORIES if any(m.category == c for m in matches))
-        severity = max((m.severity for m in matches), default=0)
-        return Detection(text, categories, severity, tuple(matches))
-
-    def find(self, surfaces: list[str], tokens: list[str], lang: str | None) -> list[Found]:
-        if lang is None:
-            lexicons = list(self.lexicons.values())
-        elif lang in self.lexicons:
-            lexicons = [self.lexicons[lang]]
-        else:
-            raise ValueError(f"no lexicon loaded for language {lang!r} (loaded: {', '.join(self.lexicons)})")
-        found: list[Found] = []
-        seen: set[tuple[str, int, int]] = set()
-        for lexicon in lexicons:
-            for f in _resolve(lexicon, surfaces, tokens):
-                key = (f.match.category, f.start, f.end)
-                if key not in seen:  # the same words matched by both languages count once
-                    seen.add(key)
-                    found.append(f)
-        found.sort(key=lambda f: (f.start, f.end))
-        return found
-
-
-def _resolve(lexicon: Lexicon, surfaces: list[str], tokens: list[str]) -> list[Found]:
+def match_lexicon(lexicon: Lexicon, surfaces: list[str], tokens: list[str]) -> list[Found]:
     """Turn raw occurrences into matches: safe phrases, containment, direction, reported speech."""
     occurrences = lexicon.find(tokens)
     if not occurrences:
@@ -568,233 +499,4 @@ def _is_directed(
         covered.update(range(t.start, t.end))
     return (
         len(covered) == len(tokens) and occ.pattern.term is not None and occ.pattern.term.category == "insult"
-    )
-
-
-def load_detector(config: Config) -> TextDetector:
-    """The detector with the lexicons the config names."""
-    return TextDetector(
-        {
-            "en": load_lexicon(config.path(config.detector.lexicon_en), "en"),
-            "fr": load_lexicon(config.path(config.detector.lexicon_fr), "fr"),
-        }
-    )
-
-
-# ---------------------------------------------------------------- streaming stage
-
-
-_MatchKey = tuple[str, str, tuple[str, ...], int]
-
-
-class AbuseStage:
-    """Transcripts in, Abuse events out; partials fire only on stable words, once per utterance."""
-
-    def __init__(self, detector: TextDetector, stable_partials: int = 2) -> None:
-        if stable_partials < 1:
-            raise ValueError(f"stable_partials must be 1 or more, got {stable_partials}")
-        self.detector = detector
-        self.stable_partials = stable_partials
-        self._streaks: dict[_MatchKey, int] = {}  # how many successive partials held each match
-        self._fired: set[_MatchKey] = set()
-
-    def process(self, event: Transcript, lang: str | None) -> list[Abuse]:
-        if event.speaker != "customer":
-            return []
-        surfaces, tokens, word_index = _tokens_of(event)
-        found = self.detector.find(surfaces, tokens, lang)
-        keyed = _keyed(found)
-        out: list[Abuse] = []
-        if event.final:
-            for key, f in keyed:
-                if key not in self._fired:
-                    out.append(_abuse(event, f, word_index))
-            self._streaks.clear()
-            self._fired.clear()
-            return out
-        streaks = {key: self._streaks.get(key, 0) + 1 for key, _ in keyed}
-        self._streaks = streaks  # a match missing from this partial starts over
-        for key, f in keyed:
-            if streaks[key] >= self.stable_partials and key not in self._fired:
-                self._fired.add(key)
-                out.append(_abuse(event, f, word_index))
-        return out
-
-
-def _tokens_of(event: Transcript) -> tuple[list[str], list[str], list[int] | None]:
-    """The event's words, and for each the index of the timed Word it came from."""
-    if not event.words:
-        surfaces, tokens = tokenise(event.text)
-        return surfaces, tokens, None
-    surfaces, tokens, index = [], [], []
-    for i, word in enumerate(event.words):
-        s, t = tokenise(word.word)
-        surfaces += s
-        tokens += t
-        index += [i] * len(s)
-    return surfaces, tokens, index
-
-
-def _keyed(found: list[Found]) -> list[tuple[_MatchKey, Found]]:
-    """A key per match that survives re-segmentation: same words, same term, nth occurrence."""
-    counts: dict[tuple[str, str, tuple[str, ...]], int] = {}
-    keyed = []
-    for f in found:
-        base = (f.match.category, f.match.term, f.match.words)
-        counts[base] = counts.get(base, 0) + 1
-        keyed.append(((*base, counts[base]), f))
-    return keyed
-
-
-def _abuse(event: Transcript, f: Found, word_index: list[int] | None) -> Abuse:
-    t = event.t
-    if word_index is not None:
-        first: Word = event.words[word_index[f.start]]
-        t = first.start
-    m = f.match
-    return Abuse(
-        t=t,
-        speaker="customer",
-        category=m.category,
-        severity=m.severity,
-        words=m.words,
-        matches=(m,),
-        text=event.text,
-        partial=not event.final,
-    )
-
-
-# ---------------------------------------------------------------- command helpers
-
-
-def detect_lines(lines: Iterable[str], detector: TextDetector, lang: str | None) -> Iterator[dict[str, Any]]:
-    """One JSON-ready object per input line (the `callguard detect` command)."""
-    for line in lines:
-        yield detector.analyse(line.rstrip("\r\n"), lang).to_dict()
-
-
-@dataclass(frozen=True)
-class CategoryScore:
-    category: str
-    true_positives: int
-    false_positives: int
-    false_negatives: int
-
-    @property
-    def precision(self) -> float:
-        predicted = self.true_positives + self.false_positives
-        return self.true_positives / predicted if predicted else 1.0
-
-    @property
-    def recall(self) -> float:
-        actual = self.true_positives + self.false_negatives
-        return self.true_positives / actual if actual else 1.0
-
-
-@dataclass(frozen=True)
-class CorpusMistake:
-    line: int
-    text: str
-    expected: tuple[str, ...]
-    detected: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CorpusReport:
-    path: str
-    utterances: int
-    clean: int
-    hard_negatives: int
-    false_alarms: int  # clean utterances where anything was detected
-    hard_false_alarms: int
-    scores: dict[str, CategoryScore]
-    mistakes: tuple[CorpusMistake, ...]
-
-    @property
-    def false_alarms_per_100(self) -> float:
-        return 100.0 * self.false_alarms / self.clean if self.clean else 0.0
-
-    def precision(self, category: str) -> float:
-        return self.scores[category].precision
-
-    def recall(self, category: str) -> float:
-        return self.scores[category].recall
-
-    def format(self, max_mistakes: int = 20) -> str:
-        lines = [
-            f"{self.path}: {self.utterances} utterances, "
-            f"{self.clean} clean ({self.hard_negatives} hard negatives)",
-            f"{'category':<10} {'precision':>9} {'recall':>7} {'tp':>5} {'fp':>5} {'fn':>5}",
-        ]
-        for s in self.scores.values():
-            lines.append(
-                f"{s.category:<10} {s.precision:>9.3f} {s.recall:>7.3f} "
-                f"{s.true_positives:>5} {s.false_positives:>5} {s.false_negatives:>5}"
-            )
-        lines.append(
-            f"false alarms: {self.false_alarms} of {self.clean} clean utterances "
-            f"= {self.false_alarms_per_100:.2f} per 100 ({self.hard_false_alarms} on hard negatives)"
-        )
-        if self.mistakes:
-            lines.append(f"mistakes ({len(self.mistakes)}):")
-            for m in self.mistakes[:max_mistakes]:
-                expected = ",".join(m.expected) or "clean"
-                got = ",".join(m.detected) or "clean"
-                lines.append(f"  line {m.line}: expected {expected}, got {got}: {m.text}")
-            if len(self.mistakes) > max_mistakes:
-                lines.append(f"  ... and {len(self.mistakes) - max_mistakes} more")
-        return "\n".join(lines)
-
-
-def read_corpus(path: Path) -> Iterator[tuple[int, str, tuple[str, ...], bool, str]]:
-    """(line number, lang, labels, hard negative, text) per utterance of a corpus TSV."""
-    with Path(path).open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, 1):
-            line = raw.rstrip("\r\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            columns = line.split("\t")
-            if len(columns) != 4:
-                raise ConfigError(
-                    path,
-                    f"line {number}",
-                    f"expected 4 tab-separated columns (lang, labels, hard, text), got {len(columns)}",
-                )
-            lang, labels, hard, text = columns
-            names = tuple(sorted(x.strip() for x in labels.split(",") if x.strip()))
-            if not names or (names != ("clean",) and not all(n in CATEGORIES for n in names)):
-                raise ConfigError(
-                    path, f"line {number}", f"labels must be 'clean' or among {CATEGORIES}, got {labels!r}"
-                )
-            if hard not in ("0", "1"):
-                raise ConfigError(path, f"line {number}", f"hard_negative must be 0 or 1, got {hard!r}")
-            yield number, lang, () if names == ("clean",) else names, hard == "1", text
-
-
-def evaluate_corpus(path: Path, detector: TextDetector) -> CorpusReport:
-    """Precision and recall per category, false alarms per 100 clean utterances."""
-    counts = {c: [0, 0, 0] for c in CATEGORIES}  # tp, fp, fn
-    utterances = clean = hard_negatives = false_alarms = hard_false_alarms = 0
-    mistakes = []
-    for number, lang, expected, hard, text in read_corpus(path):
-        detected = detector.analyse(text, lang).categories
-        utterances += 1
-        if not expected:
-            clean += 1
-            hard_negatives += hard
-            if detected:
-                false_alarms += 1
-                hard_false_alarms += hard
-        for c in CATEGORIES:
-            if c in detected and c in expected:
-                counts[c][0] += 1
-            elif c in detected:
-                counts[c][1] += 1
-            elif c in expected:
-                counts[c][2] += 1
-        if set(detected) != set(expected):
-            mistakes.append(CorpusMistake(number, text, expected, tuple(detected)))
-    scores = {c: CategoryScore(c, *counts[c]) for c in CATEGORIES}
-    return CorpusReport(
-        str(path), utterances, clean, hard_negatives, false_alarms, hard_false_alarms, scores, tuple(mistakes)
     )

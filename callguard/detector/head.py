@@ -1,0 +1,225 @@
+"""A small classifier on what the features module reads of an utterance, stored as one .npz file.
+
+`Head` is a linear model over the sentence vectors of its encoders side by side and the hashed
+word n-grams: sigmoid outputs for the customer's categories (an utterance can be an insult and
+a threat), softmax outputs for the agent's speech acts (one act per utterance). Training is
+full-batch Adam in float64 on a convex loss from zero, so the same corpus and settings give
+the same head on any machine, to rounding. The file records the encoders the head was trained
+on and the digest of its corpus; a head is refused by any other encoder.
+
+`ExampleBank` keeps the labelled lines the head learnt from, their vectors quantised to int8,
+so that a detection can name the nearest examples it resembles.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from callguard.detector.encoder import EncoderError, EncoderIdentity
+from callguard.detector.features import NGRAM_BUCKETS, SparseRows, ngram_rows
+from callguard.errors import ConfigError
+
+HeadKind = Literal["multilabel", "multiclass"]
+FORMAT = "callguard-head/2"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How a head is fitted; stored with it, so that a retraining can use the same."""
+
+    epochs: int = 800
+    learning_rate: float = 0.05
+    l2: float = 5e-6  # per unit of sample weight: larger smooths more
+    ngrams: bool = True
+
+
+@dataclass(frozen=True)
+class ExampleBank:
+    """Labelled lines and their vectors (int8), for the nearest-examples explanation."""
+
+    texts: tuple[str, ...]
+    labels: tuple[str, ...]  # one label per line: its main category or act
+    vectors: np.ndarray = field(repr=False)  # (n, d) int8, unit vectors times 127
+
+    @classmethod
+    def build(cls, texts: Sequence[str], labels: Sequence[str], vectors: np.ndarray) -> ExampleBank:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9
+        quantised = np.clip(np.rint(vectors / norms * 127.0), -127, 127).astype(np.int8)
+        return cls(tuple(texts), tuple(labels), quantised)
+
+    def nearest(self, vector: np.ndarray, label: str, k: int = 2) -> tuple[tuple[str, float], ...]:
+        """The k lines labelled `label` closest to `vector`, with their cosine similarity."""
+        rows = np.flatnonzero(np.asarray(self.labels) == label)
+        if rows.size == 0:
+            return ()
+        unit = vector / (np.linalg.norm(vector) + 1e-9)
+        similarity = (self.vectors[rows].astype(np.float32) @ unit) / 127.0
+        order = np.argsort(-similarity, kind="stable")[:k]
+        return tuple((self.texts[rows[j]], float(similarity[j])) for j in order)
+
+
+@dataclass(frozen=True)
+class Head:
+    kind: HeadKind
+    labels: tuple[str, ...]
+    encoders: tuple[EncoderIdentity, ...]  # whose vectors, side by side, the dense weights read
+    dense: np.ndarray = field(repr=False)  # (d, k) float32
+    bias: np.ndarray = field(repr=False)  # (k,)
+    ngram_buckets: np.ndarray = field(repr=False)  # (m,) sorted buckets the corpus used
+    ngram_weights: np.ndarray = field(repr=False)  # (m, k)
+    corpus_digest: str = ""
+    corpus_lines: int = 0
+    settings: TrainingSettings = field(default_factory=TrainingSettings)
+    bank: ExampleBank = field(default_factory=lambda: ExampleBank((), (), np.zeros((0, 1), np.int8)))
+
+    def scores(self, vectors: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        """(n, len(labels)) probabilities, from (n, d) vectors and the n texts in encoder form."""
+        logits = np.asarray(vectors, dtype=np.float32) @ self.dense + self.bias
+        if self.ngram_buckets.size:
+            grams = ngram_rows(texts)
+            slot = np.searchsorted(self.ngram_buckets, grams.columns)
+            slot = np.minimum(slot, self.ngram_buckets.size - 1)
+            known = self.ngram_buckets[slot] == grams.columns  # a bucket no training line used weighs 0
+            for k in range(len(self.labels)):
+                contribution = grams.values[known] * self.ngram_weights[slot[known], k]
+                logits[:, k] += np.bincount(grams.rows[known], contribution, minlength=len(texts))
+        return _output(logits, self.kind)
+
+    def check_encoders(self, identities: Sequence[EncoderIdentity], source: str | Path) -> None:
+        if tuple(identities) != self.encoders:
+            trained = ", ".join(map(str, self.encoders))
+            installed = ", ".join(map(str, identities))
+            raise EncoderError(
+                f"{source}: this head was trained on the sentence encoders {trained}, but {installed} "
+                "are installed; retrain it with `callguard detector train`"
+            )
+
+    # ---- file
+
+    def save(self, path: Path) -> None:
+        meta = {
+            "format": FORMAT,
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "encoders": [asdict(e) for e in self.encoders],
+            "corpus_digest": self.corpus_digest,
+            "corpus_lines": self.corpus_lines,
+            "settings": asdict(self.settings),
+            "bank_texts": list(self.bank.texts),
+            "bank_labels": list(self.bank.labels),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            np.savez_compressed(
+                handle,
+                meta=np.array(json.dumps(meta, ensure_ascii=False)),
+                dense=self.dense,
+                bias=self.bias,
+                ngram_buckets=self.ngram_buckets,
+                ngram_weights=self.ngram_weights.astype(np.float16),  # a third of the file; 1e-3 of a logit
+                bank_vectors=self.bank.vectors,
+            )
+
+    @classmethod
+    def load(cls, path: Path) -> Head:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                arrays = {name: data[name] for name in data.files if name != "meta"}
+        except FileNotFoundError:
+            raise ConfigError(
+                path, "", "semantic head not found (train one: callguard detector train)"
+            ) from None
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise ConfigError(path, "", f"is not a callguard semantic head ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise ConfigError(path, "format", f"expected {FORMAT!r}, got {meta.get('format')!r}: retrain it")
+        return cls(
+            kind=meta["kind"],
+            labels=tuple(meta["labels"]),
+            encoders=tuple(EncoderIdentity(**e) for e in meta["encoders"]),
+            dense=arrays["dense"],
+            bias=arrays["bias"],
+            ngram_buckets=arrays["ngram_buckets"],
+            ngram_weights=arrays["ngram_weights"].astype(np.float32),
+            corpus_digest=meta["corpus_digest"],
+            corpus_lines=meta["corpus_lines"],
+            settings=TrainingSettings(**meta["settings"]),
+            bank=ExampleBank(tuple(meta["bank_texts"]), tuple(meta["bank_labels"]), arrays["bank_vectors"]),
+        )
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class LinearWeights:
+    dense: np.ndarray
+    bias: np.ndarray
+    ngram_buckets: np.ndarray
+    ngram_weights: np.ndarray
+
+
+def fit(
+    vectors: np.ndarray,
+    grams: SparseRows | None,
+    targets: np.ndarray,
+    weights: np.ndarray,
+    kind: HeadKind,
+    settings: TrainingSettings,
+) -> LinearWeights:
+    """Full-batch Adam on weighted cross-entropy plus L2, from zero; float64 throughout.
+
+    `targets` is (n, k) in [0, 1]: independent labels for "multilabel", one distribution per
+    row for "multiclass". `weights` (n,) balances the classes and sources.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)[:, None] / float(np.sum(weights))
+    k = y.shape[1]
+    used = np.unique(grams.columns) if grams is not None else np.zeros(0, np.int64)
+    compact = (
+        SparseRows(grams.n, used.size, grams.rows, np.searchsorted(used, grams.columns), grams.values)
+        if grams is not None
+        else None
+    )
+    params = [np.zeros((x.shape[1], k)), np.zeros(k), np.zeros((used.size, k))]
+    first = [np.zeros_like(p) for p in params]
+    second = [np.zeros_like(p) for p in params]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    l2 = settings.l2
+    for step in range(1, settings.epochs + 1):
+        logits = x @ params[0] + params[1]
+        if compact is not None:
+            logits += compact.dot(params[2])
+        delta = (_output(logits, kind) - y) * w  # both cross-entropies: dL/dlogits = p - y
+        grads = [x.T @ delta + l2 * params[0], delta.sum(axis=0), np.zeros_like(params[2])]
+        if compact is not None:
+            grads[2] = compact.transpose_dot(delta) + l2 * params[2]
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            first[i] = beta1 * first[i] + (1 - beta1) * g
+            second[i] = beta2 * second[i] + (1 - beta2) * g * g
+            p -= (
+                settings.learning_rate
+                * (first[i] / (1 - beta1**step))
+                / (np.sqrt(second[i] / (1 - beta2**step)) + eps)
+            )
+    return LinearWeights(
+        params[0].astype(np.float32), params[1].astype(np.float32), used, params[2].astype(np.float32)
+    )
+
+
+def _output(logits: np.ndarray, kind: HeadKind) -> np.ndarray:
+    if kind == "multilabel":
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -60.0, 60.0)))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+__all__ = ["NGRAM_BUCKETS", "ExampleBank", "Head", "HeadKind", "LinearWeights", "TrainingSettings", "fit"]

@@ -1,0 +1,258 @@
+"""Training the semantic heads: the repository's corpus, the site's own lines, one command.
+
+`callguard detector train` reads the labelled corpus shipped with callguard
+(callguard/data/corpus/) and the site's folder (`[detector] site_corpus`), encodes every line
+once (vectors are cached by text under the user's cache folder, so a retraining takes
+seconds), and fits two heads: the customer's categories and the agent's speech acts.
+
+What the head learns beyond the lines as written:
+- recognition errors: each line again with words dropped or substituted (10 %), as a worse
+  recogniser would give it;
+- long utterances: abusive and hard-negative lines again behind an ordinary line of the same
+  language, so that a threat at the end of a long complaint still reads as a threat.
+Both copies are drawn from a seeded generator: the same corpus gives the same head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from callguard.config import Config
+from callguard.detector.corpus import (
+    LANGS,
+    SITE,
+    LabelledLine,
+    corpus_digest,
+    read_folder,
+    stable_seed,
+    with_recognition_errors,
+)
+from callguard.detector.encoder import EncoderName, SentenceEncoder, shared_encoder
+from callguard.detector.features import ngram_rows
+from callguard.detector.head import ExampleBank, Head, HeadKind, TrainingSettings, fit
+from callguard.detector.semantic import encoder_text
+from callguard.events import AGENT_ACTS, CATEGORIES
+
+CUSTOMER_LABELS: tuple[str, ...] = CATEGORIES
+AGENT_LABELS: tuple[str, ...] = AGENT_ACTS
+NOISE_RATE = 0.1
+SITE_WEIGHT = 2.0  # a site's own lines count twice: they are the calls it actually gets
+
+
+def repository_corpus_dir() -> Path:
+    return Path(str(resources.files("callguard") / "data" / "corpus"))
+
+
+@dataclass(frozen=True)
+class Corpus:
+    customer: tuple[LabelledLine, ...]
+    agent: tuple[LabelledLine, ...]
+
+    @property
+    def site_lines(self) -> int:
+        return sum(x.source.startswith(SITE) for x in (*self.customer, *self.agent))
+
+    @classmethod
+    def read(cls, site_folder: Path | None = None) -> Corpus:
+        """callguard's corpus, and the site's folder when it exists."""
+        customer, agent = read_folder(repository_corpus_dir())
+        if site_folder is not None and Path(site_folder).is_dir():
+            site_customer, site_agent = read_folder(site_folder, site=True)
+            customer, agent = customer + site_customer, agent + site_agent
+        return cls(tuple(customer), tuple(agent))
+
+
+def check_heads(config: Config) -> list[str]:
+    """Validate the site's labelled lines (a bad line raises), and warn where a head was trained
+    on other lines than the corpus it should reflect."""
+    site = config.path(config.detector.site_corpus)
+    with_site = Corpus.read(site)
+    warnings = []
+    if config.detector.heads:
+        corpus = with_site
+    else:
+        corpus = Corpus.read(None)
+        if with_site.site_lines:
+            warnings.append(
+                f"{site}: {with_site.site_lines} labelled lines that the shipped heads never saw: "
+                "run `callguard detector train` and set [detector] heads"
+            )
+    for recipe in RECIPES:
+        path = config.heads_dir() / f"{recipe.name}.npz"
+        lines = corpus.customer if recipe.side == "customer" else corpus.agent
+        if Head.load(path).corpus_digest != corpus_digest(lines):
+            warnings.append(
+                f"{path} was trained on other lines than the corpus: run `callguard detector train`"
+            )
+    return warnings
+
+
+class VectorCache:
+    """Encoder vectors by text, one .npz per encoder under the user's cache folder: a retraining
+    encodes only the lines it has not seen."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "callguard"
+
+    def vectors(self, encoders: Sequence[SentenceEncoder], texts: Sequence[str]) -> np.ndarray:
+        return np.hstack([self._one(encoder, texts) for encoder in encoders])
+
+    def _one(self, encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
+        path = self.folder / f"vectors-{encoder.name}-{encoder.identity.digest}.npz"
+        keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+        known: dict[str, np.ndarray] = {}
+        if path.exists():
+            with np.load(path, allow_pickle=False) as data:
+                known = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
+        if missing:
+            fresh = encoder.encode([t for _, t in missing])
+            known.update({k: v for (k, _), v in zip(missing, fresh, strict=True)})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".tmp.npz")
+            np.savez(partial, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+            partial.replace(path)  # a crash mid-write leaves the old cache, never half a file
+        return np.stack([known[k] for k in keys]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Row:
+    text: str
+    target: tuple[float, ...]
+    weight: float
+
+
+def customer_rows(lines: Sequence[LabelledLine]) -> list[_Row]:
+    """Training rows for the customer's head, copies included, with class-balancing weights.
+
+    Each copy depends on its own line only (seeds from its text), so adding a line to the corpus
+    changes no other line's copies."""
+    ordinary = {
+        lang: sorted(x.text for x in lines if not x.labels and not x.hard and x.lang == lang)
+        for lang in LANGS
+    }
+    base: list[tuple[str, LabelledLine]] = []
+    for line in lines:
+        text = encoder_text(line.text)
+        base.append((text, line))
+        base.append((with_recognition_errors(text, NOISE_RATE, line.lang, stable_seed(text)), line))
+        pool = ordinary[line.lang]
+        if (line.labels or line.hard) and pool:
+            lead = encoder_text(pool[stable_seed("lead", text) % len(pool)])
+            base.append((f"{lead} {text}", line))
+    return _weighted(base, lambda line: line.main_label, CUSTOMER_LABELS)
+
+
+def agent_rows(lines: Sequence[LabelledLine]) -> list[_Row]:
+    base: list[tuple[str, LabelledLine]] = []
+    for line in lines:
+        text = encoder_text(line.text)
+        base.append((text, line))
+        base.append((with_recognition_errors(text, NOISE_RATE, line.lang, stable_seed(text)), line))
+    return _weighted(base, lambda line: line.labels[0], AGENT_LABELS)
+
+
+def _weighted(
+    base: list[tuple[str, LabelledLine]],
+    cls: Callable[[LabelledLine], str],
+    labels: tuple[str, ...],
+) -> list[_Row]:
+    """Rows whose weights give every class the same total, a site's own lines counting more."""
+    counts = Counter(cls(line) for _, line in base)
+    rows = []
+    for text, line in base:
+        target = tuple(1.0 if label in line.labels else 0.0 for label in labels)
+        weight = len(base) / (len(counts) * counts[cls(line)])
+        weight *= SITE_WEIGHT if line.source.startswith(SITE) else 1.0
+        rows.append(_Row(text, target, weight))
+    return rows
+
+
+def train_head(
+    kind: HeadKind,
+    labels: tuple[str, ...],
+    encoders: Sequence[SentenceEncoder],
+    lines: Sequence[LabelledLine],
+    rows: Sequence[_Row],
+    cache: VectorCache,
+    settings: TrainingSettings,
+) -> Head:
+    texts = [row.text for row in rows]
+    weights = fit(
+        cache.vectors(encoders, texts),
+        ngram_rows(texts) if settings.ngrams else None,
+        np.array([row.target for row in rows]),
+        np.array([row.weight for row in rows]),
+        kind,
+        settings,
+    )
+    # the nearest examples are looked up in the first encoder's space
+    bank_lines = [x for x in lines if x.main_label not in ("clean", "none")]
+    bank_vectors = cache.vectors(encoders[:1], [encoder_text(x.text) for x in bank_lines])
+    return Head(
+        kind=kind,
+        labels=labels,
+        encoders=tuple(e.identity for e in encoders),
+        dense=weights.dense,
+        bias=weights.bias,
+        ngram_buckets=weights.ngram_buckets,
+        ngram_weights=weights.ngram_weights,
+        corpus_digest=corpus_digest(lines),
+        corpus_lines=len(lines),
+        settings=settings,
+        bank=ExampleBank.build(
+            [x.text for x in bank_lines], [x.main_label for x in bank_lines], bank_vectors
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class HeadRecipe:
+    """What one head of a trained folder is: its file name, its encoders, its lines."""
+
+    name: str
+    encoders: tuple[EncoderName, ...]
+    side: Literal["customer", "agent"]
+
+
+RECIPES = (
+    HeadRecipe("customer_screen", ("use",), "customer"),
+    HeadRecipe("customer", ("e5", "use"), "customer"),
+    HeadRecipe("agent", ("use",), "agent"),
+)
+SETTINGS = TrainingSettings()
+
+
+def train_heads(
+    corpus: Corpus, cache: VectorCache, sides: tuple[str, ...] = ("customer", "agent")
+) -> dict[str, Head]:
+    """The heads of a trained folder, by file name (those of the sides asked for)."""
+    heads = {}
+    for recipe in RECIPES:
+        if recipe.side not in sides:
+            continue
+        encoders = [shared_encoder(name) for name in recipe.encoders]
+        if recipe.side == "customer":
+            lines, rows = corpus.customer, customer_rows(corpus.customer)
+            heads[recipe.name] = train_head(
+                "multilabel", CUSTOMER_LABELS, encoders, lines, rows, cache, SETTINGS
+            )
+        else:
+            lines, rows = corpus.agent, agent_rows(corpus.agent)
+            heads[recipe.name] = train_head(
+                "multiclass", AGENT_LABELS, encoders, lines, rows, cache, SETTINGS
+            )
+    return heads
+
+
+def customer_heads(corpus: Corpus, cache: VectorCache) -> dict[str, Head]:
+    return train_heads(corpus, cache, sides=("customer",))
