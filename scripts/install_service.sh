@@ -14,7 +14,10 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
-python="$(command -v python3 || true)"
+# The Python setup.sh installed callguard into: the active virtualenv, else the project's .venv/.
+if [ -n "${VIRTUAL_ENV:-}" ]; then python="$VIRTUAL_ENV/bin/python"
+elif [ -x "$repo/.venv/bin/python" ]; then python="$repo/.venv/bin/python"
+else python="$(command -v python3 || true)"; fi
 config=""
 start=1
 

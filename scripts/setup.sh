@@ -10,6 +10,7 @@ APT_PACKAGES=(
   pulseaudio pulseaudio-utils alsa-utils libasound2-plugins          # virtual devices for the daemon e2e test
   chromium                                                           # the panel's browser test
   libnotify-bin dbus-daemon                                          # notify-send over a test session bus
+  python3-venv                                                       # the project's .venv on Debian's Python
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -17,7 +18,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-python3 -m pip install -q --upgrade pip
-python3 -m pip install -q -e ".[test]"
-# pyenv only sees a new console script once its shims are rebuilt.
-if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+# Python: the active virtualenv, else the project's own .venv/ (stock Debian's python3 is externally
+# managed and refuses pip). scripts/callguard and scripts/test.sh find the same one.
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  PYTHON="$VIRTUAL_ENV/bin/python"
+else
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  PYTHON=.venv/bin/python
+fi
+"$PYTHON" -m pip install -q --upgrade pip
+# The versions the suite last passed with (update: see README, "Development").
+"$PYTHON" -m pip install -q -c constraints.txt -e ".[test]"

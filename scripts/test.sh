@@ -2,5 +2,8 @@
 # Every gate in one place: lint, then the tests (slow soak tests and benchmarks are opt-in: -m slow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m ruff check callguard tests scripts
-python3 -m pytest -q "$@"
+# The Python setup.sh installed into: the active virtualenv, else the project's .venv/.
+PYTHON=python3
+if [ -n "${VIRTUAL_ENV:-}" ]; then PYTHON="$VIRTUAL_ENV/bin/python"; elif [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+"$PYTHON" -m ruff check callguard tests scripts
+"$PYTHON" -m pytest -q "$@"
