@@ -14,6 +14,7 @@ import sys
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soxr
@@ -123,7 +124,7 @@ class Recogniser:
         self._last_partial = ""
         self.cpu_calls = 0
 
-    def _new_recogniser(self) -> object:
+    def _new_recogniser(self) -> Any:  # a vosk.KaldiRecognizer (vosk ships no type hints)
         import vosk
 
         recogniser = vosk.KaldiRecognizer(self._model.handle, self._model.rate)

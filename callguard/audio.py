@@ -7,6 +7,7 @@ read in blocks and never held in memory whole.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ FULL_SCALE_POWER = 32768.0**2
 SILENCE_DB = -120.0  # the level of digital silence, and the least level a frame is given
 SILENCE_POWER = 10.0 ** (SILENCE_DB / 10.0)
 _DATA_SIZE_MISMATCH = re.compile(r"^data\s*:\s*(\d+)\s*\(should be", re.MULTILINE)
+_BYTES_PER_SECOND = re.compile(r"^\s*Bytes/sec\s*:\s*(\d+)", re.MULTILINE)
 # A recorder that streams (sox or ffmpeg to a pipe) cannot know the length and writes a huge
 # placeholder size (0x7ffff000, 0xffffffff): the file is whole, not truncated.
 _STREAMED_SIZE = 0x7FFF0000
@@ -38,6 +40,11 @@ class RecordingInfo:
     subtype: str
     duration: float
     roles: tuple[Role, ...]
+    promised_s: float | None = None  # a truncated file: the duration its header promised
+
+    @property
+    def truncated(self) -> bool:
+        return self.promised_s is not None
 
 
 def channel_roles(channels: int, config: AudioConfig, path: Path | str = "") -> tuple[Role, ...]:
@@ -71,9 +78,15 @@ def probe(path: Path | str, config: AudioConfig) -> RecordingInfo:
         raise AudioError(path, f"not a readable audio file ({reason.rstrip('.')})") from None
     except (OSError, RuntimeError) as exc:
         raise AudioError(path, f"cannot be read ({exc})") from None
+    # A recorder that crashed mid-call leaves a header promising more than the file holds: replay
+    # what it holds (the session says where it ends), unless it holds nothing.
     mismatch = _DATA_SIZE_MISMATCH.search(info.extra_info or "")
+    promised_s = None
     if mismatch and int(mismatch[1]) < _STREAMED_SIZE:
-        raise AudioError(path, "truncated: the header promises more audio than the file holds")
+        if info.frames <= 0:
+            raise AudioError(path, "truncated: the header promises audio, the file holds none")
+        rate = _BYTES_PER_SECOND.search(info.extra_info or "")
+        promised_s = int(mismatch[1]) / int(rate[1]) if rate and int(rate[1]) > 0 else math.inf
     if info.frames <= 0:
         raise AudioError(path, "holds no audio (0 samples)")
     return RecordingInfo(
@@ -83,6 +96,7 @@ def probe(path: Path | str, config: AudioConfig) -> RecordingInfo:
         subtype=info.subtype,
         duration=info.frames / info.samplerate,
         roles=channel_roles(info.channels, config, path),
+        promised_s=promised_s,
     )
 
 

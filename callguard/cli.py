@@ -13,8 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from callguard.config import Config, load_config
-from callguard.errors import CallguardError
+from callguard.config import (
+    DEFAULT_CONFIG_DIR,
+    DEFAULT_CONFIG_FILE,
+    Config,
+    find_config,
+    init_config,
+    load_config,
+    user_config_dir,
+)
+from callguard.errors import CallguardError, ConfigError
 
 if TYPE_CHECKING:
     from callguard.batch import CallJob, ReplayOptions
@@ -30,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        config = load_config(args.config)
+        # `config init` writes a config: it must work when the one found is broken or missing
+        config = Config() if getattr(args, "no_config", False) else load_config(find_config(args.config))
         return args.handler(args, config)
     except CallguardError as exc:
         print(f"callguard: error: {exc}", file=sys.stderr)
@@ -44,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callguard", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, help="configuration file (default: config/callguard.toml)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="configuration file (default: $CALLGUARD_CONFIG, /etc/callguard/callguard.toml, "
+        "~/.config/callguard/callguard.toml, the first that exists; else the packaged defaults)",
+    )
     sub = parser.add_subparsers(metavar="COMMAND")
 
     replay = sub.add_parser(
@@ -153,8 +167,19 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("name")
     where.set_defaults(handler=_models_path)
 
-    config = sub.add_parser("config", help="check configuration files")
+    config = sub.add_parser("config", help="check configuration files, or write an editable copy")
     config_sub = config.add_subparsers(metavar="ACTION", required=True)
+    init = config_sub.add_parser(
+        "init", help="write an editable copy of the defaults (config, lexicons, prompts, labelled/)"
+    )
+    init.add_argument(
+        "folder", type=Path, nargs="?", help="default: ~/.config/callguard (/etc/callguard with --system)"
+    )
+    init.add_argument(
+        "--system", action="store_true", help="for /etc/callguard: models and store under /var/lib/callguard"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite an existing copy")
+    init.set_defaults(handler=_config_init, no_config=True)
     check = config_sub.add_parser("check", help="validate a config file, its lexicons and prompt catalogues")
     check.add_argument("file", type=Path, nargs="?")
     check.set_defaults(handler=_config_check)
@@ -354,6 +379,12 @@ def _detector_train(args: argparse.Namespace, config: Config) -> int:
 
     site = None if args.no_site else config.path(config.detector.site_corpus)
     corpus = Corpus.read(site)
+    if args.out is None and config.base_dir == DEFAULT_CONFIG_DIR:
+        raise ConfigError(
+            DEFAULT_CONFIG_FILE,
+            "",
+            "is the packaged default, read-only: run `callguard config init` first, or pass --out DIR",
+        )
     out = args.out or config.base_dir / "heads"
     own = f", {corpus.site_lines} of them the site's own from {site}" if corpus.site_lines else ""
     print(
@@ -387,6 +418,16 @@ def _models_path(args: argparse.Namespace, config: Config) -> int:
     return cmd_path(config, args.name)
 
 
+def _config_init(args: argparse.Namespace, config: Config) -> int:
+    folder = args.folder or (Path("/etc/callguard") if args.system else user_config_dir())
+    written = init_config(folder, system=args.system, force=args.force)
+    print(
+        f"wrote {len(written)} files to {folder}: edit {folder / 'callguard.toml'}, "
+        "then check it with `callguard config check`"
+    )
+    return 0
+
+
 def _config_check(args: argparse.Namespace, config: Config) -> int:
     from callguard.detector import load_detector
     from callguard.detector.train import check_heads
@@ -399,7 +440,7 @@ def _config_check(args: argparse.Namespace, config: Config) -> int:
     for warning in check_heads(config):
         print(f"callguard: warning: {warning}", file=sys.stderr)
     print(
-        f"{args.file or 'default configuration'}: OK (config, lexicons, prompt catalogues, "
+        f"{args.file or find_config(args.config)}: OK (config, lexicons, prompt catalogues, "
         "semantic heads and the site's labelled lines are valid)"
     )
     return 0

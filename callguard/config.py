@@ -3,25 +3,80 @@
 Every section is a frozen dataclass; each field is declared with `setting()`,
 which carries its range or choices. `load_config` walks the TOML document
 against these classes and names the exact key of any unknown key, wrong type
-or out-of-range value. The defaults here mirror config/callguard.toml, which
-IT edits; a test keeps the two in step.
+or out-of-range value. The defaults here mirror callguard/defaults/callguard.toml
+(package data, with the lexicons and prompt catalogues beside it), of which
+`callguard config init` writes the copy IT edits; a test keeps the two in step.
+
+Which file a command reads (`find_config`): `--config`, else `$CALLGUARD_CONFIG`, else
+/etc/callguard/callguard.toml, else ~/.config/callguard/callguard.toml, else the packaged
+defaults. `load_config()` itself, with no path, is always the packaged defaults.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import tomllib
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from callguard.errors import ConfigError
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_DIR = PACKAGE_ROOT / "config"
+# Package data, read where the package is installed (a wheel or a checkout alike).
+PACKAGE_DATA = Path(str(resources.files("callguard")))
+DEFAULT_CONFIG_DIR = PACKAGE_DATA / "defaults"
 DEFAULT_CONFIG_FILE = DEFAULT_CONFIG_DIR / "callguard.toml"
-PACKAGED_HEADS = Path(__file__).resolve().parent / "data" / "heads"
+PACKAGED_HEADS = PACKAGE_DATA / "data" / "heads"
+CONFIG_ENV = "CALLGUARD_CONFIG"
+SYSTEM_CONFIG_FILE = Path("/etc/callguard/callguard.toml")
+SYSTEM_DATA_DIR = Path("/var/lib/callguard")
+
+
+def user_config_dir() -> Path:
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "callguard"
+
+
+def find_config(explicit: str | Path | None = None) -> Path:
+    """The config file a command reads: the first of --config, $CALLGUARD_CONFIG, the system's,
+    the user's, that is given or exists; else the packaged defaults."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in (SYSTEM_CONFIG_FILE, user_config_dir() / "callguard.toml"):
+        if candidate.is_file():
+            return candidate
+    return DEFAULT_CONFIG_FILE
+
+
+def init_config(folder: Path, *, system: bool = False, force: bool = False) -> list[Path]:
+    """Write an editable copy of the packaged defaults (config, lexicons, prompts, the site's
+    labelled-lines folder) into `folder`; refuse to overwrite unless `force`. A system copy
+    keeps its models and incident store under /var/lib/callguard."""
+    sources = sorted(p for p in DEFAULT_CONFIG_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    targets = [folder / p.relative_to(DEFAULT_CONFIG_DIR) for p in sources]
+    existing = [t for t in targets if t.exists()]
+    if existing and not force:
+        raise ConfigError(existing[0], "", "already exists (pass --force to overwrite the whole copy)")
+    for source, target in zip(sources, targets, strict=True):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    if system:
+        main = folder / "callguard.toml"
+        text = main.read_text(encoding="utf-8")
+        text = text.replace(
+            'models_dir = "~/.local/share/callguard/models"', f'models_dir = "{SYSTEM_DATA_DIR}/models"'
+        )
+        text = text.replace(
+            'path = "~/.local/share/callguard/incidents.sqlite3"',
+            f'path = "{SYSTEM_DATA_DIR}/incidents.sqlite3"',
+        )
+        main.write_text(text, encoding="utf-8")
+    return targets
 
 
 def setting(default: Any, *, lo: float | None = None, hi: float | None = None) -> Any:
@@ -85,7 +140,7 @@ class AsrConfig:
     model: str = setting("")
     model_en: str = setting("vosk-model-small-en-us-0.15")
     model_fr: str = setting("vosk-model-small-fr-0.22")
-    models_dir: str = setting("../models")
+    models_dir: str = setting("~/.local/share/callguard/models")
     partials: bool = setting(True)
     max_utterance_s: float = setting(15.0, lo=1.0, hi=60.0)
     renew_after_s: float = setting(60.0, lo=10.0, hi=3600.0)
@@ -270,7 +325,7 @@ def _check(hint: Any, value: Any, meta: Any, key: str, source: str | Path) -> An
         value = float(value)
     if hint is type(None) and value is None:
         return value
-    if is_dataclass(hint):
+    if isinstance(hint, type) and is_dataclass(hint):
         return _build(hint, value, key, source)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(source, key, f"must be {hint.__name__}, got {type(value).__name__} {value!r}")
@@ -284,4 +339,7 @@ def default_of(section: str, key: str) -> Any:
     """The built-in default of one key (used by the config-file consistency test)."""
     cls = _section_type(next(f for f in fields(Config) if f.name == section))
     f = next(f for f in fields(cls) if f.name == key)
-    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    if f.default is not MISSING:
+        return f.default
+    assert f.default_factory is not MISSING, f"{section}.{key} has no default"
+    return f.default_factory()

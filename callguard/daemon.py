@@ -40,7 +40,7 @@ import numpy as np
 
 from callguard.audio import Framer
 from callguard.capture import CapturedBlock, CaptureSet, specs_from_config
-from callguard.config import DEFAULT_CONFIG_FILE, Config, load_config
+from callguard.config import Config, find_config, load_config
 from callguard.errors import CallguardError, ConfigError
 from callguard.events import ROLES, Event, Notice, Prompt, Role
 from callguard.gate import NonSpeechGate
@@ -773,7 +773,7 @@ def _desktop_notification(title: str, body: str) -> None:
 
 def run_daemon(config_path: Path | None, model_override: str = "") -> int:
     """`callguard daemon`: runs until SIGTERM/SIGINT; returns the exit status."""
-    path = Path(config_path) if config_path else DEFAULT_CONFIG_FILE
+    path = find_config(config_path)
     setup_logging("info")
     try:
         config = load_config(path)

@@ -297,7 +297,7 @@ def score(labels: Sequence[CallLabel], predictions: Mapping[str, Prediction]) ->
     """Precision, recall and F1 per call and per category, and the prompt delays; failed calls left out."""
     scored = [(label, predictions[label.name]) for label in labels if not predictions[label.name].error]
     calls = Scores.count((label.abusive, p.abusive) for label, p in scored)
-    per_category = {
+    per_category: dict[str, Scores] = {
         category: Scores.count(
             (category in label.categories, category in p.categories)
             for label, p in scored

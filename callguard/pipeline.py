@@ -221,6 +221,10 @@ class CallSession:
         """The agent did something (pressed a panel button, or the CTI said so)."""
         return self._dispatch([AgentAction(t=self.t, speaker="agent", action=name)])
 
+    def notice(self, message: str, code: str) -> list[Event]:
+        """Tell the operator something about this call's audio (a recording that ends early...)."""
+        return self._dispatch([Notice(t=self.t, speaker="system", message=message, code=code)])
+
     def end(self) -> list[Event]:
         if self.ended:
             return []

@@ -85,6 +85,13 @@ def drive(
         if on_mark is not None and fed * frame_s >= next_mark:
             on_mark(fed * frame_s)
             next_mark += mark_every_s
+    if info.truncated and stop is None:
+        promised = (
+            "" if info.promised_s == math.inf else f" of the {info.promised_s:.1f} s its header promised"
+        )
+        message = f"recording ends at {fed * frame_s:.1f} s{promised}: the file is truncated"
+        for event in session.notice(message, "truncated"):
+            emit(event, time.perf_counter())
     for event in session.end():
         emit(event, time.perf_counter())
     return DriveResult(audio_s=fed * frame_s, wall_s=time.perf_counter() - started, started=started)

@@ -23,7 +23,7 @@ from callguard.events import (
 from callguard.pipeline import CallSession
 from callguard.policy import CallFacts
 from callguard.realtime import drive
-from callguard.transcript import load_transcript
+from callguard.transcript import load_sidecar
 
 EventSink = Callable[[Event], None]
 
@@ -42,10 +42,14 @@ def replay_file(
 ) -> CallSession:
     """Run one recording through a new session; events go to `on_event` as they happen."""
     info = probe(path, config.audio)
-    sidecar = load_transcript(transcript) if transcript else None
+    sidecar, skipped = load_sidecar(transcript) if transcript else (None, 0)
     session = session_factory(
         config, facts, lang=lang, transcript=sidecar, roles=info.roles, **session_options
     )
+    if skipped:
+        session.notice(
+            f"{transcript}: {skipped} empty or punctuation-only tokens skipped", "sidecar_tokens_skipped"
+        )
     emit = on_event or (lambda _event: None)
     for event in session.events:
         emit(event)

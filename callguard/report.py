@@ -34,7 +34,7 @@ MAX_PLOT_POINTS = 3000  # per speaker: an hour-long call still makes a light pag
 MIN_STEP_S = 0.1
 SHOUT_GAP_S = 0.3  # dips shorter than this (between words) do not end a shaded shout
 _FULL_SCALE_POWER = 32768.0**2
-_LEVEL_RANK = {level: i for i, level in enumerate(LEVELS)}
+_LEVEL_RANK: dict[str, int] = {level: i for i, level in enumerate(LEVELS)}
 _SPEAKER_COLOURS = {"customer": "#1f5fa8", "agent": "#2e8540"}
 _CATEGORY_COLOURS = {"profanity": "#b8860b", "insult": "#c0392b", "threat": "#6c1a7a"}
 

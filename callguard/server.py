@@ -184,6 +184,8 @@ class PanelServer:
     @property
     def base_url(self) -> str:
         host = self.httpd.server_address[0]
+        if isinstance(host, bytes):  # only for AF_UNIX, which this server never binds
+            host = host.decode()
         return f"http://{host}:{self.port}"
 
     def panel_link(self) -> str:

@@ -9,6 +9,7 @@ when the utterance ends (a pause longer than `UTTERANCE_GAP_S`).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from callguard.errors import ConfigError
 from callguard.events import ROLES, Role, Transcript, Word
 
 UTTERANCE_GAP_S = 0.6
+
+
+_WORDLIKE = re.compile(r"\w")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,14 @@ class Utterance:
 
 def load_transcript(path: Path) -> dict[Role, list[Utterance]]:
     """Read a sidecar into utterances per speaker, checking every word."""
+    return load_sidecar(path)[0]
+
+
+def load_sidecar(path: Path) -> tuple[dict[Role, list[Utterance]], int]:
+    """The sidecar's utterances per speaker, and how many tokens were skipped: empty or only
+    punctuation, as other platforms write them (AWS Transcribe makes each comma an item, with no
+    times). Any other malformed entry is an error that names it."""
+    skipped = 0
     try:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -42,12 +54,15 @@ def load_transcript(path: Path) -> dict[Role, list[Utterance]]:
         unknown = set(item) - {"word", "start", "end", "speaker", "conf"}
         if unknown:
             raise ConfigError(path, f"{key}.{sorted(unknown)[0]}", "unknown key")
+        word = item.get("word")
+        if isinstance(word, str) and not _WORDLIKE.search(word):
+            skipped += 1
+            continue
         speaker = item.get("speaker", "customer")
         if speaker not in ROLES:
             raise ConfigError(path, f"{key}.speaker", f"must be 'customer' or 'agent', got {speaker!r}")
-        word = item.get("word")
-        if not isinstance(word, str) or not word.strip():
-            raise ConfigError(path, f"{key}.word", "must be a non-empty string")
+        if not isinstance(word, str):
+            raise ConfigError(path, f"{key}.word", f"must be a string, got {word!r}")
         times = []
         for field in ("start", "end"):
             value = item.get(field)
@@ -62,9 +77,10 @@ def load_transcript(path: Path) -> dict[Role, list[Utterance]]:
         by_speaker[speaker].append(
             Word(word=word.strip().lower(), start=times[0], end=times[1], conf=float(conf))
         )
-    return {
+    utterances = {
         role: _utterances(role, sorted(words, key=lambda w: w.start)) for role, words in by_speaker.items()
     }
+    return utterances, skipped
 
 
 def _utterances(speaker: Role, words: list[Word]) -> list[Utterance]:

@@ -1,6 +1,6 @@
 """Measure the lexicons' speed on one core: utterances per second over the corpora.
 
-Usage: python scripts/bench_detector.py [--seconds 2] [--config config/callguard.toml]
+Usage: python scripts/bench_detector.py [--seconds 2] [--config FILE]
 Runs the detector the pipeline uses (lexicons from the config) over every utterance of
 tests/data/corpus_en.tsv and corpus_fr.tsv, repeating for about --seconds, with the language
 known and with the language undecided (all lexicons merged). Target: 10,000 utterances/s.
@@ -24,7 +24,7 @@ CORPORA = Path(__file__).resolve().parent.parent / "tests" / "data"
 def detector_from(config_path: str | None) -> TextDetector:
     if config_path:
         return load_detector(load_config(config_path))
-    # the shipped lexicons, without requiring config/callguard.toml to exist
+    # the shipped lexicons, from the package
     config = Config(base_dir=DEFAULT_CONFIG_DIR)
     return TextDetector(
         {lang: load_lexicon(config.path(f"lexicon_{lang}.toml"), lang) for lang in ("en", "fr")}

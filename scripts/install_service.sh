@@ -49,9 +49,8 @@ mkdir -p "$config_dir" "$unit_dir"
 if [ -z "$config" ]; then
     config="$config_dir/callguard.toml"
     if [ ! -e "$config" ]; then
-        # The shipped config's relative paths (lexicons, prompts, models) are read from its own folder.
-        cp -r "$repo/config/." "$config_dir/"
-        rm -f "$config_dir"/*.part
+        # An editable copy of the packaged defaults: config, lexicons, prompts, labelled/.
+        "$python" -m callguard.cli config init "$config_dir"
         echo "installed the default configuration in $config_dir"
     fi
 fi

@@ -6,6 +6,7 @@ sessions (each is rebuilt only when its recipe changes), so a session pays for t
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -81,3 +82,11 @@ def ko_model_no_upsample(ko_model_path: Path, tmp_path_factory: pytest.TempPathF
         raise RuntimeError(f"{ko_model_path / 'conf' / 'mfcc.conf'} has no --allow-upsample line to remove")
     mfcc.write_text("\n".join(kept) + "\n")
     return model
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_user_config(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Commands find their config in the user's folders (callguard.config.find_config): the suite
+    reads the packaged defaults unless a test says otherwise, whatever the machine's user has."""
+    os.environ.pop("CALLGUARD_CONFIG", None)
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))

@@ -47,9 +47,10 @@ def link_fixture(fixtures_dir: Path, name: str, folder: Path, as_name: str | Non
 
 
 def bad_recordings(folder: Path, fixtures_dir: Path) -> dict[str, str]:
-    """A corrupt, a truncated and an empty recording; each name with the reason its row must give."""
+    """A corrupt, a header-only and an empty recording; each name with the reason its row must give.
+    (A recording cut mid-call replays what it holds: see test_a_truncated_recording_replays_what_it_holds.)"""
     (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x10\x00\x00WAVEjunk" + bytes(range(256)) * 8)
-    (folder / "truncated.wav").write_bytes((fixtures_dir / "calm_en.wav").read_bytes()[:40000])
+    (folder / "truncated.wav").write_bytes((fixtures_dir / "calm_en.wav").read_bytes()[:44])
     (folder / "empty.wav").write_bytes(b"")
     return {"corrupt": "not a readable audio file", "truncated": "truncated", "empty": "empty file"}
 
@@ -108,7 +109,15 @@ def test_interrupted_batch_resumes_without_redoing_finished_calls(fixtures_dir: 
     (calls / "empty.wav").write_bytes(b"")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "callguard.cli", "replay", str(calls), "--out", str(out), "--jobs", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A runner that started us in the background may have left SIGINT ignored, and a child inherits
+    # that: give the batch the default disposition, as a terminal's Ctrl-C would find it.
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if (out / "summary.csv").exists() and len(read_summary(out / "summary.csv")) >= 3:
@@ -222,3 +231,20 @@ def test_batch_flags_need_out_and_single_call_keeps_its_timeline(fixtures_dir: P
     assert f"== {wav}" in several.stdout and "ALERT PROMPT" in several.stdout
     calls = {json.loads(line)["call"] for line in events.read_text().splitlines()}
     assert calls == {str(wav), str(fixtures_dir / "calm_en.wav")}
+
+
+def test_a_truncated_recording_replays_what_it_holds(fixtures_dir: Path, tmp_path: Path) -> None:
+    """A recorder that crashed mid-call: the batch replays the half it holds and says where it ends."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    whole = (fixtures_dir / "abusive_en.wav").read_bytes()
+    (calls / "cut.wav").write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "out"
+    result = cli("replay", str(calls), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    row = summary_rows(out)["cut"]
+    assert not row["error"] and float(row["duration_s"]) == pytest.approx(42.5, abs=0.1)
+    events = [json.loads(line) for line in (out / "cut.events.jsonl").read_text().splitlines()]
+    notices = [e for e in events if e["type"] == "notice" and e["code"] == "truncated"]
+    assert len(notices) == 1 and notices[0]["t"] == pytest.approx(42.5, abs=0.1)
+    assert "85.0 s its header promised" in notices[0]["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     good = tmp / "good.wav"
     soundfile.write(good, np.zeros(16000, dtype=np.int16), 16000, subtype="PCM_16")
     truncated = tmp / "truncated.wav"
-    truncated.write_bytes(good.read_bytes()[:9000])
+    truncated.write_bytes(good.read_bytes()[:44])  # the header alone: a cut file with audio replays
     empty = tmp / "empty.wav"
     empty.write_bytes(b"")
     junk = tmp / "junk.wav"
@@ -72,13 +73,15 @@ def test_bad_recording_gets_one_line_naming_file_and_reason(case: str, tmp_path:
 
 
 def test_no_model_prints_one_notice_and_runs_on_sound(tmp_path: Path) -> None:
+    assert run("config", "init", str(tmp_path)).returncode == 0
     config = tmp_path / "callguard.toml"
-    src = (Path(__file__).parent.parent / "config" / "callguard.toml").read_text()
     models = tmp_path / "empty_models"
     models.mkdir()
-    config.write_text(src.replace('models_dir = "../models"', f'models_dir = "{models}"'))
-    for lexicon in ("lexicon_en.toml", "lexicon_fr.toml", "prompts_en.toml", "prompts_fr.toml"):
-        (tmp_path / lexicon).write_text((Path(__file__).parent.parent / "config" / lexicon).read_text())
+    src = config.read_text()
+    assert 'models_dir = "~/.local/share/callguard/models"' in src
+    config.write_text(
+        src.replace('models_dir = "~/.local/share/callguard/models"', f'models_dir = "{models}"')
+    )
     result = run("--config", str(config), "replay", f"{SAMPLE}.wav", "--lang", "en")
     assert result.returncode == 0, result.stderr
     notices = [line for line in result.stderr.splitlines() if "model" in line]
@@ -104,3 +107,15 @@ def test_detect_reads_lines_and_writes_json() -> None:
     first, second = (json.loads(line) for line in result.stdout.splitlines())
     assert "insult" in first["categories"] and first["severity"] >= 2
     assert second["categories"] == [] and second["severity"] == 0
+
+
+def test_a_sidecar_with_punctuation_items_replays_with_a_notice(tmp_path: Path) -> None:
+    words = json.loads(Path(f"{SAMPLE}.transcript.json").read_text())["words"]
+    words.insert(3, {"word": ".", "speaker": "customer"})  # as AWS Transcribe writes it: no times
+    words.insert(1, {"word": "", "start": 1.0, "end": 1.0, "speaker": "customer"})
+    sidecar = tmp_path / "aws.transcript.json"
+    sidecar.write_text(json.dumps({"words": words}))
+    result = run("replay", f"{SAMPLE}.wav", "--transcript", str(sidecar))
+    assert result.returncode == 0, result.stderr
+    assert "2 empty or punctuation-only tokens skipped" in result.stdout
+    assert "PROMPT [abusive]" in result.stdout

@@ -204,3 +204,39 @@ def test_shipped_file_holds_every_default() -> None:
 
 def test_shipped_file_comments_every_key() -> None:
     check_comments_every_key(DEFAULT_CONFIG_FILE)
+
+
+# ---------------------------------------------------------------- where the config is found
+
+
+def test_config_is_found_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from callguard.config import DEFAULT_CONFIG_FILE, find_config
+
+    monkeypatch.delenv("CALLGUARD_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    if not Path("/etc/callguard/callguard.toml").exists():
+        assert find_config() == DEFAULT_CONFIG_FILE
+    user = tmp_path / "xdg" / "callguard" / "callguard.toml"
+    user.parent.mkdir(parents=True)
+    user.write_text("")
+    if not Path("/etc/callguard/callguard.toml").exists():
+        assert find_config() == user
+    monkeypatch.setenv("CALLGUARD_CONFIG", str(tmp_path / "env.toml"))
+    assert find_config() == tmp_path / "env.toml"
+    assert find_config(tmp_path / "given.toml") == tmp_path / "given.toml"
+
+
+def test_config_init_writes_an_editable_copy_that_loads(tmp_path: Path) -> None:
+    from callguard.config import init_config
+
+    written = init_config(tmp_path / "mine")
+    names = {p.relative_to(tmp_path / "mine").as_posix() for p in written}
+    assert {"callguard.toml", "lexicon_en.toml", "prompts_fr.toml", "labelled/README.md"} <= names
+    config = load_config(tmp_path / "mine" / "callguard.toml")
+    assert config.path(config.detector.lexicon_en) == (tmp_path / "mine" / "lexicon_en.toml").resolve()
+    with pytest.raises(ConfigError, match="already exists"):
+        init_config(tmp_path / "mine")
+    system = init_config(tmp_path / "etc", system=True)
+    text = (tmp_path / "etc" / "callguard.toml").read_text()
+    assert 'models_dir = "/var/lib/callguard/models"' in text and "/var/lib/callguard/incidents" in text
+    assert load_config(system[0].parent / "callguard.toml").asr.models_dir == "/var/lib/callguard/models"

@@ -520,5 +520,8 @@ def test_cmd_download_then_list_and_path(
 
 
 def test_models_dir_is_resolved_against_config_folder(tmp_path: Path) -> None:
-    config = replace(Config(), base_dir=tmp_path / "config")
+    config = replace(Config().with_overrides(asr={"models_dir": "../models"}), base_dir=tmp_path / "config")
     assert models_dir(config) == (tmp_path / "models").resolve()
+    assert (
+        models_dir(Config()) == Path("~/.local/share/callguard/models").expanduser()
+    )  # the user's data folder

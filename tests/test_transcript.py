@@ -11,7 +11,7 @@ import pytest
 
 from callguard.errors import ConfigError
 from callguard.events import Transcript
-from callguard.transcript import UTTERANCE_GAP_S, SidecarFeeder, Utterance, load_transcript
+from callguard.transcript import UTTERANCE_GAP_S, SidecarFeeder, Utterance, load_sidecar, load_transcript
 
 
 def sidecar(tmp_path: Path, words: Any, name: str = "call.transcript.json") -> Path:
@@ -74,6 +74,15 @@ def test_empty_word_list(tmp_path: Path) -> None:
     assert load_transcript(sidecar(tmp_path, [])) == {"customer": [], "agent": []}
 
 
+def test_empty_and_punctuation_tokens_are_skipped(tmp_path: Path) -> None:
+    """AWS Transcribe writes each punctuation mark as an item of its own, with no times."""
+    words = [w("hello", 0, 0.4), {"word": ",", "speaker": "customer"}, w("", 0.5, 0.5), w("...", 0.6, 0.6)]
+    words.append(w("there", 0.7, 1.0))
+    utterances, skipped = load_sidecar(sidecar(tmp_path, words))
+    assert skipped == 3
+    assert [[x.word for x in u.words] for u in utterances["customer"]] == [["hello", "there"]]
+
+
 @pytest.mark.parametrize(
     ("words", "key", "problem"),
     [
@@ -84,9 +93,8 @@ def test_empty_word_list(tmp_path: Path) -> None:
         ([w("a", 2.0, 1.5)], "words[0].end", "ends (1.5) before it starts (2.0)"),
         ([w("a", 0, 1, "caller")], "words[0].speaker", "got 'caller'"),
         ([w("a", 0, 1, ["agent"])], "words[0].speaker", "got ['agent']"),
-        ([w("", 0, 1)], "words[0].word", "non-empty string"),
-        ([w("  ", 0, 1)], "words[0].word", "non-empty string"),
-        ([{"start": 0, "end": 1}], "words[0].word", "non-empty string"),
+        ([{"start": 0, "end": 1}], "words[0].word", "must be a string, got None"),
+        ([w(7, 0, 1)], "words[0].word", "must be a string, got 7"),
         ([w("a", 0, 1, conf="high")], "words[0].conf", "got 'high'"),
         ([w("a", 0, 1, confidence=0.5)], "words[0].confidence", "unknown key"),
         (["hello"], "words[0]", "must be an object"),

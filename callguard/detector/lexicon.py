@@ -1,7 +1,7 @@
 """The lexicons: word lists IT edits, compiled into a trie, matched against one utterance.
 
-Lexicons are TOML files (config/lexicon_en.toml, config/lexicon_fr.toml; the header of each
-explains the format). Every pattern is compiled once into an index keyed by its first word,
+Lexicons are TOML files (lexicon_en.toml and lexicon_fr.toml beside the config; the header of
+each explains the format). Every pattern is compiled once into an index keyed by its first word,
 so analysing an utterance costs a few dictionary look-ups per word. `match_lexicon` turns the
 raw occurrences into matches: safe phrases, containment, direction, reported speech.
 
@@ -27,9 +27,9 @@ from callguard.events import CATEGORIES, Category, Match
 _WORD_RE = re.compile(r"[^\W_]+")
 # Letters that NFKD does not decompose into a base letter plus accents.
 _LIGATURES = str.maketrans({"œ": "oe", "æ": "ae", "ß": "ss", "ø": "o", "ł": "l", "đ": "d"})
-_GAP = ".."  # pattern word standing for 0 to _GAP_MAX arbitrary words
+_GAP: Literal[".."] = ".."  # pattern word standing for 0 to _GAP_MAX arbitrary words
 _GAP_MAX = 3
-_END = "$"  # pattern word standing for the end of the utterance
+_END: Literal["$"] = "$"  # pattern word standing for the end of the utterance
 _MIN_PREFIX = 3  # "fu*" would match half the dictionary
 _MIN_JOINED = 6  # shortest word rebuilt from two split recogniser words ("bull shit")
 _MAX_EXPANSIONS = 2000

@@ -1,0 +1,96 @@
+"""An install from a built wheel works outside the repository: what IT does on a workstation.
+
+The wheel is built from this checkout and installed, with its dependencies, into a fresh venv;
+every command then runs from an empty folder elsewhere, so nothing can be read from the source
+tree by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "tests" / "fixtures" / "sample" / "abusive_en_ulaw"
+
+
+def _run(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("wheel-install")
+    built = _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "dist"), str(REPO)],
+        root,
+        dict(os.environ),
+    )
+    assert built.returncode == 0, built.stderr
+    wheel = next((root / "dist").glob("callguard-*.whl"))
+    venv.create(root / "venv", with_pip=True)
+    python = root / "venv" / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "CALLGUARD_CONFIG")}
+    env["HOME"] = str(root / "home")
+    env["XDG_CONFIG_HOME"] = str(root / "home" / ".config")
+    env["PATH"] = f"{root / 'venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    constraints = ["-c", str(REPO / "constraints.txt")] if (REPO / "constraints.txt").exists() else []
+    done = _run([str(python), "-m", "pip", "install", "-q", *constraints, str(wheel)], root, env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return root, env
+
+
+def test_the_wheel_holds_what_the_commands_read(installed: tuple[Path, dict[str, str]]) -> None:
+    root, env = installed
+    elsewhere = root / "elsewhere"
+    elsewhere.mkdir()
+    for suffix in (".wav", ".transcript.json", ".call.json"):
+        shutil.copy(f"{SAMPLE}{suffix}", elsewhere / f"call{suffix}")
+    where = _run(
+        [str(root / "venv" / "bin" / "python"), "-c", "import callguard; print(callguard.__file__)"],
+        elsewhere,
+        env,
+    )
+    assert str(root / "venv") in where.stdout, "the test must run the installed wheel, not the checkout"
+
+    check = _run(["callguard", "config", "check"], elsewhere, env)
+    assert check.returncode == 0 and "OK" in check.stdout, check.stderr
+    models = _run(["callguard", "models", "list"], elsewhere, env)
+    assert models.returncode == 0 and "vosk-model-small-en-us-0.15" in models.stdout, models.stderr
+    daemon = _run(["callguard", "daemon", "--help"], elsewhere, env)
+    assert daemon.returncode == 0 and "--model" in daemon.stdout, daemon.stderr
+    replay = _run(
+        [
+            "callguard",
+            "replay",
+            "call.wav",
+            "--transcript",
+            "call.transcript.json",
+            "--call-info",
+            "call.call.json",
+        ],
+        elsewhere,
+        env,
+    )
+    assert replay.returncode == 0, replay.stderr
+    assert "PROMPT [abusive]" in replay.stdout and "PROMPT [release]" in replay.stdout
+
+    # IT's editable copy, found in the user's folder without --config
+    init = _run(["callguard", "config", "init"], elsewhere, env)
+    assert init.returncode == 0, init.stderr
+    mine = Path(env["XDG_CONFIG_HOME"]) / "callguard" / "callguard.toml"
+    mine.write_text(mine.read_text().replace("threat_sensitivity = 0.2", "threat_sensitivity = 0.3"))
+    check = _run(["callguard", "config", "check"], elsewhere, env)
+    assert check.returncode == 0 and str(mine) in check.stdout, check.stdout + check.stderr
+    trained = _run(["callguard", "detector", "train", "--help"], elsewhere, env)
+    assert trained.returncode == 0
