@@ -22,6 +22,7 @@ from callguard.errors import AudioError
 from callguard.events import Frame, Role
 
 BLOCK_SECONDS = 1.0
+MIN_RATE, MAX_RATE = 8000, 48000  # telephony to studio; outside it is a damaged header, not a call
 FULL_SCALE_POWER = 32768.0**2
 SILENCE_DB = -120.0  # the level of digital silence, and the least level a frame is given
 SILENCE_POWER = 10.0 ** (SILENCE_DB / 10.0)
@@ -89,6 +90,8 @@ def probe(path: Path | str, config: AudioConfig) -> RecordingInfo:
         promised_s = int(mismatch[1]) / int(rate[1]) if rate and int(rate[1]) > 0 else math.inf
     if info.frames <= 0:
         raise AudioError(path, "holds no audio (0 samples)")
+    if not MIN_RATE <= info.samplerate <= MAX_RATE:
+        raise AudioError(path, f"sample rate {info.samplerate} Hz: expected {MIN_RATE} to {MAX_RATE} Hz")
     return RecordingInfo(
         path=path,
         rate=info.samplerate,

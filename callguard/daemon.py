@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -48,6 +49,9 @@ from callguard.server import ApiError, EventHub, PanelServer
 from callguard.store import IncidentStore
 from callguard.vad import VoiceActivityDetector
 
+# What a CTI's call ids look like (any printable text, spaces and non-ASCII included) without what
+# would break a URL path segment or a log line: '/', control characters, or no end.
+CALL_ID = re.compile(r"[^/\x00-\x1f\x7f]{1,128}")
 log = logging.getLogger("callguard.daemon")
 T = TypeVar("T")
 
@@ -580,8 +584,8 @@ class Daemon:
         except ConfigError as exc:
             raise ApiError(422, str(exc)) from None
         call_id = str(getattr(facts, "call_id", "") or "")
-        if not call_id:
-            raise ApiError(422, "call_id: required, a non-empty string")
+        if not CALL_ID.fullmatch(call_id):
+            raise ApiError(422, f"call_id: 1 to 128 printable characters without '/', got {call_id[:40]!r}")
         if self.call is not None:
             if self.call.source == "auto" and source == "api":
                 self._end_call("replaced by an API call")

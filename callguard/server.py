@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("callguard.server")
 
@@ -157,6 +157,11 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+class _Server(ThreadingHTTPServer):
+    # the stdlib's listen backlog of 5 reset half of a burst of 50 new connections
+    request_queue_size = 128
+
+
 class PanelServer:
     """The HTTP server in its own thread. `token` is asked for at each request, so a reload applies."""
 
@@ -173,7 +178,7 @@ class PanelServer:
         self.hub = hub
         self.token = token
         handler = type("BoundApiHandler", (ApiHandler,), {"app": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = _Server((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -231,7 +236,8 @@ class ApiHandler(BaseHTTPRequestHandler):
             try:
                 if route.auth:
                     self._authenticate(method)
-                getattr(self, route.handler)(**found.groupdict())
+                # path parameters arrive percent-encoded: compare the id, not its URL form
+                getattr(self, route.handler)(**{k: unquote(v) for k, v in found.groupdict().items()})
             except ApiError as exc:
                 self._send_json(exc.status, {"error": exc.message})
             except (BrokenPipeError, ConnectionResetError):
@@ -248,7 +254,8 @@ class ApiHandler(BaseHTTPRequestHandler):
     def _authenticate(self, method: str) -> None:
         token = self.app.token()
         header = self.headers.get("Authorization", "")
-        if header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip(), token):
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode()):
             return
         cookie = _cookie(self.headers.get("Cookie", ""), COOKIE_NAME)
         if cookie and hmac.compare_digest(cookie, panel_session_value(token)):

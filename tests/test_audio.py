@@ -308,3 +308,10 @@ def test_framer_accepts_a_channel_view_of_a_stereo_block() -> None:
     stereo = np.arange(960, dtype=np.int16).reshape(480, 2)
     frames = list(Framer("customer", 8000, 30).push(stereo[:, 1]))
     assert np.array_equal(np.frombuffer(frames[0].pcm, dtype=np.int16), stereo[:240, 1])
+
+
+@pytest.mark.parametrize("rate", [1, 4000, 96000])
+def test_a_rate_outside_8_to_48_khz_is_refused(rate: int, tmp_path: Path) -> None:
+    path = tmp_path / f"rate{rate}.wav"
+    soundfile.write(str(path), np.zeros(max(rate // 10, 8), dtype=np.int16), rate, subtype="PCM_16")
+    assert one_line_error(path) == f"sample rate {rate} Hz: expected 8000 to 48000 Hz"

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -229,6 +230,55 @@ def test_call_lifecycle_over_http(daemon: Daemon) -> None:
     store = IncidentStore(daemon.config.path(daemon.config.store.path))
     [record] = store.calls()
     assert (record.call_id, record.company, record.actions, record.end_reason) == ("C-42", "Acme", 1, "api")
+
+
+@pytest.mark.parametrize("call_id", ["call 42", "50%", "appel-é-ü", "a" * 128])
+def test_any_printable_call_id_can_be_ended_and_acted_on(daemon: Daemon, call_id: str) -> None:
+    """Issue 17.1: the router compared the percent-encoded segment with the id; every later call got 409."""
+    api = Client(daemon.server.port)
+    segment = quote(call_id, safe="")
+    assert api.request("POST", "/api/v1/calls", body={"call_id": call_id})[0] == 201
+    status, state, _ = api.request(
+        "POST", f"/api/v1/calls/{segment}/actions", body={"action": "limits_stated"}
+    )
+    assert status == 200 and state["actions"] == ["limits_stated"], state
+    status, ended, _ = api.request("POST", f"/api/v1/calls/{segment}/end")
+    assert status == 200 and ended["active"] is False
+    assert api.request("POST", "/api/v1/calls", body={"call_id": "next"})[0] == 201  # not stuck in 409
+    assert api.request("POST", "/api/v1/calls/next/end")[0] == 200
+
+
+@pytest.mark.parametrize("call_id", ["a/b", "line\r\nbreak", "", "a" * 129])
+def test_a_call_id_that_no_url_can_carry_is_refused_at_start(daemon: Daemon, call_id: str) -> None:
+    status, error, _ = Client(daemon.server.port).request("POST", "/api/v1/calls", body={"call_id": call_id})
+    assert status == 422 and "call_id" in error["error"]
+
+
+def test_the_bearer_scheme_is_case_insensitive(daemon: Daemon) -> None:
+    """Issue 17.16: RFC 7235 schemes are case-insensitive."""
+    port = daemon.server.port
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        headers = {"Authorization": f"{scheme} {TOKEN}"}
+        assert Client(port, token=None).request("GET", "/api/v1/calls/current", headers=headers)[0] == 200
+    assert (
+        Client(port, token=None).request("GET", "/api/v1/calls/current", headers={"Authorization": TOKEN})[0]
+        == 401
+    )
+
+
+def test_a_burst_of_new_connections_is_served(daemon: Daemon) -> None:
+    """Issue 17.2: the stdlib's listen backlog of 5 reset connections of a burst of 50."""
+    assert daemon.server.httpd.request_queue_size >= 128
+    port = daemon.server.port
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(50)]
+    try:
+        for s in sockets:
+            s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        answers = [s.recv(64) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    assert all(a.startswith(b"HTTP/1.") for a in answers)
 
 
 def test_bad_call_facts_name_the_key(daemon: Daemon) -> None:
