@@ -266,9 +266,31 @@ def build_runtime(config: Config, model_override: str, previous: Runtime | None 
         token = (
             previous.token
             if previous is not None and not previous.config.daemon.token
-            else secrets.token_urlsafe(24)
+            else kept_token(token_file(config))
         )
     return Runtime(config=config, shared=shared, models=models, model_errors=errors, token=token)
+
+
+def token_file(config: Config) -> Path:
+    """Where a generated API token is kept: beside the incident store, readable by its user only."""
+    return config.path(config.store.path).parent / "api-token"
+
+
+def kept_token(path: Path) -> str:
+    """The token generated at the first start, the same at every start after (the agent's panel
+    shortcut keeps working); never written to the log."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    return token
 
 
 # --- the daemon ----------------------------------------------------------------------------------
@@ -315,11 +337,9 @@ class Daemon:
         if capture:
             self.capture.start()
         self._worker.start()
-        link = (
-            self.server.panel_link()
-            if not self.config.daemon.token
-            else f"{self.server.base_url}/panel/#token=..."
-        )
+        # the token never goes to the log (the journal is readable by more than the agent)
+        where = "daemon.token" if self.config.daemon.token else str(token_file(self.config))
+        link = f"{self.server.base_url}/panel/#token=<the token in {where}>"
         log.info(
             "daemon ready",
             extra=_fields(url=self.server.base_url, panel=link, mode=self.mode, config=str(self.config_path)),

@@ -46,6 +46,7 @@ PANEL_FILES = {
 }
 COOKIE_NAME = "callguard_panel"
 MAX_BODY_BYTES = 64 * 1024
+MAX_FIELD_CHARS = 256
 KEEPALIVE_S = 10.0
 ACTIONS = ("acknowledged", "limits_stated", "transferred", "released")
 
@@ -179,6 +180,13 @@ class PanelServer:
         self.token = token
         handler = type("BoundApiHandler", (ApiHandler,), {"app": self})
         self.httpd = _Server((host, port), handler)
+        bound = self.httpd.server_address[1]
+        names = {"127.0.0.1", "localhost", "[::1]", host.lower() if ":" not in host else f"[{host.lower()}]"}
+        # Bound to a wildcard, the daemon is reached by names it cannot know: IT's choice to expose it.
+        wildcard = host in ("0.0.0.0", "::", "")
+        self.allowed_hosts: frozenset[str] | None = (
+            None if wildcard else frozenset(name for n in names for name in (n, f"{n}:{bound}"))
+        )
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -225,6 +233,11 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         path = urlsplit(self.path).path
+        host = (self.headers.get("Host") or "").strip().lower()
+        allowed = self.app.allowed_hosts
+        if allowed is not None and host not in allowed:  # a DNS-rebinding page names its own host
+            self._send_json(421, {"error": f"Host {host[:80]!r} is not this daemon's address"})
+            return
         matched_path = False
         for route in ROUTES:
             found = route.pattern.match(path)
@@ -280,7 +293,10 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     def _read_json(self) -> dict[str, Any]:
         kind = self.headers.get("Content-Type", "").split(";")[0].strip()
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = (self.headers.get("Content-Length") or "0").strip()
+        if not declared.isdigit():  # "-1" would read to the end of the stream, whatever its size
+            raise ApiError(400, f"Content-Length must be a number of bytes, got {declared[:40]!r}")
+        length = int(declared)
         if length > MAX_BODY_BYTES:
             raise ApiError(413, f"body of {length} bytes is over the limit of {MAX_BODY_BYTES}")
         raw = self.rfile.read(length) if length else b""
@@ -292,8 +308,15 @@ class ApiHandler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"body is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ApiError(400, "body is nested too deeply") from None
         if not isinstance(body, dict):
             raise ApiError(400, f"body must be a JSON object, got {type(body).__name__}")
+        for key, value in body.items():  # no API field is a document: a 200 MB name is not stored
+            if isinstance(value, str) and len(value) > MAX_FIELD_CHARS:
+                raise ApiError(422, f"{key}: at most {MAX_FIELD_CHARS} characters, got {len(value)}")
+            if isinstance(value, (dict, list)):
+                raise ApiError(422, f"{key}: must be a string, a number or a boolean")
         return body
 
     # --- routes ----------------------------------------------------------------------------------

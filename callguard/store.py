@@ -9,7 +9,9 @@ before they are written, unless IT turns `store.redact` off.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
 import re
 import sqlite3
 import sys
@@ -242,7 +244,13 @@ class IncidentStore:
         self.redact = redact
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Incidents name customers: readable by the agent's user only. SQLite gives the WAL and
+            # the shared-memory file the database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            if path.stat().st_mode & 0o077:
+                with contextlib.suppress(PermissionError):  # not ours to change: IT's file, IT's modes
+                    path.chmod(0o600)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is synced at every commit, so even a power cut keeps committed events.

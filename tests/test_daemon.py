@@ -55,3 +55,13 @@ def test_silence_is_counted_in_audio_time(config: Config) -> None:
     assert activity.silent_for() == pytest.approx(5.0, abs=0.05)
     activity.reset()
     assert activity.silent_for() == 0.0
+
+
+def test_a_generated_token_is_kept_private_and_never_logged(tmp_path: Path) -> None:
+    """Issue 17.10: a new token at every start, written to the journal in the panel URL."""
+    from callguard.daemon import kept_token
+
+    path = tmp_path / "data" / "api-token"
+    first = kept_token(path)
+    assert len(first) >= 32 and kept_token(path) == first  # the same at the next start
+    assert (path.stat().st_mode & 0o777) == 0o600

@@ -366,3 +366,61 @@ def test_a_bad_block_never_stops_the_daemon(daemon: Daemon) -> None:
     state = api.request("GET", "/api/v1/calls/current")[1]
     assert state["active"] and state["call_id"] == "B-1"
     assert api.request("POST", "/api/v1/calls/B-1/end")[0] == 200
+
+
+def test_malformed_requests_are_400s_not_tracebacks(daemon: Daemon, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 17.6 and 17.13: a negative or non-numeric length, deep JSON, a non-ASCII token."""
+    port = daemon.server.port
+
+    def raw(request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    auth = f"Authorization: Bearer {TOKEN}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    for length in ("-1", "abc"):
+        answer = raw(f"POST /api/v1/calls HTTP/1.1\r\n{auth}Content-Length: {length}\r\n\r\n{{}}".encode())
+        assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length must be a number" in answer, answer
+    deep = b"[" * 20000 + b"]" * 20000
+    answer = raw(f"POST /api/v1/calls HTTP/1.1\r\n{auth}Content-Length: {len(deep)}\r\n\r\n".encode() + deep)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    name = "x" * 10_000
+    status, error, _ = Client(port).request(
+        "POST", "/api/v1/calls", body={"call_id": "big", "customer_name": name}
+    )
+    assert status == 422 and "customer_name: at most 256 characters" in error["error"]
+    answer = raw(
+        "GET /api/v1/calls/current HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer é\r\n\r\n".encode()
+    )
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
+    assert not [r for r in caplog.records if r.exc_info], "nothing unauthenticated writes a traceback"
+
+
+def test_a_foreign_host_header_is_refused(daemon: Daemon) -> None:
+    """Issue 17.14: a DNS-rebinding page reaches 127.0.0.1 under its own name."""
+    port = daemon.server.port
+    assert Client(port).request("GET", "/health", headers={"Host": f"evil.example:{port}"})[0] == 421
+    assert Client(port).request("GET", "/api/v1/calls/current", headers={"Host": "evil.example"})[0] == 421
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert Client(port).request("GET", "/api/v1/calls/current", headers={"Host": host})[0] == 200, host
+
+
+def test_a_generated_token_survives_a_restart_and_stays_out_of_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17.10: without daemon.token, a token is made once, kept in a 600 file, never logged."""
+    caplog.set_level("INFO")
+    first = start_daemon(tmp_path, token="")
+    token = first.runtime.token
+    first.shutdown()
+    again = start_daemon(tmp_path, token="")
+    try:
+        assert again.runtime.token == token
+        assert Client(again.server.port, token=token).request("GET", "/api/v1/calls/current")[0] == 200
+    finally:
+        again.shutdown()
+    logged = " ".join(r.getMessage() + json.dumps(getattr(r, "fields", {})) for r in caplog.records)
+    assert "daemon ready" in logged and token not in logged

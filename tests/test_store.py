@@ -183,3 +183,18 @@ def test_kill_9_loses_nothing_committed(tmp_path: Path) -> None:
     assert [r["detail"] for r in rows] == [f"w{i}" for i in range(len(rows))]
     with sqlite3.connect(db) as check:
         assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_the_store_is_readable_by_its_user_only(tmp_path: Path) -> None:
+    """Issue 17.9: the store folder was 755, the database and its WAL 644."""
+    path = tmp_path / "fresh" / "incidents.sqlite3"
+    store = IncidentStore(path)
+    store.start_call({"call_id": "perm-1"}, source="api", started_at=0.0)
+    assert (path.parent.stat().st_mode & 0o777) == 0o700
+    for file in (path, path.with_name(path.name + "-wal")):
+        assert file.exists() and (file.stat().st_mode & 0o777) == 0o600, file
+    old = tmp_path / "old.sqlite3"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    IncidentStore(old)
+    assert (old.stat().st_mode & 0o777) == 0o600
