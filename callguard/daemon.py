@@ -46,7 +46,7 @@ from callguard.errors import CallguardError, ConfigError
 from callguard.events import ROLES, Event, Notice, Prompt, Role
 from callguard.gate import NonSpeechGate
 from callguard.server import ApiError, EventHub, PanelServer
-from callguard.store import IncidentStore
+from callguard.store import IncidentStore, redact_text
 from callguard.vad import VoiceActivityDetector
 
 # What a CTI's call ids look like (any printable text, spaces and non-ASCII included) without what
@@ -269,6 +269,22 @@ def build_runtime(config: Config, model_override: str, previous: Runtime | None 
             else kept_token(token_file(config))
         )
     return Runtime(config=config, shared=shared, models=models, model_errors=errors, token=token)
+
+
+def panel_form(data: dict[str, Any]) -> dict[str, Any]:
+    """An event as the panel and the API get it: what the agent needs, no transcript. An abuse
+    event keeps its category, severity and reasons, and the flagged words of its lexicon matches,
+    redacted like the store; a semantic match names no words (it read the whole utterance)."""
+    if data["type"] != "abuse":
+        return data
+    matches = []
+    flagged: list[str] = []
+    for match in data["matches"]:
+        words = redact_text(" ".join(match["words"])).split() if match["source"] == "lexicon" else []
+        flagged += words
+        matches.append({**match, "words": words})
+    out = {k: v for k, v in data.items() if k != "text"}
+    return {**out, "words": flagged, "matches": matches}
 
 
 def token_file(config: Config) -> Path:
@@ -561,10 +577,11 @@ class Daemon:
                         self.store.record(call.row, event)
                     except sqlite3.Error as exc:
                         log.error("store write failed", extra=_fields(event=event.type, error=str(exc)))
+            wire = panel_form(data)
             with self._state_lock:
-                call.observe(data)
+                call.observe(wire)
             if data["type"] in PANEL_EVENT_TYPES:
-                self.hub.publish({"kind": "event", "call_id": call.call_id, "event": data})
+                self.hub.publish({"kind": "event", "call_id": call.call_id, "event": wire})
             if isinstance(event, Prompt):
                 log.info(
                     "prompt",

@@ -424,3 +424,34 @@ def test_a_generated_token_survives_a_restart_and_stays_out_of_the_log(
         again.shutdown()
     logged = " ".join(r.getMessage() + json.dumps(getattr(r, "fields", {})) for r in caplog.records)
     assert "daemon ready" in logged and token not in logged
+
+
+def test_abuse_on_the_wire_carries_no_transcript(daemon: Daemon) -> None:
+    """Issue 17.4: the SSE stream and /calls/current carried the whole utterance, card number included."""
+    from callguard.events import Abuse, Match
+
+    api = Client(daemon.server.port)
+    events = SseReader(daemon.server.port)
+    try:
+        assert api.request("POST", "/api/v1/calls", body={"call_id": "W-1", "language": "en"})[0] == 201
+        said = "my card is 4111 1111 1111 1111 and my email is ann@example.com you idiot"
+        lexical = Match(category="insult", severity=2, words=("idiot",), term="idiot*", directed=True)
+        semantic = Match(
+            category="threat", severity=2, words=tuple(said.split()), term="semantic head 0.91",
+            directed=False, source="semantic", score=0.91, like=("i know where you live",),
+        )  # fmt: skip
+        abuse = Abuse(
+            t=1.0, speaker="customer", category="insult", severity=2, words=("idiot",),
+            matches=(lexical, semantic), text=said,
+        )  # fmt: skip
+        assert daemon.call is not None
+        daemon._handle(daemon.call, [abuse])
+        _, message = events.wait_for(lambda m: m.get("event", {}).get("type") == "abuse")
+        current = api.request("GET", "/api/v1/calls/current")[1]
+    finally:
+        events.close()
+    for wire in (json.dumps(message), json.dumps(current)):
+        assert "4111" not in wire and "ann@example.com" not in wire and "my card" not in wire
+    sent = message["event"]
+    assert sent["words"] == ["idiot"] and [m["words"] for m in sent["matches"]] == [["idiot"], []]
+    assert sent["matches"][1]["like"] == ["i know where you live"]
