@@ -83,6 +83,7 @@ class ReplayOptions:
     lang: str = ""  # --lang: '', 'auto', 'en' or 'fr'
     report: bool = False
     mask: bool = False
+    redact: bool = True  # card numbers, phones, e-mails out of events files and reports
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,7 @@ def run_call(job: CallJob, options: ReplayOptions, out_dir: Path, state: WorkerS
                 lang=options.lang,
                 transcript=job.transcript,
                 on_event=lambda event: write(event.to_dict()),
+                redact=options.redact,
                 shared=shared,
                 history=False,
             )

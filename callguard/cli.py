@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--mask", action="store_true", help="mask flagged words in reports")
     replay.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="keep card numbers, phone numbers and e-mails in timelines, events files and reports",
+    )
+    replay.add_argument(
         "--no-sidecars",
         action="store_true",
         help="ignore NAME.transcript.json / NAME.call.json beside the recordings",
@@ -253,7 +258,14 @@ def _replay_many(args: argparse.Namespace, config: Config) -> int:
     )
     if not jobs:
         raise ConfigError(" ".join(args.calls), "", "no recordings found (.wav, .flac, .ogg, .mp3 ...)")
-    options = ReplayOptions(config, model=args.model, lang=args.lang, report=args.report, mask=args.mask)
+    options = ReplayOptions(
+        config,
+        model=args.model,
+        lang=args.lang,
+        report=args.report,
+        mask=args.mask,
+        redact=not args.no_redact,
+    )
     _warn_if_no_model(jobs, options)
     if args.out is None:
         return _replay_timelines(args, config, jobs, options)
@@ -317,6 +329,7 @@ def _replay_timelines(
                     transcript=job.transcript,
                     realtime=args.realtime,
                     on_event=show,
+                    redact=not args.no_redact,
                     shared=state.resources(options, job, facts.language),
                 )
             except CallguardError as exc:

@@ -45,8 +45,9 @@ from callguard.config import Config, find_config, load_config
 from callguard.errors import CallguardError, ConfigError
 from callguard.events import ROLES, Event, Notice, Prompt, Role
 from callguard.gate import NonSpeechGate
+from callguard.redact import redact_text
 from callguard.server import ApiError, EventHub, PanelServer
-from callguard.store import IncidentStore, redact_text
+from callguard.store import IncidentStore
 from callguard.vad import VoiceActivityDetector
 
 # What a CTI's call ids look like (any printable text, spaces and non-ASCII included) without what

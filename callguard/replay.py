@@ -23,6 +23,7 @@ from callguard.events import (
 from callguard.pipeline import CallSession
 from callguard.policy import CallFacts
 from callguard.realtime import drive
+from callguard.redact import redact_event
 from callguard.transcript import load_sidecar
 
 EventSink = Callable[[Event], None]
@@ -38,9 +39,12 @@ def replay_file(
     session_factory: Callable[..., CallSession] = CallSession,
     realtime: bool = False,
     on_event: EventSink | None = None,
+    redact: bool = True,
     **session_options: object,
 ) -> CallSession:
-    """Run one recording through a new session; events go to `on_event` as they happen."""
+    """Run one recording through a new session; events go to `on_event` as they happen, with
+    card numbers, phone numbers and e-mail addresses redacted unless `redact` is off (the
+    session's own events stay whole: the pipeline reads what was said)."""
     info = probe(path, config.audio)
     sidecar, skipped = load_sidecar(transcript) if transcript else (None, 0)
     session = session_factory(
@@ -50,7 +54,11 @@ def replay_file(
         session.notice(
             f"{transcript}: {skipped} empty or punctuation-only tokens skipped", "sidecar_tokens_skipped"
         )
-    emit = on_event or (lambda _event: None)
+    sink = on_event or (lambda _event: None)
+
+    def emit(event: Event) -> None:
+        sink(redact_event(event) if redact else event)
+
     for event in session.events:
         emit(event)
     # The same feed as a live capture and the measured replays: blocks of whole frames, speakers in turn.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import re
 import sqlite3
 import sys
 import threading
@@ -36,6 +35,7 @@ from callguard.events import (
     Shouting,
     Transcript,
 )
+from callguard.redact import redact_text
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -108,87 +108,6 @@ CREATE INDEX IF NOT EXISTS actions_call ON actions(call);
 """
 
 LEVEL_ORDER = ("calm", "tense", "abusive", "transfer", "release")
-
-
-# --- redaction -----------------------------------------------------------------------------------
-
-# Digits as vosk writes them (words), English and French. Value = how many digits the word stands for.
-_UNIT_WORDS = {
-    "zero": 1, "oh": 1, "one": 1, "two": 1, "three": 1, "four": 1, "five": 1, "six": 1, "seven": 1,
-    "eight": 1, "nine": 1,
-    "zéro": 1, "un": 1, "une": 1, "deux": 1, "trois": 1, "quatre": 1, "cinq": 1, "sept": 1, "huit": 1,
-    "neuf": 1,
-}  # fmt: skip
-_TEEN_TENS_WORDS = {
-    "ten": 2, "eleven": 2, "twelve": 2, "thirteen": 2, "fourteen": 2, "fifteen": 2, "sixteen": 2,
-    "seventeen": 2, "eighteen": 2, "nineteen": 2, "twenty": 2, "thirty": 2, "forty": 2, "fifty": 2,
-    "sixty": 2, "seventy": 2, "eighty": 2, "ninety": 2, "hundred": 2,
-    "dix": 2, "onze": 2, "douze": 2, "treize": 2, "quatorze": 2, "quinze": 2, "seize": 2, "vingt": 2,
-    "vingts": 2, "trente": 2, "quarante": 2, "cinquante": 2, "soixante": 2, "cent": 2, "cents": 2,
-}  # fmt: skip
-_TENS = {"twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "vingt", "trente",
-         "quarante", "cinquante", "soixante"}  # fmt: skip
-_JOINERS = {"et", "and", "double", "triple"}  # "soixante et onze", "double five"
-_TOKEN = re.compile(r"[\w@.+'-]+|[()]|\S", re.UNICODE)
-
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
-# Spoken addresses as a recogniser writes them: "john dot smith at example dot com", "jean point
-# dupont arobase exemple point fr". The domain must contain a "dot" so "look at this" is left alone.
-_SPOKEN_EMAIL = re.compile(
-    r"\b[\w-]+(?:\s+(?:dot|point|underscore|dash|tiret)\s+[\w-]+)*\s+(?:at|arobase|arrobase)\s+"
-    r"[\w-]+(?:\s+(?:dot|point)\s+[\w-]+)+\b",
-    re.UNICODE | re.IGNORECASE,
-)
-_DIGITS = re.compile(r"\d")
-
-
-def _number_value(token: str) -> int:
-    """How many digits a token stands for (0: not a number token)."""
-    lowered = token.lower().strip(".,")
-    if re.fullmatch(r"\+?[\d-]+", lowered):
-        return len(_DIGITS.findall(lowered))
-    parts = lowered.split("-")  # "quatre-vingt-dix", "dix-sept", "twenty-three"
-    if all(p in _UNIT_WORDS or p in _TEEN_TENS_WORDS or p in _JOINERS for p in parts):
-        # a compound with a tens word is one two-digit group ("soixante-dix-huit" = 78)
-        return 2 if any(p in _TEEN_TENS_WORDS for p in parts) else sum(p in _UNIT_WORDS for p in parts)
-    return 0
-
-
-def redact_text(text: str) -> str:
-    """Replace card numbers, phone numbers and e-mail addresses with [card], [phone], [email]."""
-    text = _EMAIL.sub("[email]", text)
-    text = _SPOKEN_EMAIL.sub("[email]", text)
-    tokens = list(_TOKEN.finditer(text))
-    out: list[str] = []
-    cursor = 0
-    i = 0
-    while i < len(tokens):
-        if not _number_value(tokens[i].group()):
-            i += 1
-            continue
-        # A run of number words and digit groups, with separators ( ) - + and joiners between them.
-        run_end, digits, absorb_next = i, 0, False
-        for j in range(i, len(tokens)):
-            word = tokens[j].group()
-            lowered = word.lower()
-            value = _number_value(word)
-            if value:
-                # "twenty three" and "soixante dix huit" are one two-digit group
-                absorbed = absorb_next and (lowered in _UNIT_WORDS or lowered in _TEEN_TENS_WORDS)
-                digits += 0 if absorbed else value
-                absorb_next = lowered in _TENS or (absorbed and lowered in _TEEN_TENS_WORDS)
-                run_end = j + 1
-            elif lowered in _JOINERS or word in "()-+":
-                pass
-            else:
-                break
-        if digits >= 7:
-            out.append(text[cursor : tokens[i].start()])
-            out.append("[card]" if digits >= 13 else "[phone]")
-            cursor = tokens[run_end - 1].end()
-        i = run_end
-    out.append(text[cursor:])
-    return "".join(out)
 
 
 # --- the store -----------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ profanity filters on the same lines.
     python scripts/eval_detector.py                 # everything (about 20 min on 2 cores)
     python scripts/eval_detector.py --folds 0       # only the shipped heads on the independent sets
     python scripts/eval_detector.py --markdown      # the tables as README shows them
+    python scripts/eval_detector.py --only-folds 0,1,2 --save a.json &   # the folds on two cores,
+    python scripts/eval_detector.py --only-folds 3,4 --save b.json; wait # then one table:
+    python scripts/eval_detector.py --merge a.json b.json --markdown
 
 Three kinds of figures, each optimistic in its own way:
 - cross-validation on the repository corpus, split by family (5 folds: each family is judged by
@@ -22,6 +25,7 @@ finding every category of a line they flag; they are read when installed (`pip i
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -133,31 +137,43 @@ def noisy(lines: Sequence[LabelledLine], rate: float) -> list[LabelledLine]:
     ]
 
 
-def cross_validation(config: Config, corpus: Corpus, folds: int, cache: VectorCache) -> list[Row]:
-    """Out-of-fold predictions for every line, clean and with recognition errors."""
+RATES = (0.0, 0.1, 0.2)
+PARTS = ("lexicon", "semantic", "both")
+OutOfFold = dict[str, dict[int, tuple[str, ...]]]  # "rate part" -> line index -> categories found
+
+
+def cross_validation(
+    config: Config, corpus: Corpus, folds: int, cache: VectorCache, only: Sequence[int] | None = None
+) -> OutOfFold:
+    """Out-of-fold predictions for the lines of the folds asked for (all by default), clean and
+    with recognition errors."""
     lexicons = {
         lang: load_lexicon(config.path(getattr(config.detector, f"lexicon_{lang}")), lang)
         for lang in ("en", "fr")
     }
     lines = list(corpus.customer)
-    rates = (0.0, 0.1, 0.2)
-    parts = ("lexicon", "semantic", "both")
-    out_of_fold: dict[tuple[float, str], dict[int, tuple[str, ...]]] = {
-        (r, p): {} for r in rates for p in parts
-    }
-    for fold in range(folds):
+    out_of_fold: OutOfFold = {f"{r} {p}": {} for r in RATES for p in PARTS}
+    for fold in only if only is not None else range(folds):
         started = time.process_time()
         train = Corpus(tuple(x for x in lines if fold_of(x.family, folds) != fold), corpus.agent)
         index = [i for i, x in enumerate(lines) if fold_of(x.family, folds) == fold]
         detector = TextDetector(lexicons, customer_classifier(customer_heads(train, cache), config))
-        for rate in rates:
+        for rate in RATES:
             held = [lines[i] for i in index]
             held = noisy(held, rate) if rate else held
-            for part in parts:
-                out_of_fold[(rate, part)].update(zip(index, by_detector(detector, part)(held), strict=True))
+            for part in PARTS:
+                out_of_fold[f"{rate} {part}"].update(
+                    zip(index, by_detector(detector, part)(held), strict=True)
+                )
         print(f"fold {fold + 1}/{folds}: {time.process_time() - started:.0f} CPU s", file=sys.stderr)
+    return out_of_fold
+
+
+def cross_validation_rows(corpus: Corpus, out_of_fold: OutOfFold) -> list[Row]:
+    lines = list(corpus.customer)
     rows = []
-    for (rate, part), found in out_of_fold.items():
+    for key, found in out_of_fold.items():
+        rate, part = float(key.split()[0]), key.split()[1]
         name = "cross-validation" + (f", {rate:.0%} recognition errors" if rate else "")
         predicted = [found[i] for i in range(len(lines))]
         rows += rows_for(name, lines, {part: lambda _lines, p=predicted: p})
@@ -197,9 +213,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds (0: none)")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--only-folds", help="compute these folds only (e.g. 0,1,2) and --save them")
+    parser.add_argument("--save", type=Path, help="write the out-of-fold predictions to this JSON file")
+    parser.add_argument("--merge", type=Path, nargs="+", help="print the cross-validation of saved folds")
     args = parser.parse_args()
+    if args.merge:  # folds computed apart (two processes on two cores), one table
+        merged: OutOfFold = {}
+        for path in args.merge:
+            for key, found in json.loads(path.read_text()).items():
+                merged.setdefault(key, {}).update({int(i): tuple(c) for i, c in found.items()})
+        print(format_rows(cross_validation_rows(Corpus.read(), merged), args.markdown))
+        return 0
     config = Config()
     cache = VectorCache()
+    if args.only_folds is not None:
+        only = [int(x) for x in args.only_folds.split(",")]
+        found = cross_validation(config, Corpus.read(), args.folds, cache, only)
+        if args.save:
+            args.save.write_text(
+                json.dumps({k: {str(i): list(c) for i, c in v.items()} for k, v in found.items()})
+            )
+        return 0
     rows: list[Row] = []
     detector = load_detector(config)
     shipped = {
@@ -217,7 +251,8 @@ def main() -> int:
         if lines:
             rows += rows_for(f"{name} (shipped heads)", lines, {**shipped, **comparators()})
     if args.folds:
-        rows += cross_validation(config, Corpus.read(), args.folds, cache)
+        corpus = Corpus.read()
+        rows += cross_validation_rows(corpus, cross_validation(config, corpus, args.folds, cache))
     print(format_rows(rows, args.markdown))
     return 0
 

@@ -119,3 +119,25 @@ def test_a_sidecar_with_punctuation_items_replays_with_a_notice(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert "2 empty or punctuation-only tokens skipped" in result.stdout
     assert "PROMPT [abusive]" in result.stdout
+
+
+def test_replay_outputs_are_redacted_unless_told_otherwise(tmp_path: Path) -> None:
+    """Issue 17.7: card numbers, phone numbers and e-mails appeared in events.jsonl and the timeline."""
+    said = "my card is four one one one one one one one one one one one one one one one you idiot"
+    words = [
+        {"word": w, "start": 1.0 + 0.3 * i, "end": 1.25 + 0.3 * i, "speaker": "customer"}
+        for i, w in enumerate([*said.split(), "mail", "me", "at", "ann@example.com"])
+    ]
+    sidecar = tmp_path / "pii.transcript.json"
+    sidecar.write_text(json.dumps({"words": words}))
+    events = tmp_path / "events.jsonl"
+    result = run("replay", f"{SAMPLE}.wav", "--transcript", str(sidecar), "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    for output in (result.stdout, events.read_text()):
+        assert "four one one one" not in output and "ann@example.com" not in output
+        assert "[card]" in output and "[email]" in output
+    finals = [json.loads(line) for line in events.read_text().splitlines() if '"final"' in line]
+    timed = [w["word"] for e in finals for w in e["words"]]
+    assert "[card]" in timed and "idiot" in timed
+    raw = run("replay", f"{SAMPLE}.wav", "--transcript", str(sidecar), "--no-redact")
+    assert "ann@example.com" in raw.stdout and "four one one one" in raw.stdout

@@ -25,7 +25,8 @@ from callguard.events import (
     Shouting,
     Transcript,
 )
-from callguard.store import IncidentStore, cmd_incidents, redact_text, write_csv
+from callguard.redact import redact_text
+from callguard.store import IncidentStore, cmd_incidents, write_csv
 
 FACTS = {
     "call_id": "C-1",
@@ -198,3 +199,20 @@ def test_the_store_is_readable_by_its_user_only(tmp_path: Path) -> None:
     old.chmod(0o644)
     IncidentStore(old)
     assert (old.stat().st_mode & 0o777) == 0o600
+
+
+def test_events_are_redacted_with_their_timed_words() -> None:
+    from callguard.events import Transcript, Word
+    from callguard.redact import redact_event
+
+    said = "call me on oh seven seven nine one two three four five six seven thanks".split()
+    words = tuple(Word(w, float(i), i + 0.5) for i, w in enumerate(said))
+    final = redact_event(Transcript(t=0.0, speaker="customer", text=" ".join(said), words=words, final=True))
+    assert isinstance(final, Transcript)
+    assert final.text == "call me on [phone] thanks"
+    assert [w.word for w in final.words] == ["call", "me", "on", "[phone]", "thanks"]
+    phone = final.words[3]
+    assert (phone.start, phone.end) == (3.0, 13.5)  # the span of the words it stands for
+    partial = redact_event(Transcript(t=0.0, speaker="customer", text="my card is four one one", final=False))
+    assert isinstance(partial, Transcript) and partial.text == "my card is [number]"
+    assert redact_text("my card is four one one") == "my card is four one one"  # a final: three digits stay
