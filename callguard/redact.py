@@ -35,10 +35,19 @@ _TOKEN = re.compile(r"[\w@.+'-]+|[()]|\S", re.UNICODE)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.UNICODE)
 # Spoken addresses as a recogniser writes them: "john dot smith at example dot com", "jean point
 # dupont arobase exemple point fr". The domain must contain a "dot" so "look at this" is left alone.
+# "john at example dot com", "jean arobase exemple point fr", and as a transcriber writes the
+# spoken symbols: "john (at) example (dot) com", "[at]".
+_AT = r"[(\[]?(?:at|arobase|arrobase)[)\]]?"
+_DOT = r"[(\[]?(?:dot|point)[)\]]?"
 _SPOKEN_EMAIL = re.compile(
-    r"\b[\w-]+(?:\s+(?:dot|point|underscore|dash|tiret)\s+[\w-]+)*\s+(?:at|arobase|arrobase)\s+"
-    r"[\w-]+(?:\s+(?:dot|point)\s+[\w-]+)+\b",
+    rf"\b[\w-]+(?:\s+(?:{_DOT}|underscore|dash|tiret)\s+[\w-]+)*\s+{_AT}\s+"
+    rf"[\w-]+(?:\s+{_DOT}\s+[\w-]+)+\b",
     re.UNICODE | re.IGNORECASE,
+)
+# A date is not a phone number: "12 03 2024", "12/03/2024", "2024-03-12".
+_DATE = re.compile(
+    r"\b(?:(?:0?[1-9]|[12]\d|3[01])[ ./-](?:0?[1-9]|1[0-2])[ ./-](?:19|20)\d\d"
+    r"|(?:19|20)\d\d[ ./-](?:0?[1-9]|1[0-2])[ ./-](?:0?[1-9]|[12]\d|3[01]))\b"
 )
 _DIGITS = re.compile(r"\d")
 
@@ -62,12 +71,14 @@ def redact_text(text: str, open_end: bool = False) -> str:
     the start of a card or phone number, and becomes [number]."""
     text = _EMAIL.sub("[email]", text)
     text = _SPOKEN_EMAIL.sub("[email]", text)
+    dates = [m.span() for m in _DATE.finditer(text)]
     tokens = list(_TOKEN.finditer(text))
+    in_date = [any(a <= t.start() < b for a, b in dates) for t in tokens]  # a date ends a run
     out: list[str] = []
     cursor = 0
     i = 0
     while i < len(tokens):
-        if not _number_value(tokens[i].group()):
+        if in_date[i] or not _number_value(tokens[i].group()):
             i += 1
             continue
         # A run of number words and digit groups, with separators ( ) - + and joiners between them.
@@ -75,14 +86,14 @@ def redact_text(text: str, open_end: bool = False) -> str:
         for j in range(i, len(tokens)):
             word = tokens[j].group()
             lowered = word.lower()
-            value = _number_value(word)
+            value = 0 if in_date[j] else _number_value(word)
             if value:
                 # "twenty three" and "soixante dix huit" are one two-digit group
                 absorbed = absorb_next and (lowered in _UNIT_WORDS or lowered in _TEEN_TENS_WORDS)
                 digits += 0 if absorbed else value
                 absorb_next = lowered in _TENS or (absorbed and lowered in _TEEN_TENS_WORDS)
                 run_end = j + 1
-            elif lowered in _JOINERS or word in "()-+":
+            elif lowered in _JOINERS or word in ("(", ")", "-", "+", ",", "."):  # pauses as commas
                 pass
             else:
                 break

@@ -53,10 +53,19 @@ FACTS = {
         ("it's john dot smith at example dot com thanks", "it's [email] thanks"),
         ("write to j.smith+x@mail.example.co.uk now", "write to [email] now"),
         ("jean point dupont arobase exemple point fr", "[email]"),
+        # issue 17.8: pauses written as commas, spelt-out symbols, French digits
+        ("four five three two, one two three four, five six seven eight, nine zero one two", "[card]"),
+        ("five five five, one two three, four five six seven", "[phone]"),
+        ("john (at) example (dot) com", "[email]"),
+        ("quatre cinq trois deux un deux trois quatre cinq six sept huit neuf zéro un deux", "[card]"),
+        ("écrivez à jean arobase exemple point com", "écrivez à [email]"),
         # not personal data: left alone
         ("I have two kids and one dog", "I have two kids and one dog"),
         ("I waited twenty minutes at the shop", "I waited twenty minutes at the shop"),
         ("order 12345 arrived", "order 12345 arrived"),
+        ("it happened on 12 03 2024", "it happened on 12 03 2024"),  # a date, not a phone
+        ("the letter of 2024-03-12 says", "the letter of 2024-03-12 says"),
+        ("i paid 12.50 for it", "i paid 12.50 for it"),
         ("look at this", "look at this"),
     ],
 )  # fmt: skip
