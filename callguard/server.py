@@ -27,6 +27,7 @@ import json
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,8 @@ COOKIE_NAME = "callguard_panel"
 MAX_BODY_BYTES = 64 * 1024
 MAX_FIELD_CHARS = 256
 KEEPALIVE_S = 10.0
+MAX_CONNECTIONS = 128  # the panel, its event stream, the CTI and a few scripts need a handful
+REQUEST_TIMEOUT_S = 5.0  # each read or write of a request (or a keep-alive's next request) within this
 ACTIONS = ("acknowledged", "limits_stated", "transferred", "released")
 
 
@@ -159,8 +162,46 @@ ROUTES: tuple[Route, ...] = (
 
 
 class _Server(ThreadingHTTPServer):
-    # the stdlib's listen backlog of 5 reset half of a burst of 50 new connections
-    request_queue_size = 128
+    """The stdlib server with a listen backlog and a cap on connections held at once.
+
+    A flood of connections that send nothing (246 of them made /health time out for everyone)
+    must not lock the panel and the CTI out: at the cap, the connection that has waited longest
+    without sending its request line is closed to make room, so a client that sends its request
+    at once is always served. Every read and write also times out (ApiHandler.timeout)."""
+
+    request_queue_size = 128  # the stdlib's 5 reset half of a burst of 50 new connections
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._lock = threading.Lock()
+        self._held: set[int] = set()  # connections holding a slot
+        self._waiting: dict[int, socket.socket] = {}  # connected, no request line yet; oldest first
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            if len(self._held) >= MAX_CONNECTIONS and self._waiting:
+                oldest = self._waiting.pop(next(iter(self._waiting)))
+                self._held.discard(id(oldest))  # its slot is free now; its thread ends on the shutdown
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)
+            if len(self._held) >= MAX_CONNECTIONS:  # every slot busy with a real request: refuse
+                self.shutdown_request(request)
+                return
+            self._held.add(id(request))
+            self._waiting[id(request)] = request
+        super().process_request(request, client_address)
+
+    def started_request(self, request: Any) -> None:
+        with self._lock:
+            self._waiting.pop(id(request), None)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._held.discard(id(request))
+                self._waiting.pop(id(request), None)
 
 
 class PanelServer:
@@ -219,11 +260,18 @@ class ApiHandler(BaseHTTPRequestHandler):
     server_version = "callguard"
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # SSE messages are small: send each at once
+    # Every socket read and write: a slow-header or idle connection is closed after it. The event
+    # stream writes a keep-alive every KEEPALIVE_S, well within it.
+    timeout = REQUEST_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s", format % args)
 
     # --- dispatch --------------------------------------------------------------------------------
+
+    def parse_request(self) -> bool:
+        self.server.started_request(self.connection)  # type: ignore[attr-defined]
+        return super().parse_request()
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -252,12 +300,12 @@ class ApiHandler(BaseHTTPRequestHandler):
                 # path parameters arrive percent-encoded: compare the id, not its URL form
                 getattr(self, route.handler)(**{k: unquote(v) for k, v in found.groupdict().items()})
             except ApiError as exc:
-                self._send_json(exc.status, {"error": exc.message})
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+                self._answer_if_listening(exc.status, {"error": exc.message})
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                pass  # the client went away (or stalled): nobody to answer
             except Exception as exc:  # one bad request never stops the server
                 log.exception("http handler failed", extra={"fields": {"path": path}})
-                self._send_json(500, {"error": f"internal error: {exc}"})
+                self._answer_if_listening(500, {"error": f"internal error: {exc}"})
             return
         if matched_path:
             self._send_json(405, {"error": f"{method} not allowed on {path}"})
@@ -279,6 +327,12 @@ class ApiHandler(BaseHTTPRequestHandler):
         raise ApiError(401, "missing or wrong token (Authorization: Bearer <daemon.token>)")
 
     # --- responses -------------------------------------------------------------------------------
+
+    def _answer_if_listening(self, status: int, body: Any) -> None:
+        """An error answer; a client that already hung up (a refused 200 MB upload) is no error."""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
+            self._send_json(status, body)
+        self.close_connection = True  # an unread body would be read as the next request
 
     def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body, ensure_ascii=False).encode()

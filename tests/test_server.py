@@ -455,3 +455,28 @@ def test_abuse_on_the_wire_carries_no_transcript(daemon: Daemon) -> None:
     sent = message["event"]
     assert sent["words"] == ["idiot"] and [m["words"] for m in sent["matches"]] == [["idiot"], []]
     assert sent["matches"][1]["like"] == ["i know where you live"]
+
+
+def test_a_flood_of_idle_connections_does_not_lock_the_panel_out(daemon: Daemon) -> None:
+    """Issue 17.3: 246 connections that sent nothing made /health time out for everyone."""
+    from callguard.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
+
+    port = daemon.server.port
+    flood = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(MAX_CONNECTIONS + 100)]
+    try:
+        time.sleep(0.5)  # the server has accepted them all by now
+        for _ in range(5):
+            started = time.monotonic()
+            assert Client(port).request("GET", "/api/v1/calls/current")[0] == 200
+            assert time.monotonic() - started < 2.0
+        # a connection that never finishes its request is closed by the server, not held for ever
+        slow = socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT_S + 10)
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never end
+        started = time.monotonic()
+        answer = slow.recv(100)  # the server's close (or a 408), not our own time-out
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer
+        assert REQUEST_TIMEOUT_S - 1 <= time.monotonic() - started <= REQUEST_TIMEOUT_S + 5
+        slow.close()
+    finally:
+        for s in flood:
+            s.close()
