@@ -338,6 +338,12 @@ class Daemon:
         self._config_mtime = _mtime(config_path)
         self._last_poll = time.monotonic()
         self._open_store(config)
+        if self.store is not None:  # calls of a daemon that was killed (-9, power cut) never ended
+            closed = self.store.close_interrupted()
+            if closed:
+                log.warning(
+                    "calls left open by a killed daemon closed as interrupted", extra=_fields(calls=closed)
+                )
         self.server = PanelServer(
             self, self.hub, lambda: self.runtime.token, host=config.daemon.host, port=config.daemon.port
         )
@@ -764,6 +770,7 @@ class Daemon:
                 "ok": store_ok,
                 "path": str(self.config.path(self.config.store.path)),
                 "error": self.store_error or (self.store.last_error if self.store else ""),
+                "recreated": self.store.recreated if self.store else "",
             },
             "worker": {"ok": worker_ok, "bad_blocks": self.bad_blocks},
             "call": self.call.call_id if self.call else None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 import sqlite3
 import sys
@@ -38,6 +39,23 @@ from callguard.events import (
 from callguard.redact import redact_text
 
 SCHEMA_VERSION = 1
+_CALL_COLUMNS = (
+    "call_id, started_at, source, customer_name, company, agent_name, language, transfer_available,"
+    " transferred_in"
+)
+_EVENT_TABLES = ("detections", "prompts", "actions", "levels", "transcripts", "notices")
+_CALL_SLOTS = ", ".join("?" * len(_CALL_COLUMNS.split(",")))
+log = logging.getLogger("callguard.store")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY,
@@ -162,6 +180,13 @@ class IncidentStore:
         self.path = path
         self.redact = redact
         self._lock = threading.Lock()
+        self._open_calls: dict[int, tuple[Any, ...]] = {}  # row -> its INSERT values, while it runs
+        self.recreated = ""  # when the file was deleted or replaced under us, and recreated
+        self._open()
+        self.last_error = ""
+
+    def _open(self) -> None:
+        path = self.path
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # Incidents name customers: readable by the agent's user only. SQLite gives the WAL and
@@ -171,15 +196,49 @@ class IncidentStore:
                 with contextlib.suppress(PermissionError):  # not ours to change: IT's file, IT's modes
                     path.chmod(0o600)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            tables = {
+                row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if tables and "calls" not in tables:  # someone else's database: never write our schema into it
+                self._db.close()
+                raise ConfigError(
+                    path,
+                    "store.path",
+                    f"is not a callguard incident store (its tables: {', '.join(sorted(tables))})",
+                )
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is synced at every commit, so even a power cut keeps committed events.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._identity = _file_identity(path)
         except (sqlite3.Error, OSError) as exc:
             raise ConfigError(path, "store.path", f"cannot open the incident store ({exc})") from None
-        self.last_error = ""
+
+    def _reopen_if_replaced(self) -> None:
+        """The file deleted or replaced while the daemon runs (a cleanup script, a restore): every
+        later write would go to the unlinked file and be lost, silently. Recreate it, with the
+        calls still running under their row ids, and say so (log, /health)."""
+        if _file_identity(self.path) == self._identity:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        try:
+            self._open()
+        except ConfigError as exc:  # replaced by a foreign file: writes fail, health says why
+            raise sqlite3.OperationalError(str(exc)) from None
+        for row, values in self._open_calls.items():
+            self._db.execute(
+                f"INSERT OR IGNORE INTO calls (id, {_CALL_COLUMNS}) VALUES (?, {_CALL_SLOTS})", (row, *values)
+            )
+        self.recreated = (
+            f"{self.path} was deleted or replaced at {time.strftime('%Y-%m-%d %H:%M:%S')}: recreated"
+        )
+        log.warning(
+            "incident store recreated",
+            extra={"fields": {"path": str(self.path), "calls": len(self._open_calls)}},
+        )
 
     @classmethod
     def from_config(cls, config: Config) -> IncidentStore:
@@ -202,6 +261,7 @@ class IncidentStore:
         """One statement in its own committed transaction."""
         with self._lock:
             try:
+                self._reopen_if_replaced()
                 cursor = self._db.execute(sql, tuple(params))
             except sqlite3.Error as exc:
                 self.last_error = f"{exc} ({sql.split()[0]} {sql.split()[2]})"
@@ -211,27 +271,42 @@ class IncidentStore:
 
     def start_call(self, facts: dict[str, Any], *, source: str, started_at: float | None = None) -> int:
         """Insert a call row and return its row id (the handle for every later write)."""
-        return self._write(
-            "INSERT INTO calls (call_id, started_at, source, customer_name, company, agent_name, language,"
-            " transfer_available, transferred_in) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                str(facts.get("call_id", "")),
-                started_at if started_at is not None else time.time(),
-                source,
-                str(facts.get("customer_name", "")),
-                str(facts.get("company", "")),
-                str(facts.get("agent_name", "")),
-                str(facts.get("language", "")),
-                int(bool(facts.get("transfer_available", False))),
-                int(bool(facts.get("transferred_in", False))),
-            ),
+        values = (
+            str(facts.get("call_id", "")),
+            started_at if started_at is not None else time.time(),
+            source,
+            str(facts.get("customer_name", "")),
+            str(facts.get("company", "")),
+            str(facts.get("agent_name", "")),
+            str(facts.get("language", "")),
+            int(bool(facts.get("transfer_available", False))),
+            int(bool(facts.get("transferred_in", False))),
         )
+        row = self._write(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_CALL_SLOTS})", values)
+        self._open_calls[row] = values
+        return row
 
     def end_call(self, call: int, *, duration: float, reason: str, ended_at: float | None = None) -> None:
         self._write(
             "UPDATE calls SET ended_at = ?, duration = ?, end_reason = ? WHERE id = ?",
             (ended_at if ended_at is not None else time.time(), duration, reason, call),
         )
+        self._open_calls.pop(call, None)
+
+    def close_interrupted(self) -> int:
+        """Calls a killed daemon left open: ended at their last stored event, as "interrupted".
+        Only a daemon that starts calls this: no call of its own is running yet."""
+        last = (
+            "MAX(calls.started_at, COALESCE((SELECT MAX(started_at + t) FROM ("
+            + " UNION ALL ".join(f"SELECT t FROM {table} WHERE call = calls.id" for table in _EVENT_TABLES)
+            + ")), calls.started_at))"
+        )
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE calls SET ended_at = {last}, duration = {last} - started_at,"
+                " end_reason = 'interrupted' WHERE ended_at IS NULL"
+            )
+        return cursor.rowcount
 
     def set_language(self, call: int, language: str) -> None:
         self._write("UPDATE calls SET language = ? WHERE id = ?", (language, call))
@@ -243,7 +318,15 @@ class IncidentStore:
                 self._write(
                     "INSERT INTO detections (call, t, speaker, category, severity, detail)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
-                    (call, event.t, event.speaker, event.category, event.severity, " ".join(event.words)),
+                    # a semantic match's words are the whole utterance: redacted like a transcript
+                    (
+                        call,
+                        event.t,
+                        event.speaker,
+                        event.category,
+                        event.severity,
+                        self._text(" ".join(event.words)),
+                    ),
                 )
             case Shouting():
                 self._write(
@@ -277,7 +360,7 @@ class IncidentStore:
                 )
                 self._raise_level(call, event.level)
             case Transcript(final=True) if event.text.strip():
-                text = redact_text(event.text) if self.redact else event.text
+                text = self._text(event.text)
                 self._write(
                     "INSERT INTO transcripts (call, t, speaker, text) VALUES (?, ?, ?, ?)",
                     (call, event.t, event.speaker, text),
@@ -290,6 +373,9 @@ class IncidentStore:
                 self.set_language(call, event.lang)
             case CallSummary():
                 self._raise_level(call, event.level_reached)
+
+    def _text(self, said: str) -> str:
+        return redact_text(said) if self.redact else said
 
     def _raise_level(self, call: int, level: str) -> None:
         # level_reached only ever goes up: a call that calmed down still reached its peak.

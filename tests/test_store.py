@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from callguard.config import Config
+from callguard.errors import ConfigError
 from callguard.events import (
     Abuse,
     AgentAction,
@@ -225,3 +226,59 @@ def test_events_are_redacted_with_their_timed_words() -> None:
     partial = redact_event(Transcript(t=0.0, speaker="customer", text="my card is four one one", final=False))
     assert isinstance(partial, Transcript) and partial.text == "my card is [number]"
     assert redact_text("my card is four one one") == "my card is four one one"  # a final: three digits stay
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_deleted_or_replaced_while_running_loses_nothing_after(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17.5: every write after a delete went to the unlinked file, and health said ok."""
+    from callguard.events import Notice
+
+    path = tmp_path / "incidents.sqlite3"
+    store = IncidentStore(path)
+    row = store.start_call({"call_id": "kept-1", "customer_name": "Ms Lee"}, source="api")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if how == "replaced":  # by an empty file, as a cleanup script that truncates would leave it
+        (tmp_path / "other.sqlite3").write_bytes(b"")
+        (tmp_path / "other.sqlite3").rename(path)
+    store.record(row, Notice(t=3.0, speaker="system", message="said after the file went"))
+    store.end_call(row, duration=4.0, reason="api")
+    assert store.recreated and str(path) in store.recreated
+    assert any("incident store recreated" in r.getMessage() for r in caplog.records)
+    reread = IncidentStore(path)
+    [call] = reread.calls()
+    assert (call.call_id, call.customer_name, call.end_reason) == ("kept-1", "Ms Lee", "api")
+    assert [n["message"] for n in reread.details(row)["notices"]] == ["said after the file went"]
+
+
+def test_a_foreign_database_is_refused_not_written_into(tmp_path: Path) -> None:
+    """Issue 17.18: `callguard incidents` created its schema inside a database it was pointed at."""
+    path = tmp_path / "crm.sqlite3"
+    other = sqlite3.connect(path)
+    other.execute("CREATE TABLE customers (name)")
+    other.commit()
+    other.close()
+    with pytest.raises(ConfigError, match="is not a callguard incident store"):
+        IncidentStore(path)
+    tables = {r[0] for r in sqlite3.connect(path).execute("SELECT name FROM sqlite_master")}
+    assert tables == {"customers"}
+
+
+def test_calls_left_open_by_a_killed_daemon_are_closed_as_interrupted(tmp_path: Path) -> None:
+    """Issue 17.18: a call killed with -9 kept ended_at NULL for ever."""
+    from callguard.events import Notice
+
+    path = tmp_path / "incidents.sqlite3"
+    killed = IncidentStore(path)
+    row = killed.start_call({"call_id": "k-1"}, source="api", started_at=1000.0)
+    killed.record(row, Notice(t=12.5, speaker="system", message="last thing stored"))
+    done = killed.start_call({"call_id": "k-2"}, source="api", started_at=2000.0)
+    killed.end_call(done, duration=5.0, reason="api", ended_at=2005.0)
+    restarted = IncidentStore(path)
+    assert restarted.close_interrupted() == 1
+    calls = {c.call_id: c for c in restarted.calls()}
+    assert (calls["k-1"].end_reason, calls["k-1"].duration) == ("interrupted", 12.5)
+    assert (calls["k-2"].end_reason, calls["k-2"].duration) == ("api", 5.0)
+    assert restarted.close_interrupted() == 0
