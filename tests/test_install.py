@@ -94,3 +94,18 @@ def test_the_wheel_holds_what_the_commands_read(installed: tuple[Path, dict[str,
     assert check.returncode == 0 and str(mine) in check.stdout, check.stdout + check.stderr
     trained = _run(["callguard", "detector", "train", "--help"], elsewhere, env)
     assert trained.returncode == 0
+
+
+def test_the_service_cannot_be_shadowed_by_a_checkout_in_its_folder(tmp_path: Path) -> None:
+    """Issue 17.17: started from a folder holding a callguard/ directory, the daemon imported that."""
+    unit = (REPO / "scripts" / "callguard.service").read_text()
+    start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert " -P -m callguard.daemon " in start and "WorkingDirectory=%h" in unit
+    shadow = tmp_path / "callguard"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text('raise ImportError("a checkout shadowed the package")\n')
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    shadowed = _run([sys.executable, "-m", "callguard.daemon", "--help"], tmp_path, env)
+    assert "shadowed" in shadowed.stderr  # what the unit used to run
+    as_the_unit_runs = _run([sys.executable, "-P", "-m", "callguard.daemon", "--help"], tmp_path, env)
+    assert as_the_unit_runs.returncode == 0 and "--config" in as_the_unit_runs.stdout, as_the_unit_runs.stderr
