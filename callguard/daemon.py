@@ -69,6 +69,7 @@ PANEL_EVENT_TYPES = {
     "call_end",
 }
 COMMAND_TIMEOUT_S = 15.0
+HEALTH_POLL_S = 1.0  # how soon the panel hears that capture was lost or came back
 SPEECH_FLOOR_DBFS = -50.0  # quieter "speech" (line noise the VAD accepts) does not start a call
 
 
@@ -335,6 +336,7 @@ class Daemon:
         self.activity = self._new_activity(config)
         self._preroll: dict[Role, collections.deque[np.ndarray]] = self._new_preroll(config)
         self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
+        self._watcher = threading.Thread(target=self._watch_health, name="health", daemon=True)
         self._config_mtime = _mtime(config_path)
         self._last_poll = time.monotonic()
         self._open_store(config)
@@ -360,6 +362,7 @@ class Daemon:
         if capture:
             self.capture.start()
         self._worker.start()
+        self._watcher.start()
         # the token never goes to the log (the journal is readable by more than the agent)
         where = "daemon.token" if self.config.daemon.token else str(token_file(self.config))
         link = f"{self.server.base_url}/panel/#token=<the token in {where}>"
@@ -517,6 +520,26 @@ class Daemon:
         self._run_commands()
         if self.call is not None:
             self._end_call("shutdown")
+
+    def _watch_health(self) -> None:
+        """Tell the panel when listening stops or resumes (a headset unplugged, a stalled device),
+        off the audio worker: an agent whose capture died must not see a calm panel."""
+        last: tuple[Any, ...] | None = None
+        while not self._stop.wait(HEALTH_POLL_S):
+            capture = self.capture.health()
+            key = (self.mode, tuple((d["role"], d["ok"]) for d in capture))
+            if key != last:
+                if last is not None or not all(d["ok"] for d in capture):
+                    listening = any(d["ok"] for d in capture)
+                    self.hub.publish(
+                        {"kind": "health", "mode": self.mode, "listening": listening, "capture": capture}
+                    )
+                    log.log(
+                        logging.INFO if listening else logging.WARNING,
+                        "listening" if listening else "not listening",
+                        extra=_fields(lost=[d["role"] for d in capture if not d["ok"]]),
+                    )
+                last = key
 
     def _run_commands(self) -> None:
         while True:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from test_capture import play, pulse_server  # noqa: F401  (a fixture, shared)
-from test_server import TOKEN, Client, free_port, speech_with_shouts, write_config
+from test_server import TOKEN, Client, SseReader, free_port, speech_with_shouts, write_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -199,6 +199,34 @@ def test_live_call_through_pulseaudio_panel_and_store(
     assert prompt_id in prompts
     actions = [r[0] for r in store.execute("SELECT action FROM actions WHERE call = ? ORDER BY id", (call,))]
     assert actions == ["limits_stated", "acknowledged"]
+
+
+def test_the_panel_says_plainly_when_nothing_is_heard(
+    pulse_server: dict[str, str],  # noqa: F811
+    browser: Any,
+    tmp_path: Path,
+) -> None:
+    """Issue 17.11: an agent whose headset died saw a calm panel; the stream sent no health."""
+    port = free_port()
+    config = write_config(
+        tmp_path / "cfg", port=port, daemon={"stereo_device": "no such headset", "auto_calls": False}
+    )
+    daemon = DaemonProcess(config, env=pulse_server)
+    try:
+        health = daemon.wait_ready(port)
+        assert health["capture"]["ok"] is False
+        events = SseReader(port)
+        try:  # the daemon publishes it too, not only /health
+            _, message = events.wait_for(lambda m: m.get("kind") == "health", timeout=10)
+        finally:
+            events.close()
+        assert message["listening"] is False
+        page = browser.new_context().new_page()
+        page.goto(f"http://127.0.0.1:{port}/panel/#token={TOKEN}")
+        page.wait_for_selector("#capture:not([hidden])")
+        assert page.text_content("#capture").startswith("Not listening")
+    finally:
+        assert daemon.stop() == 0, daemon.logs
 
 
 def test_reload_and_clean_shutdown(tmp_path: Path) -> None:
