@@ -1,0 +1,132 @@
+"""Probe the daemon's HTTP API as a hostile or clumsy local process would: bursts and floods.
+
+    python scripts/probe_api.py            # README's figures (about a minute)
+
+Starts a real daemon (its sound devices closed) on a free port of 127.0.0.1 and measures:
+- bursts: 10 rounds of 50 new connections at once, GET /health and POST of an agent action:
+  latency p50/p99 and the requests that failed (reset, refused, timed out);
+- a flood: MAX_CONNECTIONS + 150 connections that send nothing, held open, while the panel's
+  `GET /api/v1/calls/current` is asked 20 times: its latency and failures.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from callguard.config import DEFAULT_CONFIG_DIR, load_config
+from callguard.daemon import Daemon, build_runtime
+from callguard.server import MAX_CONNECTIONS
+
+TOKEN = "probe-token-0123456789abcdef"
+
+
+def start_daemon(folder: Path) -> Daemon:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    config = folder / "callguard.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[store]",
+                f'path = "{folder / "incidents.sqlite3"}"',
+                "[detector]",
+                f'lexicon_en = "{DEFAULT_CONFIG_DIR / "lexicon_en.toml"}"',
+                f'lexicon_fr = "{DEFAULT_CONFIG_DIR / "lexicon_fr.toml"}"',
+                "[policy]",
+                f'prompts_en = "{DEFAULT_CONFIG_DIR / "prompts_en.toml"}"',
+                f'prompts_fr = "{DEFAULT_CONFIG_DIR / "prompts_fr.toml"}"',
+                "[daemon]",
+                f"port = {port}",
+                f'token = "{TOKEN}"',
+                "auto_calls = false",
+            ]
+        )
+        + "\n"
+    )
+    loaded = load_config(config)
+    daemon = Daemon(config, loaded, build_runtime(loaded, ""))
+    daemon.start(capture=False)
+    return daemon
+
+
+def request(port: int, method: str, path: str, body: dict[str, str] | None = None) -> float | None:
+    """Seconds to the full answer, or None when the request failed."""
+    started = time.perf_counter()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        conn.request(method, path, body=json.dumps(body) if body else None, headers=headers)
+        conn.getresponse().read()
+        conn.close()
+    except OSError:
+        return None
+    return time.perf_counter() - started
+
+
+def burst(port: int, method: str, path: str, body: dict[str, str] | None, n: int = 50) -> list[float | None]:
+    results: list[float | None] = [None] * n
+    gate = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        gate.wait()
+        results[i] = request(port, method, path, body)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def summary(times: list[float | None]) -> str:
+    ok = sorted(t * 1000 for t in times if t is not None)
+    failed = len(times) - len(ok)
+    if not ok:
+        return f"all {failed} failed"
+    p99 = ok[min(len(ok) - 1, int(0.99 * len(ok)))]
+    return f"p50 {statistics.median(ok):.1f} ms, p99 {p99:.1f} ms, {failed} of {len(times)} failed"
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        daemon = start_daemon(Path(folder))
+        port = daemon.server.port
+        try:
+            request(port, "POST", "/api/v1/calls", {"call_id": "probe"})
+            for method, path, body in (
+                ("GET", "/health", None),
+                ("POST", "/api/v1/calls/probe/actions", {"action": "acknowledged"}),
+            ):
+                times: list[float | None] = []
+                for _ in range(10):
+                    times += burst(port, method, path, body)
+                print(f"10 bursts of 50 new connections, {method} {path}: {summary(times)}")
+            flood = []
+            for _ in range(MAX_CONNECTIONS + 150):
+                try:
+                    flood.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+                except OSError:
+                    break
+            time.sleep(0.5)
+            panel = [request(port, "GET", "/api/v1/calls/current") for _ in range(20)]
+            held = f"{len(flood)} idle connections held open"
+            print(f"{held}, panel GET /api/v1/calls/current x20: {summary(panel)}")
+            for s in flood:
+                s.close()
+        finally:
+            daemon.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
