@@ -3,7 +3,7 @@
 #
 #   scripts/install_service.sh [--config FILE] [--python PYTHON] [--no-start]
 #
-# - copies the shipped configuration to ~/.config/callguard/callguard.toml if there is none yet, and
+# - writes an editable copy of the defaults to ~/.config/callguard/ (callguard config init) if there is none yet, and
 #   gives it a random daemon.token if it has none (the CTI connector and the panel link need it);
 # - writes the unit to ~/.config/systemd/user/callguard.service;
 # - enables lingering (`loginctl enable-linger`), so the user's services, PulseAudio/PipeWire included,

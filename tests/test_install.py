@@ -109,3 +109,25 @@ def test_the_service_cannot_be_shadowed_by_a_checkout_in_its_folder(tmp_path: Pa
     assert "shadowed" in shadowed.stderr  # what the unit used to run
     as_the_unit_runs = _run([sys.executable, "-P", "-m", "callguard.daemon", "--help"], tmp_path, env)
     assert as_the_unit_runs.returncode == 0 and "--config" in as_the_unit_runs.stdout, as_the_unit_runs.stderr
+
+
+def test_install_service_writes_the_config_copy_and_the_unit(tmp_path: Path) -> None:
+    """scripts/install_service.sh, without starting anything: the agent's config and unit."""
+    config_dir, unit_dir = tmp_path / "config", tmp_path / "units"
+    env = dict(os.environ) | {"CALLGUARD_CONFIG_DIR": str(config_dir), "SYSTEMD_USER_DIR": str(unit_dir)}
+    env["CALLGUARD_ALLOW_ROOT"] = "1"  # CI runs as root; the script refuses it for a real agent
+    done = _run(
+        ["bash", str(REPO / "scripts" / "install_service.sh"), "--no-start", "--python", sys.executable],
+        tmp_path,
+        env,
+    )
+    assert done.returncode == 0, done.stderr
+    config = config_dir / "callguard.toml"
+    assert (config_dir / "lexicon_en.toml").exists() and (config_dir / "labelled" / "README.md").exists()
+    assert (config.stat().st_mode & 0o777) == 0o600  # it holds the token
+    token = next(
+        line.split('"')[1] for line in config.read_text().splitlines() if line.startswith("token = ")
+    )
+    assert len(token) >= 24 and f"#token={token}" in done.stdout
+    unit = (unit_dir / "callguard.service").read_text()
+    assert f"-P -m callguard.daemon --config {config}" in unit and "@PYTHON@" not in unit
