@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import functools
 import json
 import logging
 import os
@@ -70,6 +72,7 @@ PANEL_EVENT_TYPES = {
 }
 COMMAND_TIMEOUT_S = 15.0
 HEALTH_POLL_S = 1.0  # how soon the panel hears that capture was lost or came back
+SIDE_EFFECT_QUEUE = 50_000  # store writes and notifications waiting for a slow disk: minutes of events
 SPEECH_FLOOR_DBFS = -50.0  # quieter "speech" (line noise the VAD accepts) does not start a call
 
 
@@ -289,6 +292,52 @@ def panel_form(data: dict[str, Any]) -> dict[str, Any]:
     return {**out, "words": flagged, "matches": matches}
 
 
+class SideEffects:
+    """What the audio worker hands off: store writes and desktop notifications run on this one
+    thread, in order, behind a bounded queue, so a slow disk or a hung notification server never
+    delays the prompts. Full (the disk stalled for tens of thousands of events), a side effect is
+    dropped, counted and logged; /health shows the backlog and the drops."""
+
+    def __init__(self, capacity: int = SIDE_EFFECT_QUEUE) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(capacity)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="side-effects", daemon=True)
+        self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, effect: Callable[[], None]) -> None:
+        try:
+            self._queue.put_nowait(effect)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped <= 10 or self.dropped % 1000 == 0:
+                log.error("side-effect queue full: dropped", extra=_fields(dropped=self.dropped))
+
+    def flush(self, timeout: float = COMMAND_TIMEOUT_S) -> bool:
+        """Wait until everything submitted so far is done (an ended call is stored when its API
+        answer returns); False if that took longer than `timeout`."""
+        done = threading.Event()
+        self.submit(done.set)
+        return done.wait(timeout)
+
+    def close(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (effect := self._queue.get()) is not None:
+            try:
+                effect()
+            except sqlite3.Error as exc:
+                log.error("store write failed", extra=_fields(error=str(exc)))
+            except Exception:  # one failing side effect never stops the others
+                log.exception("side effect failed")
+
+
 def token_file(config: Config) -> Path:
     """Where a generated API token is kept: beside the incident store, readable by its user only."""
     return config.path(config.store.path).parent / "api-token"
@@ -335,6 +384,7 @@ class Daemon:
         self.started = time.monotonic()
         self.activity = self._new_activity(config)
         self._preroll: dict[Role, collections.deque[np.ndarray]] = self._new_preroll(config)
+        self.effects = SideEffects()
         self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
         self._watcher = threading.Thread(target=self._watch_health, name="health", daemon=True)
         self._config_mtime = _mtime(config_path)
@@ -414,6 +464,7 @@ class Daemon:
             self._end_call("shutdown")
         self.capture.stop()
         self.server.stop()
+        self.effects.close()  # every event of the last call is written before the store closes
         if self.store is not None:
             self.store.close()
         log.info("stopped")
@@ -464,6 +515,7 @@ class Daemon:
             self.capture = self._new_capture(new)
             self.capture.start()
         if old.store != new.store:
+            self.effects.flush()  # the old store's pending writes land in the old store
             if self.store is not None:
                 self.store.close()
             self._open_store(new)
@@ -599,14 +651,10 @@ class Daemon:
     def _handle(self, call: LiveCall, events: list[Event]) -> None:
         for event in events:
             data = event.to_dict()
-            if self.store is not None and call.row is not None:
-                if event.type in ("final", "partial") and not self.config.store.transcripts:
-                    pass
-                else:
-                    try:
-                        self.store.record(call.row, event)
-                    except sqlite3.Error as exc:
-                        log.error("store write failed", extra=_fields(event=event.type, error=str(exc)))
+            store, row = self.store, call.row
+            kept = event.type not in ("final", "partial") or self.config.store.transcripts
+            if store is not None and row is not None and kept:
+                self.effects.submit(functools.partial(store.record, row, event))
             wire = panel_form(data)
             with self._state_lock:
                 call.observe(wire)
@@ -624,7 +672,9 @@ class Daemon:
                     ),
                 )
                 if event.alert and self.config.daemon.notify_threats:
-                    _desktop_notification(event.title, event.instruction)
+                    self.effects.submit(
+                        functools.partial(_desktop_notification, event.title, event.instruction)
+                    )
             elif data["type"] in ("level", "abuse", "shouting", "action"):
                 log.info(
                     data["type"],
@@ -709,11 +759,9 @@ class Daemon:
             closing = []
         self._handle(call, closing)
         duration = float(call.session.t)
-        if self.store is not None and call.row is not None:
-            try:
-                self.store.end_call(call.row, duration=duration, reason=reason)
-            except sqlite3.Error as exc:
-                log.error("store write failed", extra=_fields(error=str(exc)))
+        store, row = self.store, call.row
+        if store is not None and row is not None:
+            self.effects.submit(functools.partial(store.end_call, row, duration=duration, reason=reason))
         summary = next((e for e in reversed(closing) if e.type == "summary"), None)
         state = call.state() | {
             "active": False,
@@ -743,7 +791,9 @@ class Daemon:
             self._check_call(call_id)
             return self._end_call("api")
 
-        return self._on_worker(end)
+        state = self._on_worker(end)
+        self.effects.flush()  # on this HTTP thread, not the worker: the call is stored when we answer
+        return state
 
     def agent_action(self, call_id: str, action: str) -> dict[str, Any]:
         def act() -> dict[str, Any]:
@@ -794,6 +844,8 @@ class Daemon:
                 "path": str(self.config.path(self.config.store.path)),
                 "error": self.store_error or (self.store.last_error if self.store else ""),
                 "recreated": self.store.recreated if self.store else "",
+                "backlog": self.effects.backlog,  # writes waiting for the disk
+                "dropped": self.effects.dropped,
             },
             "worker": {"ok": worker_ok, "bad_blocks": self.bad_blocks},
             "call": self.call.call_id if self.call else None,

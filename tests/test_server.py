@@ -480,3 +480,30 @@ def test_a_flood_of_idle_connections_does_not_lock_the_panel_out(daemon: Daemon)
     finally:
         for s in flood:
             s.close()
+
+
+def test_a_slow_disk_never_delays_the_prompts(daemon: Daemon) -> None:
+    """Issue 18.3: store writes ran on the audio worker; now they queue behind it."""
+    assert daemon.store is not None
+    slow_record = daemon.store.record
+
+    def record_on_a_stalled_disk(call: int, event: Any) -> None:
+        time.sleep(0.3)  # each write: a disk that takes 300 ms to sync
+        slow_record(call, event)
+
+    daemon.store.record = record_on_a_stalled_disk  # type: ignore[method-assign]
+    api = Client(daemon.server.port)
+    events = SseReader(daemon.server.port)
+    try:
+        assert api.request("POST", "/api/v1/calls", body={"call_id": "SLOW-1", "language": "en"})[0] == 201
+        queue_audio(daemon, speech_with_shouts())
+        arrived, message = events.wait_for(lambda m: m.get("event", {}).get("type") == "prompt", timeout=30)
+        assert arrived - message["wall"] < 0.2
+        assert daemon.health()["store"]["backlog"] > 0  # the writes are still waiting: the prompt did not
+    finally:
+        events.close()
+    status, _, _ = api.request("POST", "/api/v1/calls/SLOW-1/end")
+    assert status == 200
+    store = IncidentStore(daemon.config.path(daemon.config.store.path))
+    [record] = store.calls()
+    assert record.end_reason == "api" and store.details(record.id)["prompts"], "nothing lost on the way"
