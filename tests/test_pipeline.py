@@ -11,9 +11,18 @@ import pytest
 
 from callguard.asr import SpeechModel
 from callguard.config import Config, load_config
-from callguard.events import Abuse, LanguageDecided, Prompt, Shouting, Transcript
+from callguard.events import (
+    Abuse,
+    AgentSpeech,
+    CallSummary,
+    LanguageDecided,
+    LevelChange,
+    Prompt,
+    Shouting,
+    Transcript,
+)
 from callguard.pipeline import CallSession, SharedResources
-from callguard.policy import CallFacts
+from callguard.policy import CallFacts, load_call_info
 from callguard.replay import replay_file
 
 LADDER = ["tense", "abusive", "transfer", "release"]
@@ -218,28 +227,33 @@ def test_without_history_only_the_opening_events_are_kept(
     assert any(isinstance(e, Prompt) for e in streamed), "events still stream out"
 
 
-@pytest.mark.parametrize("lang", ["en", "fr"])
-def test_an_agent_who_states_limits_moves_the_ladder_by_their_words(
-    lang: str, config: Config, shared: SharedResources, fixture_call: Callable[[str], Path]
-) -> None:
-    from callguard.events import AgentSpeech, CallSummary, LevelChange
-    from callguard.policy import load_call_info
-
-    wav = fixture_call(f"abusive_stereo_{lang}")
+def _replay_with_its_agent(
+    name: str, config: Config, shared: SharedResources, fixture_call: Callable[[str], Path]
+) -> tuple[list[AgentSpeech], str, CallSummary]:
+    """A stereo fixture with its call facts: the agent's acts, every reason the ladder gave, the summary."""
+    wav = fixture_call(name)
     facts = load_call_info(wav.with_suffix(".call.json"))
     session = replay_file(
         wav, config, facts=facts, transcript=wav.with_suffix(".transcript.json"), shared=shared
     )
     acts = [e for e in session.events if isinstance(e, AgentSpeech)]
-    assert "limits" in [a.act for a in acts]
-    assert all(a.speaker == "agent" for a in acts)
     reasons = " ".join(
         [e.reason for e in session.events if isinstance(e, LevelChange)]
         + [b for e in session.events if isinstance(e, Prompt) for b in e.because]
     )
+    summary = next(e for e in session.events if isinstance(e, CallSummary))
+    return acts, reasons, summary
+
+
+@pytest.mark.parametrize("lang", ["en", "fr"])
+def test_an_agent_who_states_limits_moves_the_ladder_by_their_words(
+    lang: str, config: Config, shared: SharedResources, fixture_call: Callable[[str], Path]
+) -> None:
+    acts, reasons, summary = _replay_with_its_agent(f"abusive_stereo_{lang}", config, shared, fixture_call)
+    assert "limits" in [a.act for a in acts]
+    assert all(a.speaker == "agent" for a in acts)
     assert "limits stated in the agent's words" in reasons
     assert "limits assumed" not in reasons
-    summary = next(e for e in session.events if isinstance(e, CallSummary))
     limits = [line for line in summary.playbook if ": limits " in line]
     assert limits and "s after the prompt" in limits[0], summary.playbook
 
@@ -248,23 +262,8 @@ def test_an_agent_who_states_limits_moves_the_ladder_by_their_words(
 def test_an_agent_who_ignores_the_prompts_is_told_in_the_playbook(
     lang: str, config: Config, shared: SharedResources, fixture_call: Callable[[str], Path]
 ) -> None:
-    from callguard.events import AgentSpeech, CallSummary, LevelChange
-    from callguard.policy import load_call_info
-
-    wav = fixture_call(f"ignored_stereo_{lang}")
-    facts = load_call_info(wav.with_suffix(".call.json"))
-    session = replay_file(
-        wav, config, facts=facts, transcript=wav.with_suffix(".transcript.json"), shared=shared
-    )
-    assert not [
-        e for e in session.events if isinstance(e, AgentSpeech) and e.act in ("limits", "transfer", "release")
-    ]
-    reasons = " ".join(
-        [e.reason for e in session.events if isinstance(e, LevelChange)]
-        + [b for e in session.events if isinstance(e, Prompt) for b in e.because]
-    )
+    acts, reasons, summary = _replay_with_its_agent(f"ignored_stereo_{lang}", config, shared, fixture_call)
+    assert not [a for a in acts if a.act in ("limits", "transfer", "release")]
     assert "limits assumed stated" in reasons
-    summary = next(e for e in session.events if isinstance(e, CallSummary))
-    assert any("limits not heard (limits assumed stated)" in line for line in summary.playbook), (
-        summary.playbook
-    )
+    playbook = summary.playbook
+    assert any("limits not heard (limits assumed stated)" in line for line in playbook), playbook
