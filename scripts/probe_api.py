@@ -21,9 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-from callguard.config import DEFAULT_CONFIG_DIR, load_config
+from callguard.config import load_config
 from callguard.daemon import Daemon, build_runtime
 from callguard.server import MAX_CONNECTIONS
+from callguard.testing import daemon_config_file
 
 TOKEN = "probe-token-0123456789abcdef"
 
@@ -32,26 +33,7 @@ def start_daemon(folder: Path) -> Daemon:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
-    config = folder / "callguard.toml"
-    config.write_text(
-        "\n".join(
-            [
-                "[store]",
-                f'path = "{folder / "incidents.sqlite3"}"',
-                "[detector]",
-                f'lexicon_en = "{DEFAULT_CONFIG_DIR / "lexicon_en.toml"}"',
-                f'lexicon_fr = "{DEFAULT_CONFIG_DIR / "lexicon_fr.toml"}"',
-                "[policy]",
-                f'prompts_en = "{DEFAULT_CONFIG_DIR / "prompts_en.toml"}"',
-                f'prompts_fr = "{DEFAULT_CONFIG_DIR / "prompts_fr.toml"}"',
-                "[daemon]",
-                f"port = {port}",
-                f'token = "{TOKEN}"',
-                "auto_calls = false",
-            ]
-        )
-        + "\n"
-    )
+    config = daemon_config_file(folder, port=port, token=TOKEN, daemon={"auto_calls": False})
     loaded = load_config(config)
     daemon = Daemon(config, loaded, build_runtime(loaded, ""))
     daemon.start(capture=False)

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from callguard.capture import CapturedBlock
-from callguard.config import DEFAULT_CONFIG_DIR, load_config
+from callguard.config import load_config
 from callguard.daemon import Daemon, build_runtime
 from callguard.server import ROUTES, openapi_schema, panel_session_value
 from callguard.store import IncidentStore
+from callguard.testing import daemon_config_file
 
 TOKEN = "test-token-0123456789"
 ASTERISK_EN = Path("/usr/share/asterisk/sounds/en")
@@ -35,28 +36,7 @@ def free_port() -> int:
 
 def write_config(folder: Path, *, port: int, daemon: dict[str, Any] | None = None, extra: str = "") -> Path:
     """A config file for a test daemon: its own store and port, the shipped lexicons and prompts."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "models").mkdir(exist_ok=True)
-    values: dict[str, Any] = {"host": "127.0.0.1", "port": port, "token": TOKEN, "reload_poll_s": 0.5}
-    values |= daemon or {}
-    lines = [
-        "[store]",
-        f'path = "{folder / "incidents.sqlite3"}"',
-        "[asr]",
-        f'models_dir = "{folder / "models"}"',
-        "[detector]",
-        f'lexicon_en = "{DEFAULT_CONFIG_DIR / "lexicon_en.toml"}"',
-        f'lexicon_fr = "{DEFAULT_CONFIG_DIR / "lexicon_fr.toml"}"',
-        "[policy]",
-        f'prompts_en = "{DEFAULT_CONFIG_DIR / "prompts_en.toml"}"',
-        f'prompts_fr = "{DEFAULT_CONFIG_DIR / "prompts_fr.toml"}"',
-        "[daemon]",
-        *(f"{key} = {json.dumps(value)}" for key, value in values.items()),
-        extra,
-    ]
-    path = folder / "callguard.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return daemon_config_file(folder, port=port, token=TOKEN, daemon=daemon, extra=extra)
 
 
 def speech_with_shouts(rate: int = 16000, shouts: int = 3) -> np.ndarray:
