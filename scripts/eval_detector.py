@@ -42,7 +42,12 @@ from callguard.detector.corpus import (
     with_recognition_errors,
 )
 from callguard.detector.lexicon import load_lexicon
-from callguard.detector.text_detector import TextDetector, customer_classifier, load_detector
+from callguard.detector.text_detector import (
+    TextDetector,
+    customer_classifier,
+    load_detector,
+    predict_by_language,
+)
 from callguard.detector.train import Corpus, VectorCache, customer_heads
 from callguard.events import CATEGORIES
 
@@ -77,23 +82,14 @@ def rows_for(set_name: str, lines: Sequence[LabelledLine], detectors: dict[str, 
 def by_detector(detector: TextDetector, part: str) -> Predict:
     """part: 'both', 'lexicon' or 'semantic' (the heads alone)."""
 
-    def predict(lines: Sequence[LabelledLine]) -> list[tuple[str, ...]]:
-        results: dict[int, tuple[str, ...]] = {}
-        for lang in ("en", "fr"):
-            index = [i for i, x in enumerate(lines) if x.lang == lang]
-            texts = [lines[i].text for i in index]
-            if part == "semantic":
-                found = [
-                    tuple(h.label for h in row) for row in detector.semantic_hits([t.split() for t in texts])
-                ]
-            elif part == "lexicon":
-                found = [detector.lexicon_detection(t, lang).categories for t in texts]
-            else:
-                found = [d.categories for d in detector.analyse_many(texts, lang)]
-            results.update(zip(index, found, strict=True))
-        return [results[i] for i in range(len(lines))]
+    def predict(texts: Sequence[str], lang: str) -> list[tuple[str, ...]]:
+        if part == "semantic":
+            return [tuple(h.label for h in row) for row in detector.semantic_hits([t.split() for t in texts])]
+        if part == "lexicon":
+            return [detector.lexicon_detection(t, lang).categories for t in texts]
+        return [d.categories for d in detector.analyse_many(texts, lang)]
 
-    return predict
+    return lambda lines: predict_by_language(lines, predict)
 
 
 def comparators() -> dict[str, Predict]:

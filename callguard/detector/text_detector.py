@@ -8,13 +8,13 @@ aimed at the agent or the staff is an insult, harm to people or property is a th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from callguard.config import Config
-from callguard.detector.corpus import CorpusReport, read_corpus, score_lines
+from callguard.detector.corpus import CorpusReport, LabelledLine, read_corpus, score_lines
 from callguard.detector.encoder import SentenceEncoder, shared_encoder
 from callguard.detector.head import Head
 from callguard.detector.lexicon import Found, Lexicon, load_lexicon, match_lexicon, tokenise
@@ -190,9 +190,15 @@ def load_agent_acts(config: Config) -> SemanticClassifier | None:
     )
 
 
-def evaluate_corpus(path: Path, detector: TextDetector, batch: int = 64) -> CorpusReport:
-    """The detector scored on one labelled TSV file (the `callguard evaluate-text` command)."""
-    lines = list(read_corpus(path))
+TextPredictor = Callable[
+    [Sequence[str], str], Sequence[tuple[str, ...]]
+]  # texts of one language -> categories
+
+
+def predict_by_language(
+    lines: Sequence[LabelledLine], predict: TextPredictor, batch: int = 64
+) -> list[tuple[str, ...]]:
+    """Each line's categories, in order, asked of `predict` a language and a batch at a time."""
     by_lang: dict[str, list[int]] = {}
     for i, line in enumerate(lines):
         by_lang.setdefault(line.lang, []).append(i)
@@ -200,12 +206,18 @@ def evaluate_corpus(path: Path, detector: TextDetector, batch: int = 64) -> Corp
     for lang, indices in by_lang.items():
         for start in range(0, len(indices), batch):
             chunk = indices[start : start + batch]
-            for i, detection in zip(
-                chunk, detector.analyse_many([lines[i].text for i in chunk], lang), strict=True
-            ):
-                found[i] = detection.categories
-    predicted = [found[i] for i in range(len(lines))]
-    return score_lines(str(path), lines, predicted)
+            found.update(zip(chunk, predict([lines[i].text for i in chunk], lang), strict=True))
+    return [found[i] for i in range(len(lines))]
+
+
+def evaluate_corpus(path: Path, detector: TextDetector, batch: int = 64) -> CorpusReport:
+    """The detector scored on one labelled TSV file (the `callguard evaluate-text` command)."""
+    lines = list(read_corpus(path))
+
+    def categories(texts: Sequence[str], lang: str) -> list[tuple[str, ...]]:
+        return [d.categories for d in detector.analyse_many(texts, lang)]
+
+    return score_lines(str(path), lines, predict_by_language(lines, categories, batch))
 
 
 def detect_lines(lines: Iterable[str], detector: TextDetector, lang: str | None) -> Iterator[dict[str, Any]]:
