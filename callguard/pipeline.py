@@ -48,12 +48,18 @@ class SharedResources:
 
     @classmethod
     def build(cls, config: Config, model: SpeechModel | None = None) -> SharedResources:
+        detector, agent_acts = load_detector(config), load_agent_acts(config)
+        # the sentence encoders' weights, once per process: the first threat of a call must not
+        # wait for them
+        for classifier in (detector.semantic, agent_acts):
+            if classifier is not None:
+                classifier.load()
         return cls(
             config=config,
-            detector=load_detector(config),
+            detector=detector,
             catalogues=load_catalogues(config),
             model=model,
-            agent_acts=load_agent_acts(config),
+            agent_acts=agent_acts,
         )
 
 

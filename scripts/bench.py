@@ -491,7 +491,8 @@ def detector_cost(call: BenchCall, shared: SharedResources, config: Config) -> d
 
 
 def warm_detector(shared: SharedResources) -> None:
-    """Load both sentence encoders outside every measurement, as the daemon does at start."""
+    """A first run of both heads outside every measurement (SharedResources.build loaded the
+    encoders' weights; this touches their pages once)."""
     if shared.detector.semantic is not None:
         shared.detector.semantic.scores(["i know where you live and i will find you"])
     if shared.agent_acts is not None:

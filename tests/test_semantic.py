@@ -266,3 +266,16 @@ def test_agent_acts_are_recognised_in_both_languages() -> None:
     named = stage.process(transcript(6.0, "okay mister dunn one moment", speaker="agent"))
     assert [e.act for e in named] in (["personalise"],)
     assert stage.process(transcript(7.0, "i can keep helping you as long as you stay calm")) == []  # customer
+
+
+def test_shared_resources_load_the_encoders_before_the_first_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first threat of the first call must not wait for the weights (1-2 s)."""
+    from callguard.detector import encoder
+    from callguard.pipeline import SharedResources
+
+    monkeypatch.setattr(encoder, "_SHARED", {})  # a fresh process's encoders, none loaded yet
+    shared = SharedResources.build(Config())
+    assert shared.detector.semantic is not None and shared.agent_acts is not None
+    for classifier in (shared.detector.semantic, shared.agent_acts):
+        for step in classifier.steps:
+            assert all(e._model is not None for e in step.encoders)  # type: ignore[attr-defined]

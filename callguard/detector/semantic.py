@@ -69,6 +69,12 @@ class SemanticClassifier:
         self.thresholds = dict(thresholds)
         self.gate = gate
 
+    def load(self) -> None:
+        """Load every encoder of the cascade now, not on the first utterance of a call."""
+        for step in self.steps:
+            for encoder in step.encoders:
+                encoder.load()
+
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """(n, labels) probabilities of the deepest head each text reached."""
         return self._run([encoder_text(t) for t in texts])[0]
