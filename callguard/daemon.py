@@ -47,7 +47,7 @@ from callguard.config import Config, find_config, load_config
 from callguard.errors import CallguardError, ConfigError
 from callguard.events import ROLES, Event, Notice, Prompt, Role
 from callguard.gate import NonSpeechGate
-from callguard.redact import redact_text
+from callguard.redact import redact_words
 from callguard.server import ApiError, EventHub, PanelServer
 from callguard.store import IncidentStore
 from callguard.vad import VoiceActivityDetector
@@ -285,7 +285,7 @@ def panel_form(data: dict[str, Any]) -> dict[str, Any]:
     matches = []
     flagged: list[str] = []
     for match in data["matches"]:
-        words = redact_text(" ".join(match["words"])).split() if match["source"] == "lexicon" else []
+        words = list(redact_words(tuple(match["words"]))) if match["source"] == "lexicon" else []
         flagged += words
         matches.append({**match, "words": words})
     out = {k: v for k, v in data.items() if k != "text"}
