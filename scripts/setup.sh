@@ -11,6 +11,7 @@ APT_PACKAGES=(
   chromium                                                           # the panel's browser test
   libnotify-bin dbus-daemon                                          # notify-send over a test session bus
   python3-venv                                                       # the project's .venv on Debian's Python
+  postgresql rsyslog prometheus-alertmanager                         # the floor's store and alert peers
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -28,4 +29,4 @@ else
 fi
 "$PYTHON" -m pip install -q --upgrade pip
 # The versions the suite last passed with (update: see README, "Development").
-"$PYTHON" -m pip install -q -c constraints.txt -e ".[test]"
+"$PYTHON" -m pip install -q -c constraints.txt -e ".[test,floor]"
