@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from callguard.config import DEFAULT_CONFIG_DIR
+from callguard.core.config import DEFAULT_CONFIG_DIR
 
 
 def daemon_config_file(

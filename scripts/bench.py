@@ -47,15 +47,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # scripts/ is a folder of tools: `scripts.make_fixtures` from the root
     sys.path.insert(0, str(REPO_ROOT))
 
-import callguard.pipeline  # noqa: E402
-from callguard.asr import Recogniser, SpeechModel  # noqa: E402
-from callguard.audio import RecordingInfo, probe, read_blocks  # noqa: E402
-from callguard.config import Config, load_config  # noqa: E402
-from callguard.events import Abuse, Event, Frame, Prompt, Role, Transcript, describe  # noqa: E402
-from callguard.pipeline import CallSession, SharedResources  # noqa: E402
-from callguard.realtime import drive  # noqa: E402
-from callguard.replay import replay_file  # noqa: E402
-from callguard.transcript import load_transcript  # noqa: E402
+import callguard.pipeline.session  # noqa: E402
+from callguard.audio.files import RecordingInfo, probe, read_blocks  # noqa: E402
+from callguard.core.config import Config, load_config  # noqa: E402
+from callguard.core.events import Abuse, Event, Frame, Prompt, Role, Transcript, describe  # noqa: E402
+from callguard.pipeline.realtime import drive  # noqa: E402
+from callguard.pipeline.session import CallSession, SharedResources  # noqa: E402
+from callguard.qa.replay import replay_file  # noqa: E402
+from callguard.stages.asr import Recogniser, SpeechModel  # noqa: E402
+from callguard.stages.sidecar import load_transcript  # noqa: E402
 from scripts.make_fixtures import DEFAULT_OUT_DIR, build  # noqa: E402
 
 CALLS = ("real_typical_en", "real_hold_en", "real_noise_en", "abusive_stereo_en")
@@ -209,12 +209,12 @@ def metered_recogniser_class(meter: RecogniserMeter) -> type[Recogniser]:
 @contextmanager
 def metered_pipeline(meter: RecogniserMeter) -> Iterator[None]:
     """Sessions built inside use recognisers that report to `meter` (the pipeline's own code is unchanged)."""
-    original = callguard.pipeline.Recogniser
-    callguard.pipeline.Recogniser = metered_recogniser_class(meter)  # type: ignore[misc]
+    original = callguard.pipeline.session.Recogniser
+    callguard.pipeline.session.Recogniser = metered_recogniser_class(meter)  # type: ignore[misc]
     try:
         yield
     finally:
-        callguard.pipeline.Recogniser = original  # type: ignore[misc]
+        callguard.pipeline.session.Recogniser = original  # type: ignore[misc]
 
 
 # ---------------------------------------------------------------------------------------------- calls
@@ -659,9 +659,9 @@ def throughput(
 ) -> dict[str, Any]:
     """Batch replay of the bench calls (each `copies` times) with 1 and with `jobs` workers."""
     try:
-        from callguard.batch import CallJob, ReplayOptions, ReplayPool, run_batch
+        from callguard.qa.batch import CallJob, ReplayOptions, ReplayPool, run_batch
     except ImportError as exc:
-        return {"measured": False, "reason": f"callguard.batch is not available ({exc})"}
+        return {"measured": False, "reason": f"callguard.qa.batch is not available ({exc})"}
     options = ReplayOptions(config=config, model=str(model_path))
     batch = [CallJob(name=f"{call.name}-{k}", audio=call.path) for k in range(copies) for call in calls]
     audio_s = sum(call.duration for call in calls) * copies

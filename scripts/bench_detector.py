@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from callguard.config import DEFAULT_CONFIG_DIR, Config, load_config
+from callguard.core.config import DEFAULT_CONFIG_DIR, Config, load_config
 from callguard.detector import TextDetector, load_detector, load_lexicon, read_corpus
 
 TARGET_PER_SECOND = 10_000

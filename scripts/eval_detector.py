@@ -32,7 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from callguard.config import Config
+from callguard.core.config import Config
+from callguard.core.events import CATEGORIES
 from callguard.detector.corpus import (
     LabelledLine,
     fold_of,
@@ -49,7 +50,6 @@ from callguard.detector.text_detector import (
     predict_by_language,
 )
 from callguard.detector.train import Corpus, VectorCache, customer_heads
-from callguard.events import CATEGORIES
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 Predict = Callable[[Sequence[LabelledLine]], list[tuple[str, ...]]]

@@ -35,7 +35,7 @@ if [ "$(id -u)" = 0 ] && [ -z "${CALLGUARD_ALLOW_ROOT:-}" ]; then
     echo "install_service.sh: run this as the agent's user, not root (it installs a user service)" >&2
     exit 2
 fi
-if ! "$python" -c "import callguard.daemon" 2>/dev/null; then
+if ! "$python" -c "import callguard.live.daemon" 2>/dev/null; then
     echo "install_service.sh: $python cannot import callguard; install it first (pip install .) or pass --python" >&2
     exit 1
 fi
@@ -69,7 +69,7 @@ if [ -z "$token" ]; then
     chmod 600 "$config"
     echo "generated daemon.token in $config"
 fi
-"$python" -c "import sys; from callguard.config import load_config; load_config(sys.argv[1])" "$config"
+"$python" -c "import sys; from callguard.core.config import load_config; load_config(sys.argv[1])" "$config"
 
 sed -e "s|@PYTHON@|$python|g" -e "s|@CONFIG@|$config|g" "$here/callguard.service" >"$unit_dir/callguard.service"
 echo "wrote $unit_dir/callguard.service"

@@ -30,10 +30,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from callguard.audio import Framer
-from callguard.config import Config, GateConfig
-from callguard.gate import NonSpeechGate, SpectralAnalyser
-from callguard.vad import VoiceActivityDetector
+from callguard.audio.framing import Framer
+from callguard.core.config import Config, GateConfig
+from callguard.stages.gate import NonSpeechGate, SpectralAnalyser
+from callguard.stages.vad import VoiceActivityDetector
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
 MOH = Path("/usr/share/asterisk/moh")

@@ -21,9 +21,9 @@ import threading
 import time
 from pathlib import Path
 
-from callguard.config import load_config
-from callguard.daemon import Daemon, build_runtime
-from callguard.server import MAX_CONNECTIONS
+from callguard.core.config import load_config
+from callguard.live.daemon import Daemon, build_runtime
+from callguard.live.server import MAX_CONNECTIONS
 from callguard.testing import daemon_config_file
 
 TOKEN = "probe-token-0123456789abcdef"

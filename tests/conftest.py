@@ -21,6 +21,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from scripts.make_fixtures import DEFAULT_OUT_DIR, build, load_truth  # noqa: E402
+from tests.pulse import pulse_server  # noqa: E402, F401  (a fixture for the capture and e2e tests)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +87,7 @@ def ko_model_no_upsample(ko_model_path: Path, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(autouse=True, scope="session")
 def no_user_config(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Commands find their config in the user's folders (callguard.config.find_config): the suite
+    """Commands find their config in the user's folders (callguard.core.config.find_config): the suite
     reads the packaged defaults unless a test says otherwise, whatever the machine's user has."""
     os.environ.pop("CALLGUARD_CONFIG", None)
     os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))

@@ -100,14 +100,14 @@ def test_the_service_cannot_be_shadowed_by_a_checkout_in_its_folder(tmp_path: Pa
     """Issue 17.17: started from a folder holding a callguard/ directory, the daemon imported that."""
     unit = (REPO / "scripts" / "callguard.service").read_text()
     start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    assert " -P -m callguard.daemon " in start and "WorkingDirectory=%h" in unit
+    assert " -P -m callguard.live.daemon " in start and "WorkingDirectory=%h" in unit
     shadow = tmp_path / "callguard"
     shadow.mkdir()
     (shadow / "__init__.py").write_text('raise ImportError("a checkout shadowed the package")\n')
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    shadowed = _run([sys.executable, "-m", "callguard.daemon", "--help"], tmp_path, env)
+    shadowed = _run([sys.executable, "-m", "callguard.live.daemon", "--help"], tmp_path, env)
     assert "shadowed" in shadowed.stderr  # what the unit used to run
-    as_the_unit_runs = _run([sys.executable, "-P", "-m", "callguard.daemon", "--help"], tmp_path, env)
+    as_the_unit_runs = _run([sys.executable, "-P", "-m", "callguard.live.daemon", "--help"], tmp_path, env)
     assert as_the_unit_runs.returncode == 0 and "--config" in as_the_unit_runs.stdout, as_the_unit_runs.stderr
 
 
@@ -130,4 +130,4 @@ def test_install_service_writes_the_config_copy_and_the_unit(tmp_path: Path) -> 
     )
     assert len(token) >= 24 and f"#token={token}" in done.stdout
     unit = (unit_dir / "callguard.service").read_text()
-    assert f"-P -m callguard.daemon --config {config}" in unit and "@PYTHON@" not in unit
+    assert f"-P -m callguard.live.daemon --config {config}" in unit and "@PYTHON@" not in unit

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from callguard.errors import ConfigError
-from callguard.events import AGENT_ACTS, CATEGORIES
+from callguard.core.errors import ConfigError
+from callguard.core.events import AGENT_ACTS, CATEGORIES
 
 LANGS = ("en", "fr")
 

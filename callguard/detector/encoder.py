@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from callguard.errors import CallguardError
+from callguard.core.errors import CallguardError
 
 EncoderName = Literal["use", "e5"]
 

@@ -21,9 +21,9 @@ from typing import Literal
 
 import numpy as np
 
+from callguard.core.errors import ConfigError
 from callguard.detector.encoder import EncoderError, EncoderIdentity
 from callguard.detector.features import NGRAM_BUCKETS, SparseRows, ngram_rows
-from callguard.errors import ConfigError
 
 HeadKind = Literal["multilabel", "multiclass"]
 FORMAT = "callguard-head/2"

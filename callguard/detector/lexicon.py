@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from callguard.config import read_toml
-from callguard.errors import ConfigError
-from callguard.events import CATEGORIES, Category, Match
+from callguard.core.config import read_toml
+from callguard.core.errors import ConfigError
+from callguard.core.events import CATEGORIES, Category, Match
 
 # A word is a run of letters or digits in any script; apostrophes and hyphens split words.
 _WORD_RE = re.compile(r"[^\W_]+")

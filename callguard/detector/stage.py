@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from callguard.core.events import Abuse, AgentSpeech, Match, Transcript
 from callguard.detector.lexicon import Found, tokenise
 from callguard.detector.semantic import Reading, SemanticClassifier, SemanticHit
 from callguard.detector.text_detector import TextDetector, semantic_match
-from callguard.events import Abuse, AgentSpeech, Match, Transcript
 
 _MatchKey = tuple[str, str, tuple[str, ...], int]
 CONTEXT_WORDS = 12  # of the previous utterance, read before the current one

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callguard.config import Config
+from callguard.core.config import Config
+from callguard.core.events import CATEGORIES, Category, Match
 from callguard.detector.corpus import CorpusReport, LabelledLine, read_corpus, score_lines
 from callguard.detector.encoder import SentenceEncoder, shared_encoder
 from callguard.detector.head import Head
 from callguard.detector.lexicon import Found, Lexicon, load_lexicon, match_lexicon, tokenise
 from callguard.detector.semantic import HeadStep, SemanticClassifier, SemanticHit
-from callguard.events import CATEGORIES, Category, Match
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from typing import Literal
 
 import numpy as np
 
-from callguard.config import Config
+from callguard.core.config import Config
+from callguard.core.events import AGENT_ACTS, CATEGORIES
 from callguard.detector.corpus import (
     LANGS,
     SITE,
@@ -40,7 +41,6 @@ from callguard.detector.encoder import EncoderName, SentenceEncoder, shared_enco
 from callguard.detector.features import ngram_rows
 from callguard.detector.head import ExampleBank, Head, HeadKind, TrainingSettings, fit
 from callguard.detector.semantic import encoder_text
-from callguard.events import AGENT_ACTS, CATEGORIES
 
 CUSTOMER_LABELS: tuple[str, ...] = CATEGORIES
 AGENT_LABELS: tuple[str, ...] = AGENT_ACTS

@@ -1,0 +1,940 @@
+"""`callguard daemon`: live capture, one call at a time, prompts pushed to the panel, all stored.
+
+Threads and who owns what:
+- the audio threads (PortAudio) only queue blocks (capture.py);
+- the worker owns the current call: it feeds audio to the CallSession, runs
+  API commands (start, end, action) between blocks, writes the store and
+  publishes to the panel, so the session is never touched by two threads;
+- the HTTP threads (server.py) hand commands to the worker and wait for them;
+- the main thread handles signals, the capture watchdog and config reloads.
+
+A reload (SIGHUP, or the config file changing) builds and checks a whole new
+configuration (lexicons, prompts, models) off the worker; an invalid one is
+logged with its key and the old one stays. A valid one applies as soon as no
+call is running, so a call never changes rules half-way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import functools
+import json
+import logging
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from callguard.audio.framing import Framer
+from callguard.core.config import Config, find_config, load_config
+from callguard.core.errors import CallguardError, ConfigError
+from callguard.core.events import ROLES, Event, Notice, Prompt, Role
+from callguard.core.redact import redact_words
+from callguard.live.server import ApiError, EventHub, PanelServer
+from callguard.sinks.store import IncidentStore
+from callguard.sources.devices import CapturedBlock, CaptureSet, specs_from_config
+from callguard.stages.gate import NonSpeechGate
+from callguard.stages.vad import VoiceActivityDetector
+
+# What a CTI's call ids look like (any printable text, spaces and non-ASCII included) without what
+# would break a URL path segment or a log line: '/', control characters, or no end.
+CALL_ID = re.compile(r"[^/\x00-\x1f\x7f]{1,128}")
+log = logging.getLogger("callguard.live.daemon")
+T = TypeVar("T")
+
+# What the panel's timeline and live stream carry (transcripts stay off the screen and the wire).
+PANEL_EVENT_TYPES = {
+    "prompt",
+    "level",
+    "abuse",
+    "shouting",
+    "action",
+    "notice",
+    "language",
+    "summary",
+    "call_end",
+}
+COMMAND_TIMEOUT_S = 15.0
+HEALTH_POLL_S = 1.0  # how soon the panel hears that capture was lost or came back
+SIDE_EFFECT_QUEUE = 50_000  # store writes and notifications waiting for a slow disk: minutes of events
+SPEECH_FLOOR_DBFS = -50.0  # quieter "speech" (line noise the VAD accepts) does not start a call
+
+
+# --- structured logs -----------------------------------------------------------------------------
+
+
+_RESERVED_LOG_KEYS = {"ts", "level", "logger", "msg", "exception"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(record.created))
+            + f".{int(record.msecs):03d}",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in (getattr(record, "fields", None) or {}).items():
+            entry[key if key not in _RESERVED_LOG_KEYS else f"{key}_"] = value  # never hide the log level
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger("callguard")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _fields(**values: Any) -> dict[str, Any]:
+    return {"fields": values}
+
+
+# --- speech activity, for calls started without a CTI connector ---------------------------------
+
+
+class SpeechActivity:
+    """Per-role speech detection over the live audio, before and between calls (no recogniser).
+
+    The same stages as a call's front end: frames, the padded VAD and the non-speech gate, so
+    hold music, tones and line noise neither start a call nor keep one open. Time here is
+    audio time (samples received per role), not the wall clock, so a worker that fell behind
+    does not mistake its backlog for silence.
+    """
+
+    def __init__(self, config: Config) -> None:
+        audio = config.audio
+        # A call starts on auto_call_speech_s of speech within this window.
+        window_s = config.daemon.auto_call_speech_s * 1.5 + 0.3
+        self._frame_s = audio.frame_ms / 1000
+        frames = max(1, round(window_s / self._frame_s))
+        self._stages = {
+            role: (
+                Framer(role, audio.rate, audio.frame_ms),
+                VoiceActivityDetector(config.vad, audio.rate, audio.frame_ms, role),
+                NonSpeechGate(config.gate, audio.rate, audio.frame_ms) if config.gate.enabled else None,
+            )
+            for role in ROLES
+        }
+        self._recent: dict[Role, collections.deque[bool]] = {
+            role: collections.deque(maxlen=frames) for role in ROLES
+        }
+        self.clock: dict[Role, float] = {}  # seconds of audio received, per role
+        self.last_speech: dict[Role, float] = {}  # audio time of the end of the last speech frame
+
+    def push(self, role: Role, pcm: np.ndarray) -> None:
+        framer, vad, gate = self._stages[role]
+        for frame in framer.push(pcm):
+            decided, _ = vad.process(frame)
+            if gate is not None:
+                decided = [out for f in decided for out in gate.process(f)[0]]
+            for f in decided:
+                speech = f.speech and f.level_db > SPEECH_FLOOR_DBFS  # the Framer measured the level
+                self._recent[role].append(speech)
+                if speech:
+                    self.last_speech[role] = f.t + self._frame_s
+            self.clock[role] = framer.t
+
+    def speech_seconds(self, role: Role) -> float:
+        """Speech within the recent window, in seconds."""
+        return sum(self._recent[role]) * self._frame_s
+
+    def silent_for(self) -> float:
+        """Seconds of audio since anyone last spoke (on every channel that is delivering audio)."""
+        if not self.clock:
+            return 0.0
+        return min(now - self.last_speech.get(role, 0.0) for role, now in self.clock.items())
+
+    def reset(self) -> None:
+        """A call starts or ends: silence is counted from here."""
+        for role in ROLES:
+            self._recent[role].clear()
+        self.last_speech = dict(self.clock)
+
+
+# --- the call in progress ------------------------------------------------------------------------
+
+
+@dataclass
+class LiveCall:
+    """The current call: the pipeline session plus what the panel shows of it."""
+
+    call_id: str
+    facts: dict[str, Any]
+    source: str  # "api" or "auto"
+    session: Any  # callguard.pipeline.session.CallSession
+    row: int | None  # calls.id in the store (None: the store is down)
+    mode: str  # "speech" or "loudness-only"
+    timeline: collections.deque[dict[str, Any]]
+    started: float = field(default_factory=time.monotonic)
+    level: str = "calm"
+    language: str = ""
+    prompt: dict[str, Any] | None = None
+    alert: dict[str, Any] | None = None
+    actions: list[str] = field(default_factory=list)
+
+    def observe(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "prompt":
+            if event.get("alert"):
+                self.alert = event
+            else:
+                self.prompt = event
+        elif kind == "level":
+            self.level = event["level"]
+        elif kind == "language":
+            self.language = event["lang"]
+        elif kind == "action":
+            self.actions.append(event["action"])
+        if kind in PANEL_EVENT_TYPES:
+            self.timeline.append(event)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "active": True,
+            "call_id": self.call_id,
+            "facts": self.facts,
+            "source": self.source,
+            "level": self.level,
+            "t": round(time.monotonic() - self.started, 3),
+            "prompt": self.prompt,
+            "alert": self.alert,
+            "actions": list(self.actions),
+            "timeline": list(self.timeline),
+            "mode": self.mode,
+            "language": self.language or self.facts.get("language", ""),
+        }
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything built from one configuration: swapped whole on reload."""
+
+    config: Config
+    shared: dict[str, Any]  # language -> callguard.pipeline.session.SharedResources
+    models: dict[str, Any]  # language -> SpeechModel | None
+    model_errors: dict[str, str]
+    token: str
+
+
+def build_runtime(config: Config, model_override: str, previous: Runtime | None = None) -> Runtime:
+    """Load the models and check lexicons and prompts: raises ConfigError/ModelError on a bad config."""
+    from callguard.models.catalogue import configured_model_name, missing_model_notice, model_for_language
+    from callguard.pipeline.session import SharedResources
+    from callguard.stages.asr import SpeechModel
+
+    models: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    loaded: dict[Path, Any] = {}
+    if previous is not None:  # keep models already in memory when their path did not change
+        loaded = {m.path: m for m in previous.models.values() if m is not None}
+    for lang in ("en", "fr"):
+        path = model_for_language(config, lang, model_override)
+        if path is None:
+            errors[lang] = missing_model_notice(model_override or configured_model_name(config, lang), lang)
+            models[lang] = None
+            continue
+        if path not in loaded:
+            started = time.monotonic()
+            loaded[path] = SpeechModel.load(path)
+            log.info(
+                "speech model loaded",
+                extra=_fields(lang=lang, path=str(path), seconds=round(time.monotonic() - started, 2)),
+            )
+        models[lang] = loaded[path]
+    shared = {lang: SharedResources.build(config, models[lang]) for lang in ("en", "fr")}
+    token = config.daemon.token
+    if not token:
+        token = (
+            previous.token
+            if previous is not None and not previous.config.daemon.token
+            else kept_token(token_file(config))
+        )
+    return Runtime(config=config, shared=shared, models=models, model_errors=errors, token=token)
+
+
+def panel_form(data: dict[str, Any]) -> dict[str, Any]:
+    """An event as the panel and the API get it: what the agent needs, no transcript. An abuse
+    event keeps its category, severity and reasons, and the flagged words of its lexicon matches,
+    redacted like the store; a semantic match names no words (it read the whole utterance)."""
+    if data["type"] != "abuse":
+        return data
+    matches = []
+    flagged: list[str] = []
+    for match in data["matches"]:
+        words = list(redact_words(tuple(match["words"]))) if match["source"] == "lexicon" else []
+        flagged += words
+        matches.append({**match, "words": words})
+    out = {k: v for k, v in data.items() if k != "text"}
+    return {**out, "words": flagged, "matches": matches}
+
+
+class SideEffects:
+    """What the audio worker hands off: store writes and desktop notifications run on this one
+    thread, in order, behind a bounded queue, so a slow disk or a hung notification server never
+    delays the prompts. Full (the disk stalled for tens of thousands of events), a side effect is
+    dropped, counted and logged; /health shows the backlog and the drops."""
+
+    def __init__(self, capacity: int = SIDE_EFFECT_QUEUE) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(capacity)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="side-effects", daemon=True)
+        self._thread.start()
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, effect: Callable[[], None]) -> None:
+        try:
+            self._queue.put_nowait(effect)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped <= 10 or self.dropped % 1000 == 0:
+                log.error("side-effect queue full: dropped", extra=_fields(dropped=self.dropped))
+
+    def flush(self, timeout: float = COMMAND_TIMEOUT_S) -> bool:
+        """Wait until everything submitted so far is done (an ended call is stored when its API
+        answer returns); False if that took longer than `timeout`."""
+        done = threading.Event()
+        self.submit(done.set)
+        return done.wait(timeout)
+
+    def close(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (effect := self._queue.get()) is not None:
+            try:
+                effect()
+            except sqlite3.Error as exc:
+                log.error("store write failed", extra=_fields(error=str(exc)))
+            except Exception:  # one failing side effect never stops the others
+                log.exception("side effect failed")
+
+
+def token_file(config: Config) -> Path:
+    """Where a generated API token is kept: beside the incident store, readable by its user only."""
+    return config.path(config.store.path).parent / "api-token"
+
+
+def kept_token(path: Path) -> str:
+    """The token generated at the first start, the same at every start after (the agent's panel
+    shortcut keeps working); never written to the log."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    return token
+
+
+# --- the daemon ----------------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, config_path: Path, config: Config, runtime: Runtime, model_override: str = "") -> None:
+        self.config_path = config_path
+        self.model_override = model_override
+        self.runtime = runtime
+        self._pending: Runtime | None = None
+        self.blocks: queue.Queue[CapturedBlock] = queue.Queue(config.daemon.queue_blocks)
+        self.capture = self._new_capture(config)
+        self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self.hub = EventHub()
+        self.store: IncidentStore | None = None
+        self.store_error = ""
+        self.call: LiveCall | None = None
+        self.last_call: dict[str, Any] | None = None
+        self._state_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.bad_blocks = 0
+        self.started = time.monotonic()
+        self.activity = self._new_activity(config)
+        self._preroll: dict[Role, collections.deque[np.ndarray]] = self._new_preroll(config)
+        self.effects = SideEffects()
+        self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
+        self._watcher = threading.Thread(target=self._watch_health, name="health", daemon=True)
+        self._config_mtime = _mtime(config_path)
+        self._last_poll = time.monotonic()
+        self._open_store(config)
+        if self.store is not None:  # calls of a daemon that was killed (-9, power cut) never ended
+            closed = self.store.close_interrupted()
+            if closed:
+                log.warning(
+                    "calls left open by a killed daemon closed as interrupted", extra=_fields(calls=closed)
+                )
+        self.server = PanelServer(
+            self, self.hub, lambda: self.runtime.token, host=config.daemon.host, port=config.daemon.port
+        )
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, *, capture: bool = True) -> None:
+        """Serve the API, open the devices (unless told not to) and start the worker."""
+        self.server.start()
+        if capture:
+            self.capture.start()
+        self._worker.start()
+        self._watcher.start()
+        # the token never goes to the log (the journal is readable by more than the agent)
+        where = "daemon.token" if self.config.daemon.token else str(token_file(self.config))
+        link = f"{self.server.base_url}/panel/#token=<the token in {where}>"
+        log.info(
+            "daemon ready",
+            extra=_fields(url=self.server.base_url, panel=link, mode=self.mode, config=str(self.config_path)),
+        )
+        if not self.config.daemon.token:
+            log.warning("daemon.token is empty: a one-time token was generated (see the panel link above)")
+
+    def supervise(self) -> None:
+        """One round of the main thread's duties: capture watchdog, config reload, worker liveness."""
+        self.capture.watchdog()
+        poll = self.config.daemon.reload_poll_s
+        now = time.monotonic()
+        if poll and now - self._last_poll >= poll:
+            self._last_poll = now
+            mtime = _mtime(self.config_path)
+            if mtime != self._config_mtime:
+                self._config_mtime = mtime
+                log.info("config file changed", extra=_fields(path=str(self.config_path)))
+                self._reload.set()
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload()
+        if not self._worker.is_alive() and not self._stop.is_set():
+            log.error("worker thread died; restarting it")
+            self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
+            self._worker.start()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self._stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
+        self.start()
+        try:
+            while not self._stop.wait(0.25):
+                self.supervise()
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        log.info("shutting down")
+        self._stop.set()
+        if self._worker.ident is not None:
+            self._worker.join(timeout=COMMAND_TIMEOUT_S)
+        if self.call is not None:  # the worker could not close it: do it here
+            self._end_call("shutdown")
+        self.capture.stop()
+        self.server.stop()
+        self.effects.close()  # every event of the last call is written before the store closes
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped")
+
+    def reload(self) -> None:
+        """Build a new runtime from the config file; keep the old one if anything is wrong."""
+        self._config_mtime = _mtime(self.config_path)
+        try:
+            config = load_config(self.config_path)
+            runtime = build_runtime(config, self.model_override, self.runtime)
+        except ConfigError as exc:
+            log.error(
+                "config reload rejected; the previous configuration stays in force",
+                extra=_fields(source=exc.source, key=exc.key, problem=exc.problem),
+            )
+            return
+        except CallguardError as exc:
+            log.error(
+                "config reload rejected; the previous configuration stays in force",
+                extra=_fields(problem=str(exc)),
+            )
+            return
+        old = self.config.daemon
+        for key in ("host", "port"):
+            if getattr(old, key) != getattr(config.daemon, key):
+                log.warning(
+                    "daemon.%s changes need a restart; keeping the old value",
+                    key,
+                    extra=_fields(key=f"daemon.{key}"),
+                )
+        self._pending = runtime
+        log.info("config reloaded; applies from the next call", extra=_fields(path=str(self.config_path)))
+
+    def _apply_pending(self) -> None:
+        """Worker, between calls: switch to the reloaded runtime."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        old, new = self.config, pending.config
+        self.runtime = pending
+        if (
+            specs_from_config(old) != specs_from_config(new)
+            or old.audio.rate != new.audio.rate
+            or old.daemon.block_ms != new.daemon.block_ms
+        ):
+            self.capture.stop()
+            self.blocks = queue.Queue(new.daemon.queue_blocks)
+            self.capture = self._new_capture(new)
+            self.capture.start()
+        if old.store != new.store:
+            self.effects.flush()  # the old store's pending writes land in the old store
+            if self.store is not None:
+                self.store.close()
+            self._open_store(new)
+        self.activity = self._new_activity(new)
+        self._preroll = self._new_preroll(new)
+        setup_logging(new.daemon.log_level)
+        log.info("new configuration in force")
+
+    def _new_capture(self, config: Config) -> CaptureSet:
+        return CaptureSet(
+            specs_from_config(config),
+            config.audio.rate,
+            self.blocks,
+            stall_s=config.daemon.stall_s,
+            block_s=config.daemon.block_ms / 1000,
+        )
+
+    def _new_activity(self, config: Config) -> SpeechActivity:
+        return SpeechActivity(config)
+
+    def _new_preroll(self, config: Config) -> dict[Role, collections.deque[np.ndarray]]:
+        # Enough recent audio to feed the words that started an automatic call into it.
+        blocks = int((config.daemon.auto_call_speech_s * 1.5 + 0.5) / (config.daemon.block_ms / 1000)) + 1
+        return {role: collections.deque(maxlen=blocks) for role in ROLES}
+
+    def _open_store(self, config: Config) -> None:
+        try:
+            self.store = IncidentStore.from_config(config)
+            self.store_error = ""
+        except ConfigError as exc:
+            self.store, self.store_error = None, str(exc)
+            log.error("incident store unavailable", extra=_fields(key=exc.key, problem=exc.problem))
+
+    # --- worker ----------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._run_commands()
+            if self.call is None and self._pending is not None:
+                self._apply_pending()
+            try:
+                block = self.blocks.get(timeout=0.02)
+            except queue.Empty:
+                continue
+            try:
+                for role, pcm in self.capture.split(block):
+                    self._on_audio(role, pcm)
+            except Exception as exc:  # one bad block never stops the daemon
+                self.bad_blocks += 1
+                if self.bad_blocks <= 10 or self.bad_blocks % 1000 == 0:
+                    log.exception(
+                        "bad audio block skipped", extra=_fields(count=self.bad_blocks, error=str(exc))
+                    )
+        self._run_commands()
+        if self.call is not None:
+            self._end_call("shutdown")
+
+    def _watch_health(self) -> None:
+        """Tell the panel when listening stops or resumes (a headset unplugged, a stalled device),
+        off the audio worker: an agent whose capture died must not see a calm panel."""
+        last: tuple[Any, ...] | None = None
+        while not self._stop.wait(HEALTH_POLL_S):
+            capture = self.capture.health()
+            key = (self.mode, tuple((d["role"], d["ok"]) for d in capture))
+            if key != last:
+                if last is not None or not all(d["ok"] for d in capture):
+                    listening = any(d["ok"] for d in capture)
+                    self.hub.publish(
+                        {"kind": "health", "mode": self.mode, "listening": listening, "capture": capture}
+                    )
+                    log.log(
+                        logging.INFO if listening else logging.WARNING,
+                        "listening" if listening else "not listening",
+                        extra=_fields(lost=[d["role"] for d in capture if not d["ok"]]),
+                    )
+                last = key
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command, future = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(command())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def _on_worker(self, command: Callable[[], T]) -> T:
+        """Run a command on the worker (which owns the call) and wait for its answer."""
+        if self._stop.is_set():
+            raise ApiError(503, "the daemon is shutting down")
+        future: Future[T] = Future()
+        self.commands.put((command, future))
+        try:
+            return future.result(timeout=COMMAND_TIMEOUT_S)
+        except TimeoutError:
+            raise ApiError(503, "the daemon's worker did not answer in time") from None
+
+    def _on_audio(self, role: Role, pcm: np.ndarray) -> None:
+        cfg = self.config.daemon
+        self.activity.push(role, pcm)
+        if self.call is None:
+            self._preroll[role].append(pcm)
+            if (
+                cfg.auto_calls
+                and role == "customer"
+                and self.activity.speech_seconds("customer") >= cfg.auto_call_speech_s
+            ):
+                call_id = "auto-" + time.strftime("%Y%m%d-%H%M%S")
+                self._start_call({"call_id": call_id}, source="auto")
+                for r in ROLES:  # the speech that started the call belongs to it
+                    for block in self._preroll[r]:
+                        self._feed(r, block)
+                    self._preroll[r].clear()
+            return
+        self._feed(role, pcm)
+        if (
+            self.call is not None
+            and self.call.source == "auto"
+            and self.activity.silent_for() >= cfg.auto_call_end_silence_s
+        ):
+            self._end_call("silence")
+
+    def _feed(self, role: Role, pcm: np.ndarray) -> None:
+        call = self.call
+        if call is None or role not in call.session.channels:
+            return
+        self._handle(call, call.session.feed(role, pcm))
+
+    def _handle(self, call: LiveCall, events: list[Event]) -> None:
+        for event in events:
+            data = event.to_dict()
+            store, row = self.store, call.row
+            kept = event.type not in ("final", "partial") or self.config.store.transcripts
+            if store is not None and row is not None and kept:
+                self.effects.submit(functools.partial(store.record, row, event))
+            wire = panel_form(data)
+            with self._state_lock:
+                call.observe(wire)
+            if data["type"] in PANEL_EVENT_TYPES:
+                self.hub.publish({"kind": "event", "call_id": call.call_id, "event": wire})
+            if isinstance(event, Prompt):
+                log.info(
+                    "prompt",
+                    extra=_fields(
+                        call_id=call.call_id,
+                        id=event.id,
+                        ladder_level=event.level,
+                        alert=event.alert,
+                        t=round(event.t, 2),
+                    ),
+                )
+                if event.alert and self.config.daemon.notify_threats:
+                    self.effects.submit(
+                        functools.partial(_desktop_notification, event.title, event.instruction)
+                    )
+            elif data["type"] in ("level", "abuse", "shouting", "action"):
+                log.info(
+                    data["type"],
+                    extra=_fields(
+                        call_id=call.call_id,
+                        **{
+                            k: v
+                            for k, v in data.items()
+                            if k in ("t", "level", "category", "severity", "action", "reason")
+                        },
+                    ),
+                )
+            elif isinstance(event, Notice):
+                log.info("notice", extra=_fields(call_id=call.call_id, message=event.message))
+
+    # --- call lifecycle (worker only) ------------------------------------------------------------
+
+    def _start_call(self, facts_in: dict[str, Any], source: str) -> dict[str, Any]:
+        from callguard.pipeline.session import CallSession
+        from callguard.policy.ladder import CallFacts
+
+        try:
+            facts = CallFacts.from_dict(facts_in, "POST /api/v1/calls")
+        except ConfigError as exc:
+            raise ApiError(422, str(exc)) from None
+        call_id = str(getattr(facts, "call_id", "") or "")
+        if not CALL_ID.fullmatch(call_id):
+            raise ApiError(422, f"call_id: 1 to 128 printable characters without '/', got {call_id[:40]!r}")
+        if self.call is not None:
+            if self.call.source == "auto" and source == "api":
+                self._end_call("replaced by an API call")
+            else:
+                raise ApiError(409, f"call {self.call.call_id!r} is in progress; end it first")
+        if self._pending is not None:
+            self._apply_pending()
+        config = self.config
+        lang = facts.language if facts.language in ("en", "fr") else ""
+        model_lang = lang or (
+            config.language.mode if config.language.mode != "auto" else config.language.fallback
+        )
+        shared = self.runtime.shared[model_lang]
+        session = CallSession(config, facts, shared.model, shared=shared, history=False)
+        facts_dict = _facts_dict(facts)
+        if self.store is None:
+            self._open_store(config)
+        row = None
+        if self.store is not None:
+            try:
+                row = self.store.start_call(facts_dict, source=source)
+            except sqlite3.Error as exc:
+                log.error("store write failed", extra=_fields(error=str(exc)))
+        call = LiveCall(
+            call_id=call_id,
+            facts=facts_dict,
+            source=source,
+            session=session,
+            row=row,
+            mode="speech" if shared.model is not None else "loudness-only",
+            timeline=collections.deque(maxlen=config.daemon.timeline_length),
+            language=lang,
+        )
+        call.timeline.append({"type": "call_start", "t": 0.0, "speaker": "system"})
+        with self._state_lock:
+            self.call = call
+        self.activity.reset()
+        log.info(
+            "call started",
+            extra=_fields(call_id=call_id, source=source, mode=call.mode, language=lang or "auto"),
+        )
+        self.hub.publish({"kind": "state", **self.call_state()})
+        self._handle(call, list(session.events))  # the session's opening events (language, notices)
+        return self.call_state()
+
+    def _end_call(self, reason: str) -> dict[str, Any]:
+        call = self.call
+        if call is None:
+            raise ApiError(404, "no call in progress")
+        try:
+            closing = call.session.end()
+        except Exception as exc:  # the call is stored even if its last flush fails
+            log.exception("closing the call's pipeline failed", extra=_fields(error=str(exc)))
+            closing = []
+        self._handle(call, closing)
+        duration = float(call.session.t)
+        store, row = self.store, call.row
+        if store is not None and row is not None:
+            self.effects.submit(functools.partial(store.end_call, row, duration=duration, reason=reason))
+        summary = next((e for e in reversed(closing) if e.type == "summary"), None)
+        state = call.state() | {
+            "active": False,
+            "ended": reason,
+            "summary": summary.to_dict() if summary else None,
+        }
+        with self._state_lock:
+            self.call = None
+            self.last_call = state
+        self.activity.reset()
+        log.info(
+            "call ended",
+            extra=_fields(
+                call_id=call.call_id, reason=reason, level_reached=call.level, duration_s=round(duration, 1)
+            ),
+        )
+        self.hub.publish({"kind": "state", **state})
+        return state
+
+    # --- CallController, called from HTTP threads ------------------------------------------------
+
+    def start_call(self, facts: dict[str, Any]) -> dict[str, Any]:
+        return self._on_worker(lambda: self._start_call(facts, source="api"))
+
+    def end_call(self, call_id: str) -> dict[str, Any]:
+        def end() -> dict[str, Any]:
+            self._check_call(call_id)
+            return self._end_call("api")
+
+        state = self._on_worker(end)
+        self.effects.flush()  # on this HTTP thread, not the worker: the call is stored when we answer
+        return state
+
+    def agent_action(self, call_id: str, action: str) -> dict[str, Any]:
+        def act() -> dict[str, Any]:
+            call = self._check_call(call_id)
+            self._handle(call, call.session.action(action))
+            return self.call_state()
+
+        return self._on_worker(act)
+
+    def call_state(self) -> dict[str, Any]:
+        with self._state_lock:
+            if self.call is not None:
+                state = self.call.state()
+            else:
+                state = dict(self.last_call or {"active": False}) | {"active": False}
+        state["capture"] = self.capture.health()
+        state.setdefault("mode", self.mode)
+        return state
+
+    def health(self) -> dict[str, Any]:
+        capture = self.capture.health()
+        store_ok = self.store is not None and self.store.healthy()
+        model_ok = all(m is not None for m in self.runtime.models.values())
+        worker_ok = self._worker.is_alive()
+        if not store_ok or not worker_ok or not any(d["ok"] for d in capture):
+            status = "failing"
+        elif not model_ok or not all(d["ok"] for d in capture):
+            status = "degraded"
+        else:
+            status = "ok"
+        return {
+            "status": status,
+            "capture": {
+                "ok": all(d["ok"] for d in capture),
+                "devices": capture,
+                "queued_blocks": self.blocks.qsize(),
+            },
+            "model": {
+                "ok": model_ok,
+                "mode": self.mode,
+                "models": {
+                    lang: str(m.path) if m is not None else None for lang, m in self.runtime.models.items()
+                },
+                "missing": self.runtime.model_errors,
+            },
+            "store": {
+                "ok": store_ok,
+                "path": str(self.config.path(self.config.store.path)),
+                "error": self.store_error or (self.store.last_error if self.store else ""),
+                "recreated": self.store.recreated if self.store else "",
+                "backlog": self.effects.backlog,  # writes waiting for the disk
+                "dropped": self.effects.dropped,
+            },
+            "worker": {"ok": worker_ok, "bad_blocks": self.bad_blocks},
+            "call": self.call.call_id if self.call else None,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+        }
+
+    @property
+    def mode(self) -> str:
+        return "speech" if any(m is not None for m in self.runtime.models.values()) else "loudness-only"
+
+    def _check_call(self, call_id: str) -> LiveCall:
+        if self.call is None:
+            raise ApiError(404, f"no call in progress (asked for {call_id!r})")
+        if self.call.call_id != call_id:
+            raise ApiError(404, f"call {call_id!r} is not the current call ({self.call.call_id!r})")
+        return self.call
+
+
+def _facts_dict(facts: Any) -> dict[str, Any]:
+    names = (
+        "call_id",
+        "customer_name",
+        "company",
+        "agent_name",
+        "language",
+        "transfer_available",
+        "transferred_in",
+    )
+    return {name: getattr(facts, name, "") for name in names}
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _desktop_notification(title: str, body: str) -> None:
+    notifier = shutil.which("notify-send")
+    if notifier is None:
+        log.warning("notify_threats is on but notify-send is not installed")
+        return
+    try:
+        subprocess.Popen([notifier, "--urgency=critical", "--app-name=callguard", title, body])
+    except OSError as exc:
+        log.warning("desktop notification failed", extra=_fields(error=str(exc)))
+
+
+def run_daemon(config_path: Path | None, model_override: str = "") -> int:
+    """`callguard daemon`: runs until SIGTERM/SIGINT; returns the exit status."""
+    path = find_config(config_path)
+    setup_logging("info")
+    try:
+        config = load_config(path)
+        setup_logging(config.daemon.log_level)
+        runtime = build_runtime(config, model_override)
+    except ConfigError as exc:
+        log.error("invalid configuration", extra=_fields(source=exc.source, key=exc.key, problem=exc.problem))
+        return 2
+    except CallguardError as exc:
+        log.error("cannot start", extra=_fields(problem=str(exc)))
+        return 2
+    for lang, notice in runtime.model_errors.items():
+        log.warning("loudness-only for this language", extra=_fields(lang=lang, notice=notice))
+    try:
+        daemon = Daemon(path, config, runtime, model_override)
+    except OSError as exc:
+        log.error(
+            "cannot listen",
+            extra=_fields(
+                key="daemon.port", host=config.daemon.host, port=config.daemon.port, error=str(exc)
+            ),
+        )
+        return 1
+    if "XDG_RUNTIME_DIR" not in os.environ:
+        log.warning("XDG_RUNTIME_DIR is not set: PulseAudio/PipeWire capture will probably fail")
+    return daemon.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m callguard.live.daemon", description="Run the callguard daemon."
+    )
+    parser.add_argument("--config", type=Path, default=None, help="config file (default: the shipped one)")
+    parser.add_argument("--model", default="", help="speech model folder or name, for every language")
+    args = parser.parse_args(argv)
+    return run_daemon(args.config, args.model)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""One call through every stage: frames → VAD → non-speech gate → loudness → recogniser →
+language → detector → policy.
+
+`CallSession` is the whole runner, for a replayed file and a live call alike:
+feed it PCM16 blocks per speaker, read back the events. Stages do no I/O; the
+shared, read-only resources (model, lexicons, prompt catalogues) are loaded
+once in `SharedResources` and reused by every call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from callguard.audio.framing import Framer
+from callguard.core.config import Config
+from callguard.core.events import ROLES, AgentAction, CallEnd, Event, Frame, Notice, Role, Transcript
+from callguard.detector import AbuseStage, AgentActStage, TextDetector, load_detector
+from callguard.detector.semantic import SemanticClassifier
+from callguard.detector.stage import AgentNames
+from callguard.detector.text_detector import load_agent_acts
+from callguard.policy.ladder import CallFacts, EscalationPolicy, PromptCatalogue, load_catalogues
+from callguard.stages.asr import Recogniser, SpeechModel
+from callguard.stages.gate import NonSpeechGate
+from callguard.stages.language import LanguageDecider
+from callguard.stages.loudness import LoudnessTracker
+from callguard.stages.sidecar import SidecarFeeder, Utterance
+from callguard.stages.vad import VoiceActivityDetector, VoiceCheckPool
+
+ActionName = Literal["acknowledged", "limits_stated", "transferred", "released"]
+
+
+@dataclass(frozen=True)
+class SharedResources:
+    """What every call reads and none changes, built once per configuration; and the voice checks,
+    loaded once and lent to one call at a time."""
+
+    config: Config
+    detector: TextDetector
+    catalogues: dict[str, PromptCatalogue]
+    model: SpeechModel | None = None
+    agent_acts: SemanticClassifier | None = None  # the agent's speech acts
+    voice_checks: VoiceCheckPool = field(default_factory=VoiceCheckPool)  # lent, not changed
+
+    @classmethod
+    def build(cls, config: Config, model: SpeechModel | None = None) -> SharedResources:
+        detector, agent_acts = load_detector(config), load_agent_acts(config)
+        # the sentence encoders' weights, once per process: the first threat of a call must not
+        # wait for them
+        for classifier in (detector.semantic, agent_acts):
+            if classifier is not None:
+                classifier.load()
+        return cls(
+            config=config,
+            detector=detector,
+            catalogues=load_catalogues(config),
+            model=model,
+            agent_acts=agent_acts,
+        )
+
+
+class SpeakerChannel:
+    """The per-speaker stages, from raw PCM to transcripts and sound events."""
+
+    def __init__(
+        self,
+        role: Role,
+        config: Config,
+        model: SpeechModel | None,
+        sidecar: list[Utterance] | None,
+        voice_checks: VoiceCheckPool,
+    ) -> None:
+        audio = config.audio
+        self.role = role
+        self.framer = Framer(role, audio.rate, audio.frame_ms)
+        self.vad = VoiceActivityDetector(config.vad, audio.rate, audio.frame_ms, role)
+        gate = config.gate
+        self.gate = NonSpeechGate(gate, audio.rate, audio.frame_ms, voice_checks) if gate.enabled else None
+        # The agent is reminded to speak low and slow at a margin of its own (policy.agent_margin_db).
+        agent_margin = config.policy.agent_margin_db if role == "agent" else None
+        self.loudness = LoudnessTracker(config.loudness, audio.frame_ms, role, margin_db=agent_margin)
+        self.recogniser = (
+            Recogniser(
+                model,
+                role,
+                audio.rate,
+                audio.frame_ms,
+                partials=config.asr.partials,
+                max_utterance_s=config.asr.max_utterance_s,
+                renew_after_s=config.asr.renew_after_s,
+            )
+            if model is not None and sidecar is None
+            else None
+        )
+        self.sidecar = SidecarFeeder(sidecar) if sidecar is not None else None
+
+    def push(self, pcm: np.ndarray) -> list[Event]:
+        out: list[Event] = []
+        for frame in self.framer.push(pcm):
+            decided, events = self.vad.process(frame)
+            out.extend(events)
+            for f in decided:
+                self._stages(f, out)
+        if self.sidecar is not None:
+            out.extend(self.sidecar.advance(self.framer.t))
+        return out
+
+    def _stages(self, frame: Frame, out: list[Event]) -> None:
+        if self.gate is None:
+            self._after_gate(frame, out)
+            return
+        frames, events = self.gate.process(frame)
+        out.extend(events)
+        for f in frames:
+            self._after_gate(f, out)
+
+    def _after_gate(self, frame: Frame, out: list[Event]) -> None:
+        frame, shouts = self.loudness.process(frame)
+        out.extend(shouts)
+        if self.recogniser is not None:
+            out.extend(self.recogniser.process(frame))
+
+    def flush(self) -> list[Event]:
+        t = self.framer.t
+        frames, out = self.vad.flush(t)
+        for f in frames:
+            self._stages(f, out)
+        if self.gate is not None:
+            held, events = self.gate.flush(t)
+            for f in held:
+                self._after_gate(f, out)
+            out.extend(events)
+        if self.recogniser is not None:
+            out.extend(self.recogniser.flush(t))
+        if self.sidecar is not None:
+            out.extend(self.sidecar.advance(math.inf))
+        return out
+
+
+class CallSession:
+    def __init__(
+        self,
+        config: Config,
+        facts: CallFacts | None = None,
+        model: SpeechModel | None = None,
+        lang: str = "",
+        *,
+        transcript: dict[Role, list[Utterance]] | None = None,
+        shared: SharedResources | None = None,
+        roles: Iterable[Role] = ROLES,
+        history: bool = True,
+    ) -> None:
+        """`history=False` keeps only the opening events in `events`: a live daemon or a batch
+        worker streams events out and need not hold an hour-long call's partials in memory."""
+        self.config = config
+        self.facts = facts or CallFacts()
+        self.shared = shared or SharedResources.build(config, model)
+        model = model or self.shared.model
+        self.channels = {
+            role: SpeakerChannel(
+                role,
+                config,
+                model,
+                None if transcript is None else transcript.get(role, []),
+                self.shared.voice_checks,
+            )
+            for role in roles
+        }
+        given, source = _given_language(lang, self.facts, config)
+        self.language = LanguageDecider(config.language, given, source)
+        detector = config.detector
+        self.abuse = AbuseStage(
+            self.shared.detector,
+            detector.stable_partials,
+            context_s=detector.context_s,
+            partial_step_words=detector.partial_step_words,
+        )
+        facts = self.facts
+        self.agent_acts = (
+            AgentActStage(
+                self.shared.agent_acts, AgentNames.of(facts.customer_name, facts.company, facts.agent_name)
+            )
+            if self.shared.agent_acts is not None
+            else None
+        )
+        self.policy = EscalationPolicy(
+            config.policy, self.shared.catalogues, self.facts, given or config.language.fallback
+        )
+        self.events: list[Event] = []
+        self._history = True  # the opening events are always kept
+        self.ended = False
+        opening: list[Event] = list(self.language.start())
+        if model is None and transcript is None:
+            opening.append(
+                Notice(
+                    t=0.0,
+                    speaker="system",
+                    message="no speech model: detecting from sound alone (loudness, shouting)",
+                    code="loudness_only",
+                )
+            )
+        self._dispatch(opening)
+        self._history = history
+
+    @property
+    def t(self) -> float:
+        return max(channel.framer.t for channel in self.channels.values())
+
+    @property
+    def level(self) -> str:
+        return self.policy.level
+
+    def feed(self, role: Role, pcm: np.ndarray) -> list[Event]:
+        """Process a block of one speaker's int16 audio at config.audio.rate; returns the new events."""
+        channel = self.channels.get(role)
+        if channel is None:
+            raise ValueError(f"this call has no {role!r} channel (it has {', '.join(self.channels)})")
+        produced = self._dispatch(channel.push(pcm))
+        produced.extend(self._dispatch(self.policy.tick(self.t)))
+        return produced
+
+    def action(self, name: ActionName) -> list[Event]:
+        """The agent did something (pressed a panel button, or the CTI said so)."""
+        return self._dispatch([AgentAction(t=self.t, speaker="agent", action=name)])
+
+    def notice(self, message: str, code: str) -> list[Event]:
+        """Tell the operator something about this call's audio (a recording that ends early...)."""
+        return self._dispatch([Notice(t=self.t, speaker="system", message=message, code=code)])
+
+    def end(self) -> list[Event]:
+        if self.ended:
+            return []
+        self.ended = True
+        produced: list[Event] = []
+        for channel in self.channels.values():
+            produced.extend(self._dispatch(channel.flush()))
+        t = self.t
+        produced.extend(self._dispatch([*self.policy.end(t), CallEnd(t=t, speaker="system", duration=t)]))
+        return produced
+
+    def _dispatch(self, events: Iterable[Event]) -> list[Event]:
+        """Pass events through the word-level stages and the policy, in order."""
+        produced: list[Event] = []
+        queue = list(events)
+        while queue:
+            event = queue.pop(0)
+            produced.append(event)
+            derived: list[Event] = []
+            if isinstance(event, Transcript):
+                derived.extend(self.language.process(event))
+                derived.extend(self.abuse.process(event, self.language.lang))
+                if self.agent_acts is not None:
+                    derived.extend(self.agent_acts.process(event))
+            derived.extend(self.policy.process(event))
+            queue[:0] = derived
+        if self._history:
+            self.events.extend(produced)
+        return produced
+
+
+def _given_language(
+    lang: str, facts: CallFacts, config: Config
+) -> tuple[Literal["en", "fr"] | None, Literal["cli", "call_info", "config"]]:
+    """Command line first, then the call's facts, then config; `auto` leaves it to the words."""
+    if lang and lang != "auto":
+        return lang, "cli"  # type: ignore[return-value]
+    if facts.language in ("en", "fr"):
+        return facts.language, "call_info"  # type: ignore[return-value]
+    if config.language.mode != "auto":
+        return config.language.mode, "config"
+    return None, "config"

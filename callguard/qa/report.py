@@ -1,0 +1,661 @@
+"""QA reports: one self-contained HTML page per replayed call, and an index of a batch.
+
+A call's page holds one matplotlib figure as inline SVG (no external file, font or
+script: it opens offline): each speaker's loudness over time with shouting shaded and
+speech segments marked, and under it, on the same time axis, the escalation ladder with
+the prompts and detections. Then the transcript with flagged words highlighted
+(`<mark class="flag">`, masked on request), the prompts, and the call's facts.
+The page speaks the call's language (English or French).
+
+Everything is drawn from the call's events (as written to its JSONL file) plus the
+recording itself, read again for the loudness curves, so a report can be remade later.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from callguard.audio.files import probe, read_blocks
+from callguard.core.config import Config
+from callguard.core.errors import CallguardError
+from callguard.core.events import CATEGORIES, LEVELS
+from callguard.qa.batch import CallJob, CallOutcome
+
+MAX_PLOT_POINTS = 3000  # per speaker: an hour-long call still makes a light page
+MIN_STEP_S = 0.1
+SHOUT_GAP_S = 0.3  # dips shorter than this (between words) do not end a shaded shout
+_FULL_SCALE_POWER = 32768.0**2
+_LEVEL_RANK: dict[str, int] = {level: i for i, level in enumerate(LEVELS)}
+_SPEAKER_COLOURS = {"customer": "#1f5fa8", "agent": "#2e8540"}
+_CATEGORY_COLOURS = {"profanity": "#b8860b", "insult": "#c0392b", "threat": "#6c1a7a"}
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Call report",
+        "plot": "Loudness of each speaker (shouting shaded, speech segments as bars) and the escalation "
+        "ladder with prompts, on one time axis",
+        "loudness": "dBFS",
+        "speech": "speech",
+        "shouting": "shouting",
+        "ladder": "ladder",
+        "time": "call time (s)",
+        "prompt": "prompt",
+        "alert": "alert",
+        "facts": "Call facts",
+        "transcript": "Transcript",
+        "no_transcript": "No words were recognised.",
+        "prompts": "Prompts shown to the agent",
+        "no_prompts": "No prompt was shown.",
+        "detections": "Detections",
+        "no_detections": "Nothing was detected.",
+        "customer": "customer",
+        "agent": "agent",
+        "system": "system",
+        "call": "call",
+        "recording": "recording",
+        "duration": "duration",
+        "language": "language",
+        "level_reached": "level reached",
+        "counts": "detections",
+        "error": "error",
+        "processing": "processing time",
+        "transcript_source": "words from",
+        "sidecar": "transcript sidecar",
+        "recogniser": "speech recogniser",
+        "call_info": "call information",
+        "masked": "Flagged words are masked.",
+        "level": "level",
+        "time_col": "time",
+        "what": "what to do",
+        "say": "say",
+        "because": "because",
+        "category": "category",
+        "severity": "severity",
+        "words": "words",
+        "notices": "Notices",
+        "calm": "calm",
+        "tense": "tense",
+        "abusive": "abusive",
+        "transfer": "transfer",
+        "release": "release",
+        "profanity": "profanity",
+        "insult": "insult",
+        "threat": "threat",
+        "agent_shouting": "agent shouting",
+        "speaker": "speaker",
+        "prompt_count": "prompts",
+        "alerts": "alerts",
+    },
+    "fr": {
+        "title": "Rapport d'appel",
+        "plot": "Volume de chaque interlocuteur (cris en grisé, segments de parole en barres) et niveau "
+        "d'escalade avec les consignes, sur le même axe du temps",
+        "loudness": "dBFS",
+        "speech": "parole",
+        "shouting": "cris",
+        "ladder": "niveau",
+        "time": "temps d'appel (s)",
+        "prompt": "consigne",
+        "alert": "alerte",
+        "facts": "Données de l'appel",
+        "transcript": "Transcription",
+        "no_transcript": "Aucun mot reconnu.",
+        "prompts": "Consignes affichées à l'agent",
+        "no_prompts": "Aucune consigne affichée.",
+        "detections": "Détections",
+        "no_detections": "Rien n'a été détecté.",
+        "customer": "client",
+        "agent": "agent",
+        "system": "système",
+        "call": "appel",
+        "recording": "enregistrement",
+        "duration": "durée",
+        "language": "langue",
+        "level_reached": "niveau atteint",
+        "counts": "détections",
+        "error": "erreur",
+        "processing": "temps de traitement",
+        "transcript_source": "mots issus de",
+        "sidecar": "transcription fournie",
+        "recogniser": "reconnaissance vocale",
+        "call_info": "informations d'appel",
+        "masked": "Les mots signalés sont masqués.",
+        "level": "niveau",
+        "time_col": "temps",
+        "what": "que faire",
+        "say": "dire",
+        "because": "parce que",
+        "category": "catégorie",
+        "severity": "gravité",
+        "words": "mots",
+        "notices": "Avis",
+        "calm": "calme",
+        "tense": "tendu",
+        "abusive": "abusif",
+        "transfer": "transfert",
+        "release": "fin d'appel",
+        "profanity": "grossièreté",
+        "insult": "insulte",
+        "threat": "menace",
+        "agent_shouting": "agent qui crie",
+        "speaker": "interlocuteur",
+        "prompt_count": "consignes",
+        "alerts": "alertes",
+    },
+}
+
+_STYLE = """
+body{font:15px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:72em;padding:0 1em;color:#222}
+h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse}td,th{padding:.25em .6em;border-bottom:1px solid #e3e3e3;text-align:left;
+vertical-align:top}th{background:#f4f4f4}
+figure.plot{margin:0}figure.plot svg{width:100%;height:auto}
+mark.flag{background:#ffd6d6;color:#7a0000;padding:0 .15em;border-radius:3px}
+mark.flag.threat{background:#e8d4f0;color:#4b0f57}mark.flag.profanity{background:#fff0c2;color:#5c4400}
+.utt{margin:.2em 0}.time{color:#777;font-variant-numeric:tabular-nums}.who{font-weight:600;margin:0 .4em}
+.agent .who{color:#2e8540}.customer .who{color:#1f5fa8}.alert{color:#b00020;font-weight:600}
+.error{color:#b00020}.note{color:#555;font-style:italic}
+"""
+
+_SORT_SCRIPT = """
+for (const th of document.querySelectorAll("table.sortable th")) {
+  th.addEventListener("click", () => {
+    const table = th.closest("table"), body = table.tBodies[0], col = th.cellIndex;
+    const ascending = th.dataset.order !== "asc";
+    for (const other of th.parentElement.children) delete other.dataset.order;
+    th.dataset.order = ascending ? "asc" : "desc";
+    const key = (row) => row.cells[col].dataset.value ?? row.cells[col].textContent.trim();
+    const numeric = th.dataset.type === "number";
+    const rows = [...body.rows].sort((a, b) => {
+      const x = key(a), y = key(b);
+      const c = numeric ? (parseFloat(x) || 0) - (parseFloat(y) || 0) : x.localeCompare(y);
+      return ascending ? c : -c;
+    });
+    for (const row of rows) body.appendChild(row);
+  });
+}
+"""
+
+
+@dataclass(frozen=True)
+class LoudnessTrace:
+    """One speaker's level over the call: RMS dBFS per `step_s` bin starting at `times`."""
+
+    speaker: str
+    times: np.ndarray
+    dbfs: np.ndarray
+    step_s: float
+
+
+def loudness_traces(audio: Path, config: Config, max_points: int = MAX_PLOT_POINTS) -> list[LoudnessTrace]:
+    """Each channel's level over time, measured as the pipeline does (RMS dBFS at the pipeline rate)."""
+    info = probe(audio, config.audio)
+    rate = config.audio.rate
+    step = max(MIN_STEP_S, info.duration / max_points)
+    bin_samples = max(1, round(step * rate))
+    powers: list[np.ndarray] = []
+    pending = np.zeros((0, info.channels), dtype=np.float64)
+    for block in read_blocks(info, rate):
+        data = np.concatenate((pending, block.astype(np.float64)))
+        n = len(data) // bin_samples
+        if n:
+            powers.append(np.mean(np.square(data[: n * bin_samples].reshape(n, bin_samples, -1)), axis=1))
+        pending = data[n * bin_samples :]
+    if len(pending):
+        powers.append(np.mean(np.square(pending), axis=0, keepdims=True))
+    power = np.concatenate(powers) if powers else np.zeros((0, info.channels))
+    dbfs = 10.0 * np.log10(np.maximum(power, 1e-12) / _FULL_SCALE_POWER)
+    times = np.arange(len(power)) * (bin_samples / rate)
+    return [
+        LoudnessTrace(speaker=role, times=times, dbfs=dbfs[:, i], step_s=bin_samples / rate)
+        for i, role in enumerate(info.roles)
+    ]
+
+
+def speech_segments(
+    events: Iterable[Mapping[str, Any]], end_t: float
+) -> dict[str, list[tuple[float, float]]]:
+    """(start, end) of each speaker's speech segments, from speech_start / speech_end events."""
+    open_at: dict[str, float] = {}
+    segments: dict[str, list[tuple[float, float]]] = {}
+    for event in events:
+        if event.get("type") == "speech_start":
+            open_at[event["speaker"]] = event["t"]
+        elif event.get("type") == "speech_end" and event["speaker"] in open_at:
+            start = open_at.pop(event["speaker"])
+            segments.setdefault(event["speaker"], []).append((start, event["t"]))
+    for speaker, start in open_at.items():
+        segments.setdefault(speaker, []).append((start, end_t))
+    return segments
+
+
+def shouting_spans(
+    events: Iterable[Mapping[str, Any]], traces: Sequence[LoudnessTrace], config: Config
+) -> dict[str, list[tuple[float, float]]]:
+    """Each shout from its event's start for as long as the level stays over the shouting threshold.
+
+    The event only says when shouting was confirmed (after `min_shout_s`); the curve says how long
+    it lasted.
+    """
+    by_speaker = {trace.speaker: trace for trace in traces}
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for event in events:
+        if event.get("type") != "shouting":
+            continue
+        start, end = event["t"], event["t"] + event.get("duration", 0.0)
+        trace = by_speaker.get(event["speaker"])
+        if trace is not None and len(trace.times):
+            baseline = event.get("baseline_db")
+            threshold = (
+                baseline + config.loudness.margin_db if baseline is not None else config.loudness.ceiling_dbfs
+            )
+            i = int(np.searchsorted(trace.times, end))
+            quiet = 0.0
+            while i < len(trace.times) and quiet < SHOUT_GAP_S:
+                if trace.dbfs[i] >= threshold:
+                    end, quiet = trace.times[i] + trace.step_s, 0.0
+                else:
+                    quiet += trace.step_s
+                i += 1
+        spans.setdefault(event["speaker"], []).append((start, float(end)))
+    return spans
+
+
+def ladder_steps(events: Iterable[Mapping[str, Any]], end_t: float) -> tuple[list[float], list[int]]:
+    """The ladder level over time as a step function: times and level ranks."""
+    times, ranks = [0.0], [0]
+    for event in events:
+        if event.get("type") == "level":
+            times.append(event["t"])
+            ranks.append(_LEVEL_RANK.get(event["level"], 0))
+    times.append(max(end_t, times[-1]))
+    ranks.append(ranks[-1])
+    return times, ranks
+
+
+# ---------------------------------------------------------------------------------------------- the plot
+
+
+def timeline_svg(
+    events: Sequence[Mapping[str, Any]],
+    traces: Sequence[LoudnessTrace],
+    config: Config,
+    texts: Mapping[str, str],
+    end_t: float,
+    salt: str = "",
+) -> str:
+    """The call's figure as an inline <svg> element (fonts drawn as paths: nothing to fetch)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    segments = speech_segments(events, end_t)
+    shouts = shouting_spans(events, traces, config)
+    prompts = [e for e in events if e.get("type") == "prompt"]
+    abuses = [e for e in events if e.get("type") == "abuse"]
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": salt or "callguard"}):
+        # Figure without pyplot: no global figure registry, safe in worker processes.
+        fig = Figure(figsize=(11, 1.9 * len(traces) + 2.3), layout="constrained")
+        axes = fig.subplots(len(traces) + 1, 1, sharex=True, height_ratios=[*([1.0] * len(traces)), 1.15])
+        for ax, trace in zip(axes, traces, strict=False):
+            colour = _SPEAKER_COLOURS.get(trace.speaker, "#444")
+            ax.plot(trace.times, trace.dbfs, color=colour, linewidth=0.7, label=texts["loudness"])
+            for start, end in shouts.get(trace.speaker, []):
+                ax.axvspan(start, end, color="#d62728", alpha=0.25, linewidth=0)
+            bars = [(s, max(e - s, 0.01)) for s, e in segments.get(trace.speaker, [])]
+            ax.broken_barh(bars, (-88, 5), facecolors="#888888")
+            ax.set_ylim(-90, 0)
+            ax.set_ylabel(f"{texts[trace.speaker]}\n{texts['loudness']}")
+            ax.grid(axis="y", alpha=0.3)
+            for abuse in (a for a in abuses if a["speaker"] == trace.speaker):
+                ax.plot(
+                    abuse["t"],
+                    -5,
+                    marker="v",
+                    markersize=8,
+                    color=_CATEGORY_COLOURS.get(abuse["category"], "k"),
+                )
+        _legend(axes[0], texts, bool(shouts), bool(abuses))
+        ladder = axes[-1]
+        times, ranks = ladder_steps(events, end_t)
+        ladder.step(times, ranks, where="post", color="#333", linewidth=1.5)
+        ladder.set_yticks(range(len(LEVELS)), [texts[level] for level in LEVELS])
+        ladder.set_ylim(-0.5, len(LEVELS) + 0.2)
+        ladder.set_ylabel(texts["ladder"])
+        ladder.grid(axis="y", alpha=0.3)
+        for number, prompt in enumerate(prompts, 1):
+            alert = bool(prompt.get("alert"))
+            y = len(LEVELS) - 0.3 if alert else _LEVEL_RANK.get(prompt["level"], 0)
+            ladder.plot(
+                prompt["t"],
+                y,
+                marker="*" if alert else "o",
+                markersize=11 if alert else 6,
+                color="#b00020" if alert else "#1f5fa8",
+            )
+            ladder.annotate(
+                str(number), (prompt["t"], y), xytext=(3, 4), textcoords="offset points", fontsize=8
+            )
+        ladder.set_xlim(0, max(end_t, 1.0))
+        ladder.set_xlabel(texts["time"])
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg")
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg") :]
+
+
+def _legend(ax: Any, texts: Mapping[str, str], shouting: bool, abuse: bool) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: list[Any] = [Patch(color="#888888", label=texts["speech"])]
+    if shouting:
+        handles.append(Patch(color="#d62728", alpha=0.25, label=texts["shouting"]))
+    if abuse:
+        handles += [
+            Line2D([], [], marker="v", linestyle="", color=colour, label=texts[category])
+            for category, colour in _CATEGORY_COLOURS.items()
+        ]
+    figure = ax.figure
+    figure.legend(handles=handles, loc="outside upper right", fontsize=8, ncols=len(handles), frameon=False)
+
+
+# ---------------------------------------------------------------------------------------------- the page
+
+
+class WordMask:
+    """Masks flagged words wherever customer speech is quoted (transcript, detections, reasons)."""
+
+    def __init__(self, words: Iterable[str], enabled: bool) -> None:
+        forms = sorted({w.lower() for w in words if w}, key=len, reverse=True)
+        self.enabled = enabled and bool(forms)
+        self._pattern = (
+            re.compile(r"(?<!\w)(" + "|".join(map(re.escape, forms)) + r")(?!\w)", re.IGNORECASE)
+            if self.enabled
+            else None
+        )
+
+    @staticmethod
+    def hide(word: str) -> str:
+        return word[:1] + "*" * max(len(word) - 1, 1)
+
+    def text(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(lambda m: self.hide(m.group(0)), text)
+
+
+def _clock(t: float) -> str:
+    minutes, seconds = divmod(max(t, 0.0), 60)
+    return f"{int(minutes):02d}:{seconds:04.1f}"
+
+
+def _normal(word: str) -> str:
+    return re.sub(r"^\W+|\W+$", "", word.lower())
+
+
+def _flagged_words(abuses: Sequence[Mapping[str, Any]]) -> set[str]:
+    words: set[str] = set()
+    for abuse in abuses:
+        for phrase in abuse.get("words", ()):
+            words.update(_normal(w) for w in str(phrase).split())
+    return words - {""}
+
+
+def transcript_html(events: Sequence[Mapping[str, Any]], texts: Mapping[str, str], mask: WordMask) -> str:
+    """Final utterances in time order, flagged words in <mark class="flag CATEGORY">."""
+    abuses = [e for e in events if e.get("type") == "abuse"]
+    lines = []
+    finals = sorted((e for e in events if e.get("type") == "final"), key=lambda e: e["t"])
+    for utterance in finals:
+        words = utterance.get("words") or [
+            {"word": w, "start": utterance["t"], "end": utterance["t"]} for w in utterance["text"].split()
+        ]
+        start, end = words[0]["start"], words[-1]["end"]
+        # An abuse belongs to this utterance if it was found in its words (same speaker, same span).
+        categories: dict[str, str] = {}
+        for abuse in abuses:
+            if abuse["speaker"] == utterance["speaker"] and start - 0.5 <= abuse["t"] <= end + 0.5:
+                for phrase in abuse.get("words", ()):
+                    for w in str(phrase).split():
+                        categories.setdefault(_normal(w), abuse["category"])
+        rendered = []
+        for word in words:
+            surface = str(word["word"])
+            category = categories.get(_normal(surface))
+            if category is None:
+                rendered.append(html.escape(surface))
+            else:
+                shown = mask.hide(surface) if mask.enabled else surface
+                rendered.append(
+                    f'<mark class="flag {category}" title="{html.escape(texts[category])}">'
+                    f"{html.escape(shown)}</mark>"
+                )
+        speaker = utterance["speaker"]
+        lines.append(
+            f'<p class="utt {speaker}"><span class="time">{_clock(utterance["t"])}</span>'
+            f'<span class="who">{html.escape(texts.get(speaker, speaker))}</span>{" ".join(rendered)}</p>'
+        )
+    return "\n".join(lines) if lines else f'<p class="note">{texts["no_transcript"]}</p>'
+
+
+def _prompts_html(events: Sequence[Mapping[str, Any]], texts: Mapping[str, str], mask: WordMask) -> str:
+    prompts = [e for e in events if e.get("type") == "prompt"]
+    if not prompts:
+        return f'<p class="note">{texts["no_prompts"]}</p>'
+    head = "".join(f"<th>{texts[k]}</th>" for k in ("time_col", "level", "prompt", "what", "say", "because"))
+    rows = []
+    for number, p in enumerate(prompts, 1):
+        title = html.escape(p.get("title", ""))
+        if p.get("alert"):
+            title = f'<span class="alert">{texts["alert"]}: {title}</span>'
+        because = "<br>".join(html.escape(mask.text(str(b))) for b in p.get("because", ()))
+        level = texts.get(p.get("level", ""), p.get("level", ""))
+        rows.append(
+            f"<tr><td>{number}. {_clock(p['t'])}</td><td>{level}</td>"
+            f"<td>{title}</td><td>{html.escape(p.get('instruction', ''))}</td>"
+            f"<td>{html.escape(p.get('text', ''))}</td><td>{because}</td></tr>"
+        )
+    return f'<table class="prompts"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _detections_html(events: Sequence[Mapping[str, Any]], texts: Mapping[str, str], mask: WordMask) -> str:
+    found = [e for e in events if e.get("type") in ("abuse", "shouting")]
+    if not found:
+        return f'<p class="note">{texts["no_detections"]}</p>'
+    rows = []
+    for e in found:
+        if e["type"] == "abuse":
+            what = texts.get(e["category"], e["category"])
+            detail = html.escape(mask.text(" ".join(e.get("words", ()))))
+            severity = str(e.get("severity", ""))
+        else:
+            what = texts["shouting"]
+            baseline = e.get("baseline_db")
+            detail = f"{e['level_db']:.1f} dBFS" + (
+                f" (baseline {baseline:.1f})" if baseline is not None else ""
+            )
+            severity = ""
+        speaker = texts.get(e["speaker"], e["speaker"])
+        rows.append(
+            f"<tr><td>{_clock(e['t'])}</td><td>{html.escape(speaker)}</td><td>{what}</td>"
+            f"<td>{severity}</td><td>{detail}</td></tr>"
+        )
+    head = "".join(f"<th>{texts[k]}</th>" for k in ("time_col", "speaker", "category", "severity", "words"))
+    return f'<table class="detections"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _facts_html(
+    job: CallJob, outcome: CallOutcome, texts: Mapping[str, str], call_info: Mapping[str, Any]
+) -> str:
+    counts = ", ".join(f"{texts.get(k, k)} {v}" for k, v in outcome.counts.items() if v) or "0"
+    rows: list[tuple[str, str]] = [
+        (texts["call"], outcome.call),
+        (texts["recording"], str(job.audio)),
+        (texts["duration"], "" if outcome.duration_s is None else f"{outcome.duration_s:.1f} s"),
+        (texts["language"], outcome.lang),
+        (texts["level_reached"], texts.get(outcome.level_reached, outcome.level_reached)),
+        (texts["counts"], counts),
+        (texts["prompt_count"], f"{outcome.prompts} ({texts['alerts']}: {outcome.alerts})"),
+        (
+            texts["transcript_source"],
+            texts["sidecar"] + f" ({job.transcript.name})" if job.transcript else texts["recogniser"],
+        ),
+        (texts["processing"], f"{outcome.processing_s:.2f} s"),
+    ]
+    rows += [(f"{texts['call_info']}: {key}", str(value)) for key, value in call_info.items()]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    if outcome.error:
+        body += f'<tr><th>{texts["error"]}</th><td class="error">{html.escape(outcome.error)}</td></tr>'
+    return f'<table class="facts">{body}</table>'
+
+
+def _read_call_info(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def render_call_report(
+    *,
+    job: CallJob,
+    events: Sequence[Mapping[str, Any]],
+    outcome: CallOutcome,
+    config: Config,
+    mask: bool = False,
+) -> str:
+    """The call's report page as one HTML string."""
+    lang = outcome.lang if outcome.lang in TEXTS else "en"
+    texts = TEXTS[lang]
+    abuses = [e for e in events if e.get("type") == "abuse"]
+    masker = WordMask(_flagged_words(abuses), mask)
+    end_t = outcome.duration_s or max((float(e.get("t", 0.0)) for e in events), default=0.0)
+    plot = ""
+    if not outcome.error:
+        try:
+            traces = loudness_traces(job.audio, config)
+        except CallguardError as exc:  # the recording moved or changed since the replay
+            plot = f'<p class="error">{html.escape(str(exc))}</p>'
+        else:
+            svg = timeline_svg(events, traces, config, texts, end_t, salt=job.name)
+            plot = (
+                f'<figure class="plot" id="timeline"><figcaption>{texts["plot"]}</figcaption>{svg}</figure>'
+            )
+    notices = [e for e in events if e.get("type") == "notice"]
+    notes = "".join(f'<p class="note">{html.escape(n["message"])}</p>' for n in notices)
+    title = f"{texts['title']}: {outcome.call}"
+    masked_note = f'<p class="note">{texts["masked"]}</p>' if masker.enabled else ""
+    return f"""<!DOCTYPE html>
+<html lang="{lang}">
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{_STYLE}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+{notes}
+{plot}
+<h2>{texts["prompts"]}</h2>
+{_prompts_html(events, texts, masker)}
+<h2>{texts["transcript"]}</h2>
+{masked_note}
+<section id="transcript">{transcript_html(events, texts, masker)}</section>
+<h2>{texts["detections"]}</h2>
+{_detections_html(events, texts, masker)}
+<h2>{texts["facts"]}</h2>
+{_facts_html(job, outcome, texts, _read_call_info(job.call_info))}
+</body>
+</html>
+"""
+
+
+def write_call_report(
+    path: Path,
+    *,
+    job: CallJob,
+    events: Sequence[Mapping[str, Any]],
+    outcome: CallOutcome,
+    config: Config,
+    mask: bool = False,
+) -> Path:
+    page = render_call_report(job=job, events=events, outcome=outcome, config=config, mask=mask)
+    temporary = path.with_name(path.name + ".part")
+    temporary.write_text(page, encoding="utf-8")
+    temporary.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- index
+
+
+def render_index(
+    outcomes: Sequence[CallOutcome], links: Mapping[str, str], title: str = "callguard batch"
+) -> str:
+    """All calls of a batch in one sortable table (click a column header to sort)."""
+    texts = TEXTS["en"]
+    columns = [
+        ("call", "text"),
+        ("duration", "number"),
+        ("language", "text"),
+        ("level_reached", "number"),
+        *((category, "number") for category in CATEGORIES),
+        ("shouting", "number"),
+        ("agent_shouting", "number"),
+        ("prompt_count", "number"),
+        ("alerts", "number"),
+        ("error", "text"),
+    ]
+    head = "".join(f'<th data-type="{kind}">{html.escape(texts[name])}</th>' for name, kind in columns)
+    rows = []
+    for o in outcomes:
+        link = links.get(o.call)
+        name = html.escape(o.call)
+        cell = f'<a href="{html.escape(link)}">{name}</a>' if link else name
+        level_rank = _LEVEL_RANK.get(o.level_reached, -1)
+        cells = [
+            f"<td>{cell}</td>",
+            f'<td data-value="{o.duration_s or 0:.3f}">'
+            + ("" if o.duration_s is None else f"{o.duration_s:.1f} s")
+            + "</td>",
+            f"<td>{html.escape(o.lang)}</td>",
+            f'<td data-value="{level_rank}">{html.escape(o.level_reached)}</td>',
+            *(f"<td>{o.counts.get(k, 0)}</td>" for k in (*CATEGORIES, "shouting", "agent_shouting")),
+            f"<td>{o.prompts}</td>",
+            f"<td>{o.alerts}</td>",
+            f'<td class="error">{html.escape(o.error)}</td>',
+        ]
+        rows.append(f'<tr class="{"failed" if o.failed else "ok"}">{"".join(cells)}</tr>')
+    failed = sum(o.failed for o in outcomes)
+    hours = sum(o.duration_s or 0.0 for o in outcomes) / 3600
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}
+table.sortable th{{cursor:pointer;user-select:none}}th[data-order=asc]::after{{content:" ▲"}}
+th[data-order=desc]::after{{content:" ▼"}}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p>{len(outcomes)} calls, {hours:.2f} h of audio, {failed} failed. Click a column to sort.</p>
+<table class="sortable" id="calls"><thead><tr>{head}</tr></thead><tbody>
+{chr(10).join(rows)}
+</tbody></table>
+<script>{_SORT_SCRIPT}</script>
+</body>
+</html>
+"""
+
+
+def write_index(path: Path, outcomes: Sequence[CallOutcome], links: Mapping[str, str]) -> Path:
+    """The batch's index page; only links to reports that exist."""
+    present = {name: link for name, link in links.items() if (path.parent / link).exists()}
+    path.write_text(render_index(outcomes, present), encoding="utf-8")
+    return path

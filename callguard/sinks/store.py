@@ -1,0 +1,471 @@
+"""The incident store: every call, detection, prompt and agent action in SQLite.
+
+One writer (the daemon's worker) commits each event as it happens, in its own
+short transaction, with the database in WAL mode and `synchronous=FULL`: a
+process killed at any moment (kill -9) loses nothing that was committed.
+Transcripts are redacted of card numbers, phone numbers and e-mail addresses
+before they are written, unless IT turns `store.redact` off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from callguard.core.config import Config
+from callguard.core.errors import ConfigError
+from callguard.core.events import (
+    Abuse,
+    AgentAction,
+    CallSummary,
+    Event,
+    LanguageDecided,
+    LevelChange,
+    Notice,
+    Prompt,
+    Shouting,
+    Transcript,
+)
+from callguard.core.redact import redact_text
+
+SCHEMA_VERSION = 1
+_CALL_COLUMNS = (
+    "call_id, started_at, source, customer_name, company, agent_name, language, transfer_available,"
+    " transferred_in"
+)
+_EVENT_TABLES = ("detections", "prompts", "actions", "levels", "transcripts", "notices")
+_CALL_SLOTS = ", ".join("?" * len(_CALL_COLUMNS.split(",")))
+log = logging.getLogger("callguard.sinks.store")
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    id INTEGER PRIMARY KEY,
+    call_id TEXT NOT NULL,
+    started_at REAL NOT NULL,          -- unix time
+    ended_at REAL,                     -- NULL while the call runs (or if the daemon died)
+    source TEXT NOT NULL,              -- 'api' (CTI connector) or 'auto' (started on speech)
+    customer_name TEXT NOT NULL DEFAULT '',
+    company TEXT NOT NULL DEFAULT '',
+    agent_name TEXT NOT NULL DEFAULT '',
+    language TEXT NOT NULL DEFAULT '',
+    transfer_available INTEGER NOT NULL DEFAULT 0,
+    transferred_in INTEGER NOT NULL DEFAULT 0,
+    level_reached TEXT NOT NULL DEFAULT 'calm',
+    duration REAL,
+    end_reason TEXT
+);
+CREATE TABLE IF NOT EXISTS detections (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    speaker TEXT NOT NULL,
+    category TEXT NOT NULL,            -- profanity, insult, threat, shouting
+    severity INTEGER NOT NULL DEFAULT 1,
+    detail TEXT NOT NULL DEFAULT ''    -- matched words (abuse) or level in dBFS (shouting)
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    prompt_id TEXT NOT NULL,
+    level TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    text TEXT NOT NULL DEFAULT '',
+    alert INTEGER NOT NULL DEFAULT 0,
+    because TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS actions (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    action TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS levels (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    level TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS transcripts (
+    id INTEGER PRIMARY KEY,
+    call INTEGER NOT NULL REFERENCES calls(id),
+    t REAL NOT NULL,
+    speaker TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notices (
+    id INTEGER PRIMARY KEY,
+    call INTEGER REFERENCES calls(id),
+    t REAL NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS detections_call ON detections(call);
+CREATE INDEX IF NOT EXISTS prompts_call ON prompts(call);
+CREATE INDEX IF NOT EXISTS actions_call ON actions(call);
+"""
+
+LEVEL_ORDER = ("calm", "tense", "abusive", "transfer", "release")
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One row of `callguard incidents`."""
+
+    id: int
+    call_id: str
+    started_at: float
+    ended_at: float | None
+    source: str
+    customer_name: str
+    company: str
+    agent_name: str
+    language: str
+    level_reached: str
+    duration: float | None
+    end_reason: str | None
+    detections: int
+    prompts: int
+    actions: int
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "call_id": self.call_id,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started_at)),
+            "ended": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.ended_at))
+            if self.ended_at
+            else "",
+            "source": self.source,
+            "customer_name": self.customer_name,
+            "company": self.company,
+            "agent_name": self.agent_name,
+            "language": self.language,
+            "level_reached": self.level_reached,
+            "duration_s": round(self.duration, 1) if self.duration is not None else "",
+            "end_reason": self.end_reason or "",
+            "detections": self.detections,
+            "prompts": self.prompts,
+            "actions": self.actions,
+        }
+
+
+class IncidentStore:
+    """SQLite incident store. Thread-safe through one lock; meant for one writing process."""
+
+    def __init__(self, path: Path, *, redact: bool = True) -> None:
+        self.path = path
+        self.redact = redact
+        self._lock = threading.Lock()
+        self._open_calls: dict[int, tuple[Any, ...]] = {}  # row -> its INSERT values, while it runs
+        self.recreated = ""  # when the file was deleted or replaced under us, and recreated
+        self._open()
+        self.last_error = ""
+
+    def _open(self) -> None:
+        path = self.path
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Incidents name customers: readable by the agent's user only. SQLite gives the WAL and
+            # the shared-memory file the database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            if path.stat().st_mode & 0o077:
+                with contextlib.suppress(PermissionError):  # not ours to change: IT's file, IT's modes
+                    path.chmod(0o600)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
+            tables = {
+                row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if tables and "calls" not in tables:  # someone else's database: never write our schema into it
+                self._db.close()
+                raise ConfigError(
+                    path,
+                    "store.path",
+                    f"is not a callguard incident store (its tables: {', '.join(sorted(tables))})",
+                )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: the WAL is synced at every commit, so even a power cut keeps committed events.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._identity = _file_identity(path)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(path, "store.path", f"cannot open the incident store ({exc})") from None
+
+    def _reopen_if_replaced(self) -> None:
+        """The file deleted or replaced while the daemon runs (a cleanup script, a restore): every
+        later write would go to the unlinked file and be lost, silently. Recreate it, with the
+        calls still running under their row ids, and say so (log, /health)."""
+        if _file_identity(self.path) == self._identity:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        try:
+            self._open()
+        except ConfigError as exc:  # replaced by a foreign file: writes fail, health says why
+            raise sqlite3.OperationalError(str(exc)) from None
+        for row, values in self._open_calls.items():
+            self._db.execute(
+                f"INSERT OR IGNORE INTO calls (id, {_CALL_COLUMNS}) VALUES (?, {_CALL_SLOTS})", (row, *values)
+            )
+        self.recreated = (
+            f"{self.path} was deleted or replaced at {time.strftime('%Y-%m-%d %H:%M:%S')}: recreated"
+        )
+        log.warning(
+            "incident store recreated",
+            extra={"fields": {"path": str(self.path), "calls": len(self._open_calls)}},
+        )
+
+    @classmethod
+    def from_config(cls, config: Config) -> IncidentStore:
+        return cls(config.path(config.store.path), redact=config.store.redact)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def healthy(self) -> bool:
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1").fetchone()
+            return not self.last_error
+        except sqlite3.Error as exc:
+            self.last_error = str(exc)
+            return False
+
+    def _write(self, sql: str, params: Iterable[Any]) -> int:
+        """One statement in its own committed transaction."""
+        with self._lock:
+            try:
+                self._reopen_if_replaced()
+                cursor = self._db.execute(sql, tuple(params))
+            except sqlite3.Error as exc:
+                self.last_error = f"{exc} ({sql.split()[0]} {sql.split()[2]})"
+                raise
+            self.last_error = ""
+            return int(cursor.lastrowid or 0)
+
+    def start_call(self, facts: dict[str, Any], *, source: str, started_at: float | None = None) -> int:
+        """Insert a call row and return its row id (the handle for every later write)."""
+        values = (
+            str(facts.get("call_id", "")),
+            started_at if started_at is not None else time.time(),
+            source,
+            str(facts.get("customer_name", "")),
+            str(facts.get("company", "")),
+            str(facts.get("agent_name", "")),
+            str(facts.get("language", "")),
+            int(bool(facts.get("transfer_available", False))),
+            int(bool(facts.get("transferred_in", False))),
+        )
+        row = self._write(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_CALL_SLOTS})", values)
+        self._open_calls[row] = values
+        return row
+
+    def end_call(self, call: int, *, duration: float, reason: str, ended_at: float | None = None) -> None:
+        self._write(
+            "UPDATE calls SET ended_at = ?, duration = ?, end_reason = ? WHERE id = ?",
+            (ended_at if ended_at is not None else time.time(), duration, reason, call),
+        )
+        self._open_calls.pop(call, None)
+
+    def close_interrupted(self) -> int:
+        """Calls a killed daemon left open: ended at their last stored event, as "interrupted".
+        Only a daemon that starts calls this: no call of its own is running yet."""
+        last = (
+            "MAX(calls.started_at, COALESCE((SELECT MAX(started_at + t) FROM ("
+            + " UNION ALL ".join(f"SELECT t FROM {table} WHERE call = calls.id" for table in _EVENT_TABLES)
+            + ")), calls.started_at))"
+        )
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE calls SET ended_at = {last}, duration = {last} - started_at,"
+                " end_reason = 'interrupted' WHERE ended_at IS NULL"
+            )
+        return cursor.rowcount
+
+    def set_language(self, call: int, language: str) -> None:
+        self._write("UPDATE calls SET language = ? WHERE id = ?", (language, call))
+
+    def record(self, call: int, event: Event) -> None:
+        """Write one pipeline event if it is one the store keeps (others are ignored)."""
+        match event:
+            case Abuse():
+                self._write(
+                    "INSERT INTO detections (call, t, speaker, category, severity, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    # a semantic match's words are the whole utterance: redacted like a transcript
+                    (
+                        call,
+                        event.t,
+                        event.speaker,
+                        event.category,
+                        event.severity,
+                        self._text(" ".join(event.words)),
+                    ),
+                )
+            case Shouting():
+                self._write(
+                    "INSERT INTO detections (call, t, speaker, category, severity, detail)"
+                    " VALUES (?, ?, ?, 'shouting', 1, ?)",
+                    (call, event.t, event.speaker, f"{event.level_db:.1f} dBFS ({event.reason})"),
+                )
+            case Prompt():
+                self._write(
+                    "INSERT INTO prompts (call, t, prompt_id, level, title, text, alert, because)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        call,
+                        event.t,
+                        event.id,
+                        event.level,
+                        event.title,
+                        event.text,
+                        int(event.alert),
+                        "; ".join(event.because),
+                    ),
+                )
+            case AgentAction():
+                self._write(
+                    "INSERT INTO actions (call, t, action) VALUES (?, ?, ?)", (call, event.t, event.action)
+                )
+            case LevelChange():
+                self._write(
+                    "INSERT INTO levels (call, t, level, previous, reason) VALUES (?, ?, ?, ?, ?)",
+                    (call, event.t, event.level, event.previous, event.reason),
+                )
+                self._raise_level(call, event.level)
+            case Transcript(final=True) if event.text.strip():
+                text = self._text(event.text)
+                self._write(
+                    "INSERT INTO transcripts (call, t, speaker, text) VALUES (?, ?, ?, ?)",
+                    (call, event.t, event.speaker, text),
+                )
+            case Notice():
+                self._write(
+                    "INSERT INTO notices (call, t, message) VALUES (?, ?, ?)", (call, event.t, event.message)
+                )
+            case LanguageDecided():
+                self.set_language(call, event.lang)
+            case CallSummary():
+                self._raise_level(call, event.level_reached)
+
+    def _text(self, said: str) -> str:
+        return redact_text(said) if self.redact else said
+
+    def _raise_level(self, call: int, level: str) -> None:
+        # level_reached only ever goes up: a call that calmed down still reached its peak.
+        rank = LEVEL_ORDER.index(level) if level in LEVEL_ORDER else 0
+        case_sql = " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(LEVEL_ORDER))
+        self._write(
+            "UPDATE calls SET level_reached = ? WHERE id = ?"
+            f" AND (CASE level_reached {case_sql} ELSE 0 END) < ?",
+            (level, call, rank),
+        )
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def calls(self, *, limit: int = 50, min_level: str = "calm") -> list[CallRecord]:
+        """The most recent calls first, with counts of their detections, prompts and actions."""
+        rank = LEVEL_ORDER.index(min_level)
+        wanted = LEVEL_ORDER[rank:]
+        marks = ",".join("?" for _ in wanted)
+        sql = (
+            "SELECT c.id, c.call_id, c.started_at, c.ended_at, c.source, c.customer_name, c.company,"
+            " c.agent_name, c.language, c.level_reached, c.duration, c.end_reason,"
+            " (SELECT COUNT(*) FROM detections d WHERE d.call = c.id),"
+            " (SELECT COUNT(*) FROM prompts p WHERE p.call = c.id),"
+            " (SELECT COUNT(*) FROM actions a WHERE a.call = c.id)"
+            f" FROM calls c WHERE c.level_reached IN ({marks}) ORDER BY c.id DESC LIMIT ?"
+        )
+        with self._lock:
+            rows = self._db.execute(sql, (*wanted, limit)).fetchall()
+        return [CallRecord(*row) for row in rows]
+
+    def details(self, call: int) -> dict[str, list[dict[str, Any]]]:
+        """Every row that belongs to one call, table by table (for exports and tests)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for table in ("detections", "prompts", "actions", "levels", "transcripts", "notices"):
+                cursor = self._db.execute(f"SELECT * FROM {table} WHERE call = ? ORDER BY id", (call,))
+                names = [d[0] for d in cursor.description]
+                out[table] = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return out
+
+    def find_call(self, call_id: str) -> int | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM calls WHERE call_id = ? ORDER BY id DESC LIMIT 1", (call_id,)
+            ).fetchone()
+        return int(row[0]) if row else None
+
+
+def write_csv(records: Iterable[CallRecord], out: TextIO) -> int:
+    """Supervisor export: one line per call. Returns the number of lines written."""
+    rows: Iterator[dict[str, Any]] = (r.as_row() for r in records)
+    first = next(rows, None)
+    fieldnames = list(first) if first else list(CallRecord.__dataclass_fields__)
+    writer = csv.DictWriter(out, fieldnames=fieldnames)
+    writer.writeheader()
+    count = 0
+    for row in [first, *rows] if first else []:
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def cmd_incidents(config: Config, *, csv_out: Path | None, limit: int) -> int:
+    """`callguard incidents`: list recent calls, or export them as CSV (`-` for stdout)."""
+    path = config.path(config.store.path)
+    if not path.exists():
+        print(f"callguard: no incident store at {path} (store.path); nothing recorded yet", file=sys.stderr)
+        return 1
+    store = IncidentStore(path, redact=config.store.redact)
+    try:
+        records = store.calls(limit=limit)
+        if csv_out is not None:
+            if str(csv_out) == "-":
+                write_csv(records, sys.stdout)
+            else:
+                with csv_out.open("w", newline="", encoding="utf-8") as out:
+                    count = write_csv(records, out)
+                print(f"wrote {count} calls to {csv_out}")
+            return 0
+        if not records:
+            print(f"no calls recorded in {path}")
+            return 0
+        print(f"{'id':>5}  {'started':19}  {'level':8}  {'dur':>6}  det   pr  act  call / customer")
+        for r in records:
+            row = r.as_row()
+            who = " / ".join(x for x in (r.call_id, r.customer_name, r.company) if x)
+            print(
+                f"{r.id:>5}  {row['started']:19}  {r.level_reached:8}  {row['duration_s']!s:>6}  "
+                f"{r.detections:>3}  {r.prompts:>3}  {r.actions:>3}  {who}"
+            )
+        return 0
+    finally:
+        store.close()
