@@ -300,7 +300,7 @@ def _replay_timelines(
     args: argparse.Namespace, config: Config, jobs: list[CallJob], options: ReplayOptions
 ) -> int:
     """Several calls without --out: each call's timeline in turn, in this process."""
-    from callguard.policy.ladder import CallFacts, load_call_info
+    from callguard.core.facts import CallFacts, load_call_info
     from callguard.qa.batch import WorkerState
     from callguard.qa.replay import replay_file, timeline_line
 

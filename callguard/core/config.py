@@ -227,6 +227,17 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class FloorConfig:
+    url: str = setting("")  # "" = no floor: nothing leaves the workstation
+    credential_file: str = setting("floor-credential")
+    ca_file: str = setting("")
+    share: Literal["none", "flagged", "all"] = setting("flagged")
+    alert_timeout_s: float = setting(5.0, lo=1.0, hi=300.0)
+    retry_max_s: float = setting(30.0, lo=1.0, hi=3600.0)
+    poll_s: float = setting(2.0, lo=0.1, hi=600.0)
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -238,6 +249,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    floor: FloorConfig = field(default_factory=FloorConfig)
     # The folder that relative paths (lexicons, prompts, models) are read from.
     base_dir: Path = DEFAULT_CONFIG_DIR
 

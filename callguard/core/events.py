@@ -200,8 +200,24 @@ class Notice(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CallStart(Event):
+    """A call began (the daemon's sinks: its store row, the floor's live view)."""
+
+    type: ClassVar[str] = "call_start"
+
+
+@dataclass(frozen=True, slots=True)
+class HelpRequest(Event):
+    """The agent asked for a supervisor (the panel's Need help button)."""
+
+    message: str = ""
+    type: ClassVar[str] = "help"
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnd(Event):
     duration: float = 0.0
+    reason: str = ""  # why it ended: "api" (the CTI), "silence", "shutdown", "file" (a replay's end)...
     type: ClassVar[str] = "call_end"
 
 

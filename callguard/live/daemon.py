@@ -18,18 +18,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import functools
 import json
 import logging
 import os
 import queue
 import re
 import secrets
-import shutil
 import signal
-import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -44,10 +39,14 @@ import numpy as np
 from callguard.audio.framing import Framer
 from callguard.core.config import Config, find_config, load_config
 from callguard.core.errors import CallguardError, ConfigError
-from callguard.core.events import ROLES, Event, Notice, Prompt, Role
+from callguard.core.events import ROLES, CallEnd, CallStart, Event, HelpRequest, Role
 from callguard.core.redact import redact_words
+from callguard.live.floor_link import FloorEndpoint, FloorLink
 from callguard.live.server import ApiError, EventHub, PanelServer
-from callguard.sinks.store import IncidentStore
+from callguard.sinks.base import BackgroundSinks, CallInfo, Sink
+from callguard.sinks.desktop import DesktopNotifySink
+from callguard.sinks.log import LogSink
+from callguard.sinks.store import IncidentStore, StoreSink
 from callguard.sources.devices import CapturedBlock, CaptureSet, specs_from_config
 from callguard.stages.gate import NonSpeechGate
 from callguard.stages.vad import VoiceActivityDetector
@@ -69,10 +68,11 @@ PANEL_EVENT_TYPES = {
     "language",
     "summary",
     "call_end",
+    "help",
 }
 COMMAND_TIMEOUT_S = 15.0
 HEALTH_POLL_S = 1.0  # how soon the panel hears that capture was lost or came back
-SIDE_EFFECT_QUEUE = 50_000  # store writes and notifications waiting for a slow disk: minutes of events
+SINK_QUEUE = 50_000  # store writes and notifications waiting for a slow disk: minutes of events
 SPEECH_FLOOR_DBFS = -50.0  # quieter "speech" (line noise the VAD accepts) does not start a call
 
 
@@ -186,7 +186,7 @@ class LiveCall:
     facts: dict[str, Any]
     source: str  # "api" or "auto"
     session: Any  # callguard.pipeline.session.CallSession
-    row: int | None  # calls.id in the store (None: the store is down)
+    info: CallInfo  # what the sinks know of it
     mode: str  # "speech" or "loudness-only"
     timeline: collections.deque[dict[str, Any]]
     started: float = field(default_factory=time.monotonic)
@@ -292,52 +292,6 @@ def panel_form(data: dict[str, Any]) -> dict[str, Any]:
     return {**out, "words": flagged, "matches": matches}
 
 
-class SideEffects:
-    """What the audio worker hands off: store writes and desktop notifications run on this one
-    thread, in order, behind a bounded queue, so a slow disk or a hung notification server never
-    delays the prompts. Full (the disk stalled for tens of thousands of events), a side effect is
-    dropped, counted and logged; /health shows the backlog and the drops."""
-
-    def __init__(self, capacity: int = SIDE_EFFECT_QUEUE) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(capacity)
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="side-effects", daemon=True)
-        self._thread.start()
-
-    @property
-    def backlog(self) -> int:
-        return self._queue.qsize()
-
-    def submit(self, effect: Callable[[], None]) -> None:
-        try:
-            self._queue.put_nowait(effect)
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped <= 10 or self.dropped % 1000 == 0:
-                log.error("side-effect queue full: dropped", extra=_fields(dropped=self.dropped))
-
-    def flush(self, timeout: float = COMMAND_TIMEOUT_S) -> bool:
-        """Wait until everything submitted so far is done (an ended call is stored when its API
-        answer returns); False if that took longer than `timeout`."""
-        done = threading.Event()
-        self.submit(done.set)
-        return done.wait(timeout)
-
-    def close(self, timeout: float = COMMAND_TIMEOUT_S) -> None:
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while (effect := self._queue.get()) is not None:
-            try:
-                effect()
-            except sqlite3.Error as exc:
-                log.error("store write failed", extra=_fields(error=str(exc)))
-            except Exception:  # one failing side effect never stops the others
-                log.exception("side effect failed")
-
-
 def token_file(config: Config) -> Path:
     """Where a generated API token is kept: beside the incident store, readable by its user only."""
     return config.path(config.store.path).parent / "api-token"
@@ -384,11 +338,13 @@ class Daemon:
         self.started = time.monotonic()
         self.activity = self._new_activity(config)
         self._preroll: dict[Role, collections.deque[np.ndarray]] = self._new_preroll(config)
-        self.effects = SideEffects()
+        self.sinks = BackgroundSinks([], capacity=SINK_QUEUE)
+        self.floor: FloorLink | None = None
         self._worker = threading.Thread(target=self._work, name="worker", daemon=True)
         self._watcher = threading.Thread(target=self._watch_health, name="health", daemon=True)
         self._config_mtime = _mtime(config_path)
         self._last_poll = time.monotonic()
+        self.floor_error = ""
         self._open_store(config)
         if self.store is not None:  # calls of a daemon that was killed (-9, power cut) never ended
             closed = self.store.close_interrupted()
@@ -413,6 +369,7 @@ class Daemon:
             self.capture.start()
         self._worker.start()
         self._watcher.start()
+        self._start_floor(self.config)
         # the token never goes to the log (the journal is readable by more than the agent)
         where = "daemon.token" if self.config.daemon.token else str(token_file(self.config))
         link = f"{self.server.base_url}/panel/#token=<the token in {where}>"
@@ -464,9 +421,9 @@ class Daemon:
             self._end_call("shutdown")
         self.capture.stop()
         self.server.stop()
-        self.effects.close()  # every event of the last call is written before the store closes
-        if self.store is not None:
-            self.store.close()
+        if self.floor is not None:  # what it had not sent stays in the outbox for the next start
+            self.floor.stop()
+        self.sinks.close()  # every event of the last call is written before the store closes
         log.info("stopped")
 
     def reload(self) -> None:
@@ -514,11 +471,14 @@ class Daemon:
             self.blocks = queue.Queue(new.daemon.queue_blocks)
             self.capture = self._new_capture(new)
             self.capture.start()
-        if old.store != new.store:
-            self.effects.flush()  # the old store's pending writes land in the old store
-            if self.store is not None:
-                self.store.close()
-            self._open_store(new)
+        if (old.store, old.floor, old.daemon.notify_threats) != (
+            new.store,
+            new.floor,
+            new.daemon.notify_threats,
+        ):
+            self._open_store(new)  # the old store's pending writes land in the old store, then it closes
+        if old.floor != new.floor:
+            self._start_floor(new)
         self.activity = self._new_activity(new)
         self._preroll = self._new_preroll(new)
         setup_logging(new.daemon.log_level)
@@ -542,12 +502,46 @@ class Daemon:
         return {role: collections.deque(maxlen=blocks) for role in ROLES}
 
     def _open_store(self, config: Config) -> None:
+        """Open the store and put the sinks that run off the worker in place (on the sinks' thread,
+        after whatever the old ones still had to write)."""
         try:
             self.store = IncidentStore.from_config(config)
             self.store_error = ""
         except ConfigError as exc:
             self.store, self.store_error = None, str(exc)
             log.error("incident store unavailable", extra=_fields(key=exc.key, problem=exc.problem))
+        sinks: list[Sink] = [LogSink()]
+        if self.store is not None:
+            store_sink = StoreSink(
+                self.store,
+                transcripts=config.store.transcripts,
+                share=config.floor.share if config.floor.url else None,
+            )
+            store_sink.on_priority = self._wake_floor
+            sinks.append(store_sink)
+        if config.daemon.notify_threats:
+            sinks.append(DesktopNotifySink())
+        self.sinks.replace(sinks)
+
+    def _start_floor(self, config: Config) -> None:
+        if self.floor is not None:
+            self.floor.stop()
+            self.floor = None
+        self.floor_error = ""
+        if not config.floor.url:
+            return
+        try:
+            endpoint = FloorEndpoint.from_config(config)
+        except ConfigError as exc:
+            self.floor_error = str(exc)
+            log.error("floor link not started", extra=_fields(key=exc.key, problem=exc.problem))
+            return
+        self.floor = FloorLink(config.floor, endpoint, lambda: self.store, self.hub.publish)
+        self.floor.start()
+
+    def _wake_floor(self) -> None:
+        if self.floor is not None:
+            self.floor.wake()
 
     # --- worker ----------------------------------------------------------------------------------
 
@@ -649,52 +643,21 @@ class Daemon:
         self._handle(call, call.session.feed(role, pcm))
 
     def _handle(self, call: LiveCall, events: list[Event]) -> None:
+        """The worker's share of each event is the panel's view, in memory; the sinks (store and
+        outbox, log, notifications) run on their own thread."""
         for event in events:
-            data = event.to_dict()
-            store, row = self.store, call.row
-            kept = event.type not in ("final", "partial") or self.config.store.transcripts
-            if store is not None and row is not None and kept:
-                self.effects.submit(functools.partial(store.record, row, event))
-            wire = panel_form(data)
+            wire = panel_form(event.to_dict())
             with self._state_lock:
                 call.observe(wire)
-            if data["type"] in PANEL_EVENT_TYPES:
+            if wire["type"] in PANEL_EVENT_TYPES:
                 self.hub.publish({"kind": "event", "call_id": call.call_id, "event": wire})
-            if isinstance(event, Prompt):
-                log.info(
-                    "prompt",
-                    extra=_fields(
-                        call_id=call.call_id,
-                        id=event.id,
-                        ladder_level=event.level,
-                        alert=event.alert,
-                        t=round(event.t, 2),
-                    ),
-                )
-                if event.alert and self.config.daemon.notify_threats:
-                    self.effects.submit(
-                        functools.partial(_desktop_notification, event.title, event.instruction)
-                    )
-            elif data["type"] in ("level", "abuse", "shouting", "action"):
-                log.info(
-                    data["type"],
-                    extra=_fields(
-                        call_id=call.call_id,
-                        **{
-                            k: v
-                            for k, v in data.items()
-                            if k in ("t", "level", "category", "severity", "action", "reason")
-                        },
-                    ),
-                )
-            elif isinstance(event, Notice):
-                log.info("notice", extra=_fields(call_id=call.call_id, message=event.message))
+            self.sinks.on_event(call.info, event)
 
     # --- call lifecycle (worker only) ------------------------------------------------------------
 
     def _start_call(self, facts_in: dict[str, Any], source: str) -> dict[str, Any]:
+        from callguard.core.facts import CallFacts
         from callguard.pipeline.session import CallSession
-        from callguard.policy.ladder import CallFacts
 
         try:
             facts = CallFacts.from_dict(facts_in, "POST /api/v1/calls")
@@ -717,21 +680,15 @@ class Daemon:
         )
         shared = self.runtime.shared[model_lang]
         session = CallSession(config, facts, shared.model, shared=shared, history=False)
-        facts_dict = _facts_dict(facts)
-        if self.store is None:
-            self._open_store(config)
-        row = None
-        if self.store is not None:
-            try:
-                row = self.store.start_call(facts_dict, source=source)
-            except sqlite3.Error as exc:
-                log.error("store write failed", extra=_fields(error=str(exc)))
+        facts_dict = facts.as_dict()
+        if self.store is None:  # it was down: try again, on the sinks' thread, before this call's events
+            self.sinks.submit(lambda: self._open_store(config))
         call = LiveCall(
             call_id=call_id,
             facts=facts_dict,
             source=source,
             session=session,
-            row=row,
+            info=CallInfo(call_id, facts_dict, source, time.time()),
             mode="speech" if shared.model is not None else "loudness-only",
             timeline=collections.deque(maxlen=config.daemon.timeline_length),
             language=lang,
@@ -745,7 +702,8 @@ class Daemon:
             extra=_fields(call_id=call_id, source=source, mode=call.mode, language=lang or "auto"),
         )
         self.hub.publish({"kind": "state", **self.call_state()})
-        self._handle(call, list(session.events))  # the session's opening events (language, notices)
+        # the call's start, then the session's opening events (language, notices)
+        self._handle(call, [CallStart(t=0.0, speaker="system"), *session.events])
         return self.call_state()
 
     def _end_call(self, reason: str) -> dict[str, Any]:
@@ -753,15 +711,14 @@ class Daemon:
         if call is None:
             raise ApiError(404, "no call in progress")
         try:
-            closing = call.session.end()
+            closing = call.session.end(reason)
         except Exception as exc:  # the call is stored even if its last flush fails
             log.exception("closing the call's pipeline failed", extra=_fields(error=str(exc)))
             closing = []
-        self._handle(call, closing)
         duration = float(call.session.t)
-        store, row = self.store, call.row
-        if store is not None and row is not None:
-            self.effects.submit(functools.partial(store.end_call, row, duration=duration, reason=reason))
+        if not any(isinstance(event, CallEnd) for event in closing):  # the store must still close the call
+            closing.append(CallEnd(t=duration, speaker="system", duration=duration, reason=reason))
+        self._handle(call, closing)
         summary = next((e for e in reversed(closing) if e.type == "summary"), None)
         state = call.state() | {
             "active": False,
@@ -792,7 +749,7 @@ class Daemon:
             return self._end_call("api")
 
         state = self._on_worker(end)
-        self.effects.flush()  # on this HTTP thread, not the worker: the call is stored when we answer
+        self.sinks.flush(COMMAND_TIMEOUT_S)  # on this HTTP thread, not the worker: stored when we answer
         return state
 
     def agent_action(self, call_id: str, action: str) -> dict[str, Any]:
@@ -802,6 +759,19 @@ class Daemon:
             return self.call_state()
 
         return self._on_worker(act)
+
+    def request_help(self, call_id: str, message: str) -> dict[str, Any]:
+        """The agent's Need help: to the floor first of all (and the store); the panel says whether
+        a supervisor got it."""
+
+        def ask() -> dict[str, Any]:
+            call = self._check_call(call_id)
+            self._handle(call, [HelpRequest(t=float(call.session.t), speaker="agent", message=message)])
+            return {"requested": True, "floor": bool(self.config.floor.url)}
+
+        if len(message) > 256:
+            raise ApiError(422, f"message: at most 256 characters, got {len(message)}")
+        return self._on_worker(ask)
 
     def call_state(self) -> dict[str, Any]:
         with self._state_lock:
@@ -815,12 +785,13 @@ class Daemon:
 
     def health(self) -> dict[str, Any]:
         capture = self.capture.health()
+        floor = self._floor_health()
         store_ok = self.store is not None and self.store.healthy()
         model_ok = all(m is not None for m in self.runtime.models.values())
         worker_ok = self._worker.is_alive()
         if not store_ok or not worker_ok or not any(d["ok"] for d in capture):
             status = "failing"
-        elif not model_ok or not all(d["ok"] for d in capture):
+        elif not model_ok or not all(d["ok"] for d in capture) or not floor["ok"]:
             status = "degraded"
         else:
             status = "ok"
@@ -844,13 +815,20 @@ class Daemon:
                 "path": str(self.config.path(self.config.store.path)),
                 "error": self.store_error or (self.store.last_error if self.store else ""),
                 "recreated": self.store.recreated if self.store else "",
-                "backlog": self.effects.backlog,  # writes waiting for the disk
-                "dropped": self.effects.dropped,
+                "backlog": self.sinks.backlog,  # writes waiting for the disk
+                "dropped": self.sinks.dropped,
             },
+            "floor": floor,
             "worker": {"ok": worker_ok, "bad_blocks": self.bad_blocks},
             "call": self.call.call_id if self.call else None,
             "uptime_s": round(time.monotonic() - self.started, 1),
         }
+
+    def _floor_health(self) -> dict[str, Any]:
+        if self.floor is not None:
+            return self.floor.status()
+        url = self.config.floor.url
+        return {"url": url, "ok": not url, "error": self.floor_error if url else "", "pending": 0}
 
     @property
     def mode(self) -> str:
@@ -864,35 +842,11 @@ class Daemon:
         return self.call
 
 
-def _facts_dict(facts: Any) -> dict[str, Any]:
-    names = (
-        "call_id",
-        "customer_name",
-        "company",
-        "agent_name",
-        "language",
-        "transfer_available",
-        "transferred_in",
-    )
-    return {name: getattr(facts, name, "") for name in names}
-
-
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-def _desktop_notification(title: str, body: str) -> None:
-    notifier = shutil.which("notify-send")
-    if notifier is None:
-        log.warning("notify_threats is on but notify-send is not installed")
-        return
-    try:
-        subprocess.Popen([notifier, "--urgency=critical", "--app-name=callguard", title, body])
-    except OSError as exc:
-        log.warning("desktop notification failed", extra=_fields(error=str(exc)))
 
 
 def run_daemon(config_path: Path | None, model_override: str = "") -> int:

@@ -69,6 +69,7 @@ class CallController(Protocol):
     def start_call(self, facts: dict[str, Any]) -> dict[str, Any]: ...
     def end_call(self, call_id: str) -> dict[str, Any]: ...
     def agent_action(self, call_id: str, action: str) -> dict[str, Any]: ...
+    def request_help(self, call_id: str, message: str) -> dict[str, Any]: ...
     def call_state(self) -> dict[str, Any]: ...
     def health(self) -> dict[str, Any]: ...
 
@@ -157,6 +158,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/calls", "start_call"),
     Route("POST", "/api/v1/calls/{call_id}/end", "end_call"),
     Route("POST", "/api/v1/calls/{call_id}/actions", "agent_action"),
+    Route("POST", "/api/v1/calls/{call_id}/help", "request_help"),
     Route("GET", "/api/v1/events", "events"),
 )
 
@@ -426,6 +428,12 @@ class ApiHandler(BaseHTTPRequestHandler):
             raise ApiError(422, f"action must be one of {', '.join(ACTIONS)}, got {action!r}")
         self._send_json(200, self.app.controller.agent_action(call_id, action))
 
+    def request_help(self, call_id: str) -> None:
+        message = self._read_json().get("message", "")
+        if not isinstance(message, str):
+            raise ApiError(422, f"message must be a string, got {type(message).__name__}")
+        self._send_json(200, self.app.controller.request_help(call_id, message))
+
     def events(self) -> None:
         subscription = self.app.hub.subscribe()
         try:
@@ -573,6 +581,32 @@ def openapi_schema() -> dict[str, Any]:
                         "200": _json_response("the call's summary", "#/components/schemas/CallState"),
                         "401": _ERROR,
                         "404": _ERROR,
+                    },
+                }
+            },
+            "/api/v1/calls/{call_id}/help": {
+                "post": {
+                    "summary": "The agent asks for a supervisor: sent to the floor first of all",
+                    "parameters": [_CALL_ID],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"message": {"type": "string", "maxLength": 256}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "queued for the floor; the panel's stream says when it got there",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "401": _ERROR,
+                        "404": _ERROR,
+                        "422": _ERROR,
                     },
                 }
             },

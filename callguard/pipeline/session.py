@@ -19,11 +19,12 @@ import numpy as np
 from callguard.audio.framing import Framer
 from callguard.core.config import Config
 from callguard.core.events import ROLES, AgentAction, CallEnd, Event, Frame, Notice, Role, Transcript
+from callguard.core.facts import CallFacts
 from callguard.detector import AbuseStage, AgentActStage, TextDetector, load_detector
 from callguard.detector.semantic import SemanticClassifier
 from callguard.detector.stage import AgentNames
 from callguard.detector.text_detector import load_agent_acts
-from callguard.policy.ladder import CallFacts, EscalationPolicy, PromptCatalogue, load_catalogues
+from callguard.policy.ladder import EscalationPolicy, PromptCatalogue, load_catalogues
 from callguard.stages.asr import Recogniser, SpeechModel
 from callguard.stages.gate import NonSpeechGate
 from callguard.stages.language import LanguageDecider
@@ -231,7 +232,8 @@ class CallSession:
         """Tell the operator something about this call's audio (a recording that ends early...)."""
         return self._dispatch([Notice(t=self.t, speaker="system", message=message, code=code)])
 
-    def end(self) -> list[Event]:
+    def end(self, reason: str = "") -> list[Event]:
+        """Flush every stage and close the call; `reason` says why it ended (CallEnd.reason)."""
         if self.ended:
             return []
         self.ended = True
@@ -239,7 +241,9 @@ class CallSession:
         for channel in self.channels.values():
             produced.extend(self._dispatch(channel.flush()))
         t = self.t
-        produced.extend(self._dispatch([*self.policy.end(t), CallEnd(t=t, speaker="system", duration=t)]))
+        produced.extend(
+            self._dispatch([*self.policy.end(t), CallEnd(t=t, speaker="system", duration=t, reason=reason)])
+        )
         return produced
 
     def _dispatch(self, events: Iterable[Event]) -> list[Event]:

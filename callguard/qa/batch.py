@@ -354,7 +354,7 @@ def call_model_path(options: ReplayOptions, facts_lang: str = "") -> Path | None
 
 def run_call(job: CallJob, options: ReplayOptions, out_dir: Path, state: WorkerState) -> CallOutcome:
     """Replay one call into its events file (and report); any failure becomes the row's error."""
-    from callguard.policy.ladder import CallFacts, load_call_info
+    from callguard.core.facts import CallFacts, load_call_info
     from callguard.qa.replay import replay_file
 
     started = time.perf_counter()

@@ -20,10 +20,10 @@ from callguard.core.events import (
     Shouting,
     Transcript,
 )
+from callguard.core.facts import CallFacts
 from callguard.core.redact import redact_event
 from callguard.pipeline.realtime import drive
 from callguard.pipeline.session import CallSession
-from callguard.policy.ladder import CallFacts
 from callguard.stages.sidecar import load_sidecar
 
 EventSink = Callable[[Event], None]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import os
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,8 +28,11 @@ from callguard.core.errors import ConfigError
 from callguard.core.events import (
     Abuse,
     AgentAction,
+    CallEnd,
+    CallStart,
     CallSummary,
     Event,
+    HelpRequest,
     LanguageDecided,
     LevelChange,
     Notice,
@@ -37,8 +41,10 @@ from callguard.core.events import (
     Transcript,
 )
 from callguard.core.redact import redact_text
+from callguard.sinks.base import CallInfo
+from callguard.sinks.outbox import FloorMessage, FloorMessages, Share
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the floor's outbox
 _CALL_COLUMNS = (
     "call_id, started_at, source, customer_name, company, agent_name, language, transfer_available,"
     " transferred_in"
@@ -120,6 +126,21 @@ CREATE TABLE IF NOT EXISTS notices (
     t REAL NOT NULL,
     message TEXT NOT NULL
 );
+-- What the supervisors' floor is to get, written in the same transaction as the event it comes from;
+-- a message leaves when the floor has answered that it has it (sent_at). seq starts at the unix time in
+-- milliseconds when the table is made, so a store deleted and recreated never reuses a number.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,                  -- ISO 8601 UTC, the event's wall-clock time
+    t REAL NOT NULL,
+    data TEXT NOT NULL,                -- JSON, already cut down to what [floor] share allows
+    priority INTEGER NOT NULL DEFAULT 0,
+    queued_at REAL NOT NULL,           -- unix time
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(priority DESC, seq) WHERE sent_at IS NULL;
 CREATE INDEX IF NOT EXISTS detections_call ON detections(call);
 CREATE INDEX IF NOT EXISTS prompts_call ON prompts(call);
 CREATE INDEX IF NOT EXISTS actions_call ON actions(call);
@@ -129,6 +150,31 @@ LEVEL_ORDER = ("calm", "tense", "abusive", "transfer", "release")
 
 
 # --- the store -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One message of the outbox, as the floor link reads it back."""
+
+    seq: int
+    call_id: str
+    kind: str
+    at: str
+    t: float
+    data: dict[str, Any]
+    priority: bool
+    queued_at: float
+
+    def wire(self) -> dict[str, Any]:
+        """The message as docs/floor-protocol.md has it."""
+        return {
+            "seq": self.seq,
+            "call_id": self.call_id,
+            "kind": self.kind,
+            "at": self.at,
+            "t": self.t,
+            "data": self.data,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +225,7 @@ class IncidentStore:
     def __init__(self, path: Path, *, redact: bool = True) -> None:
         self.path = path
         self.redact = redact
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._open_calls: dict[int, tuple[Any, ...]] = {}  # row -> its INSERT values, while it runs
         self.recreated = ""  # when the file was deleted or replaced under us, and recreated
         self._open()
@@ -211,6 +257,11 @@ class IncidentStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._db.execute(
+                "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')",
+                (int(time.time() * 1000),),
+            )
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self._identity = _file_identity(path)
         except (sqlite3.Error, OSError) as exc:
@@ -258,10 +309,11 @@ class IncidentStore:
             return False
 
     def _write(self, sql: str, params: Iterable[Any]) -> int:
-        """One statement in its own committed transaction."""
+        """One statement: in its own committed transaction, or in the one `_transaction` holds."""
         with self._lock:
             try:
-                self._reopen_if_replaced()
+                if not self._db.in_transaction:
+                    self._reopen_if_replaced()
                 cursor = self._db.execute(sql, tuple(params))
             except sqlite3.Error as exc:
                 self.last_error = f"{exc} ({sql.split()[0]} {sql.split()[2]})"
@@ -269,7 +321,44 @@ class IncidentStore:
             self.last_error = ""
             return int(cursor.lastrowid or 0)
 
-    def start_call(self, facts: dict[str, Any], *, source: str, started_at: float | None = None) -> int:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Every write inside commits together or not at all (an event and its outbox message)."""
+        with self._lock:
+            self._reopen_if_replaced()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _queue_message(self, message: FloorMessage | None) -> None:
+        if message is None:
+            return
+        self._write(
+            "INSERT INTO outbox (call_id, kind, at, t, data, priority, queued_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                message.call_id,
+                message.kind,
+                message.at,
+                message.t,
+                json.dumps(message.data, ensure_ascii=False),
+                int(message.priority),
+                time.time(),
+            ),
+        )
+
+    def start_call(
+        self,
+        facts: Mapping[str, Any],
+        *,
+        source: str,
+        started_at: float | None = None,
+        message: FloorMessage | None = None,
+    ) -> int:
         """Insert a call row and return its row id (the handle for every later write)."""
         values = (
             str(facts.get("call_id", "")),
@@ -282,15 +371,27 @@ class IncidentStore:
             int(bool(facts.get("transfer_available", False))),
             int(bool(facts.get("transferred_in", False))),
         )
-        row = self._write(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_CALL_SLOTS})", values)
+        with self._transaction():
+            row = self._write(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_CALL_SLOTS})", values)
+            self._queue_message(message)
         self._open_calls[row] = values
         return row
 
-    def end_call(self, call: int, *, duration: float, reason: str, ended_at: float | None = None) -> None:
-        self._write(
-            "UPDATE calls SET ended_at = ?, duration = ?, end_reason = ? WHERE id = ?",
-            (ended_at if ended_at is not None else time.time(), duration, reason, call),
-        )
+    def end_call(
+        self,
+        call: int,
+        *,
+        duration: float,
+        reason: str,
+        ended_at: float | None = None,
+        message: FloorMessage | None = None,
+    ) -> None:
+        with self._transaction():
+            self._write(
+                "UPDATE calls SET ended_at = ?, duration = ?, end_reason = ? WHERE id = ?",
+                (ended_at if ended_at is not None else time.time(), duration, reason, call),
+            )
+            self._queue_message(message)
         self._open_calls.pop(call, None)
 
     def close_interrupted(self) -> int:
@@ -311,8 +412,16 @@ class IncidentStore:
     def set_language(self, call: int, language: str) -> None:
         self._write("UPDATE calls SET language = ? WHERE id = ?", (language, call))
 
-    def record(self, call: int, event: Event) -> None:
-        """Write one pipeline event if it is one the store keeps (others are ignored)."""
+    def record(self, call: int | None, event: Event, message: FloorMessage | None = None) -> None:
+        """Write one pipeline event if it is one the store keeps (others are ignored), and the
+        floor's message about it, together. `call` None: the call has no row (the store was down
+        when it started); the message is still kept."""
+        with self._transaction():
+            if call is not None:
+                self._record(call, event)
+            self._queue_message(message)
+
+    def _record(self, call: int, event: Event) -> None:
         match event:
             case Abuse():
                 self._write(
@@ -373,6 +482,10 @@ class IncidentStore:
                 self.set_language(call, event.lang)
             case CallSummary():
                 self._raise_level(call, event.level_reached)
+            case HelpRequest():
+                self._write(
+                    "INSERT INTO actions (call, t, action) VALUES (?, ?, 'help_requested')", (call, event.t)
+                )
 
     def _text(self, said: str) -> str:
         return redact_text(said) if self.redact else said
@@ -386,6 +499,40 @@ class IncidentStore:
             f" AND (CASE level_reached {case_sql} ELSE 0 END) < ?",
             (level, call, rank),
         )
+
+    # --- the floor's outbox ------------------------------------------------------------------------
+
+    def outbox_pending(self, limit: int) -> list[OutboxEntry]:
+        """The next messages to send: threat alerts and help requests first, then in order."""
+        return self._outbox_query("WHERE sent_at IS NULL ORDER BY priority DESC, seq LIMIT ?", (limit,))
+
+    def outbox_unsent_priority(self, *, queued_before: float) -> list[OutboxEntry]:
+        return self._outbox_query(
+            "WHERE sent_at IS NULL AND priority = 1 AND queued_at < ? ORDER BY seq", (queued_before,)
+        )
+
+    def outbox_pending_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0])
+
+    def mark_sent(self, seqs: list[int], sent_at: float) -> None:
+        with self._transaction():
+            self._db.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(sent_at, s) for s in seqs])
+
+    def prune_sent(self, sent_before: float) -> int:
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM outbox WHERE sent_at < ?", (sent_before,))
+        return cursor.rowcount
+
+    def _outbox_query(self, where: str, params: tuple[Any, ...]) -> list[OutboxEntry]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT seq, call_id, kind, at, t, data, priority, queued_at FROM outbox {where}", params
+            ).fetchall()
+        return [
+            OutboxEntry(seq, call_id, kind, at, t, json.loads(data), bool(p), q)
+            for seq, call_id, kind, at, t, data, p, q in rows
+        ]
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -422,6 +569,47 @@ class IncidentStore:
                 "SELECT id FROM calls WHERE call_id = ? ORDER BY id DESC LIMIT 1", (call_id,)
             ).fetchone()
         return int(row[0]) if row else None
+
+
+class StoreSink:
+    """The incident store as a sink: each call's row, its events, and, when a floor is configured,
+    the floor's messages about them, each with its event in one transaction."""
+
+    def __init__(self, store: IncidentStore, *, transcripts: bool = True, share: Share | None = None) -> None:
+        self.store = store
+        self.transcripts = transcripts
+        self.share = share  # None: no floor, no outbox
+        self._rows: dict[str, int | None] = {}
+        self._messages: dict[str, FloorMessages] = {}
+        self.on_priority: Callable[[], None] = lambda: None  # the floor link's wake-up
+
+    def on_event(self, call: CallInfo, event: Event) -> None:
+        if isinstance(event, Transcript) and not self.transcripts:
+            return
+        messages = self._messages.get(call.call_id)
+        if messages is None and self.share is not None:
+            messages = self._messages[call.call_id] = FloorMessages(call, self.share)
+        message = messages.message(event) if messages is not None else None
+        match event:
+            case CallStart():
+                self._rows[call.call_id] = None  # if the write fails, the call's events still reach the floor
+                self._rows[call.call_id] = self.store.start_call(
+                    call.facts, source=call.source, started_at=call.started_at, message=message
+                )
+            case CallEnd():
+                row = self._rows.pop(call.call_id, None)
+                self._messages.pop(call.call_id, None)
+                if row is not None:
+                    self.store.end_call(row, duration=event.duration, reason=event.reason, message=message)
+                else:
+                    self.store.record(None, event, message)
+            case _:
+                self.store.record(self._rows.get(call.call_id), event, message)
+        if message is not None and message.priority:
+            self.on_priority()
+
+    def close(self) -> None:
+        self.store.close()
 
 
 def write_csv(records: Iterable[CallRecord], out: TextIO) -> int:

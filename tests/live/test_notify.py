@@ -23,7 +23,7 @@ from jeepney import HeaderFields, MessageType, new_method_return
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
-import callguard.live.daemon as daemon_module
+import callguard.sinks.desktop as desktop
 from callguard.core.events import Prompt
 
 pytestmark = pytest.mark.skipif(
@@ -109,9 +109,7 @@ def wait_for(server: NotificationServer, count: int, timeout: float = 10.0) -> l
 def test_threat_alert_reaches_the_desktop_as_a_critical_notification(
     notification_bus: NotificationServer,
 ) -> None:
-    daemon_module._desktop_notification(
-        "Threat: call security now", "Stay calm; follow the threat procedure."
-    )
+    desktop.desktop_notification("Threat: call security now", "Stay calm; follow the threat procedure.")
     [note] = wait_for(notification_bus, 1)
     assert note == {
         "app": "callguard",
@@ -125,8 +123,8 @@ def test_without_notify_send_the_alert_is_logged_not_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("PATH", os.devnull)
-    with caplog.at_level(logging.WARNING, logger=daemon_module.log.name):
-        daemon_module._desktop_notification("Threat", "body")
+    with caplog.at_level(logging.WARNING, logger=desktop.log.name):
+        desktop.desktop_notification("Threat", "body")
     assert "notify-send is not installed" in caplog.text
 
 

@@ -467,9 +467,9 @@ def test_a_slow_disk_never_delays_the_prompts(daemon: Daemon) -> None:
     assert daemon.store is not None
     slow_record = daemon.store.record
 
-    def record_on_a_stalled_disk(call: int, event: Any) -> None:
+    def record_on_a_stalled_disk(call: int | None, event: Any, message: Any = None) -> None:
         time.sleep(0.3)  # each write: a disk that takes 300 ms to sync
-        slow_record(call, event)
+        slow_record(call, event, message)
 
     daemon.store.record = record_on_a_stalled_disk  # type: ignore[method-assign]
     api = Client(daemon.server.port)

@@ -20,8 +20,8 @@ from callguard.core.events import (
     Shouting,
     Transcript,
 )
+from callguard.core.facts import CallFacts, load_call_info
 from callguard.pipeline.session import CallSession, SharedResources
-from callguard.policy.ladder import CallFacts, load_call_info
 from callguard.qa.replay import replay_file
 from callguard.stages.asr import SpeechModel
 

@@ -24,11 +24,10 @@ from callguard.core.events import (
     Shouting,
     SpeechEnd,
 )
+from callguard.core.facts import CallFacts, load_call_info
 from callguard.policy.ladder import (
-    CallFacts,
     EscalationPolicy,
     PromptCatalogue,
-    load_call_info,
     load_catalogue,
     load_catalogues,
 )

@@ -22,11 +22,10 @@ from callguard.core.events import (
     Transcript,
     Word,
 )
+from callguard.core.facts import CallFacts, load_call_info
 from callguard.policy.ladder import (
-    CallFacts,
     EscalationPolicy,
     PromptCatalogue,
-    load_call_info,
     load_catalogues,
 )
 

@@ -21,6 +21,12 @@ const STRINGS = {
     no_prompt: "All calm", no_prompt_text: "Listen, and let the customer explain.",
     after_call: "Call ended", facts: "{customer} · {company} · call {call_id}",
     customer_unknown: "customer", action_failed: "Could not record the action: {error}",
+    need_help: "Need help", ev_help: "You asked for a supervisor",
+    help_sent: "Help requested: a supervisor is being told.",
+    help_no_floor: "No supervisors' floor is set up: call your supervisor.",
+    unreached: "Supervisor not reached: call them now.",
+    notice_acknowledged: "{by} has seen the alert.", notice_on_my_way: "{by} is on the way.",
+    supervisor: "A supervisor",
   },
   fr: {
     no_call: "Pas d'appel", waiting: "En attente d'un appel", next: "Ensuite", timeline: "Historique",
@@ -39,10 +45,17 @@ const STRINGS = {
     no_prompt: "Tout est calme", no_prompt_text: "Écoutez, laissez le client s'expliquer.",
     after_call: "Appel terminé", facts: "{customer} · {company} · appel {call_id}",
     customer_unknown: "client", action_failed: "Action non enregistrée : {error}",
+    need_help: "Besoin d'aide", ev_help: "Vous avez demandé un superviseur",
+    help_sent: "Demande d'aide envoyée : un superviseur est prévenu.",
+    help_no_floor: "Aucun poste superviseur n'est configuré : appelez votre superviseur.",
+    unreached: "Superviseur non joint : appelez-le maintenant.",
+    notice_acknowledged: "{by} a vu l'alerte.", notice_on_my_way: "{by} arrive.",
+    supervisor: "Un superviseur",
   },
 };
 const TIMELINE_MAX = 12;
 const KEYS = { a: "acknowledged", l: "limits_stated", t: "transferred", r: "released" };
+const HELP_KEY = "h";
 
 const state = { call: null, lang: "en", timeline: [], startedWall: 0, connected: false };
 const $ = (id) => document.getElementById(id);
@@ -112,6 +125,7 @@ function describe(ev) {
     case "language": return tr("ev_language", { lang: ev.lang });
     case "call_start": return tr("ev_call_start");
     case "call_end": return tr("ev_call_end");
+    case "help": return tr("ev_help");
     default: return null;
   }
 }
@@ -136,6 +150,24 @@ function setButtons(enabled, done = []) {
   for (const button of document.querySelectorAll("#actions button")) {
     button.disabled = !enabled;
     button.classList.toggle("done", done.includes(button.dataset.action));
+  }
+}
+
+// The supervisors' floor: what became of a help request or a threat alert, in one plain line.
+function showSupervisor(text, status) {
+  const line = $("supervisor");
+  line.hidden = !text;
+  line.textContent = text || "";
+  line.dataset.state = status || "";
+}
+
+function onFloor(message) {
+  if (!state.call) return;
+  if (message.state === "unreached" && message.call_id === state.call.call_id) {
+    showSupervisor(tr("unreached"), "unreached");
+  } else if (message.state === "notice" && message.notice.call_id === state.call.call_id) {
+    const by = message.notice.by || tr("supervisor");
+    showSupervisor(tr(`notice_${message.notice.kind}`, { by }), "notice");
   }
 }
 
@@ -164,6 +196,7 @@ function renderState(s) {
   showPrompt(s.prompt || null);
   showAlert(s.active ? s.alert : null);
   setButtons(Boolean(s.active), s.actions || []);
+  if (!s.active) showSupervisor("");
   renderTimeline();
 }
 
@@ -193,6 +226,18 @@ function onMessage(raw) {
   if (message.kind === "state") renderState(message);
   else if (message.kind === "event") onEvent(message);
   else if (message.kind === "health") showBanners(message);
+  else if (message.kind === "floor") onFloor(message);
+}
+
+async function askForHelp() {
+  if (!state.call) return;
+  const response = await fetch(`/api/v1/calls/${encodeURIComponent(state.call.call_id)}/help`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin",
+    body: JSON.stringify({}),
+  });
+  const body = await response.json().catch(() => ({ error: response.statusText }));
+  if (!response.ok) showSupervisor(tr("unreached"), "unreached");
+  else showSupervisor(tr(body.floor ? "help_sent" : "help_no_floor"), body.floor ? "sent" : "unreached");
 }
 
 async function act(action) {
@@ -243,12 +288,15 @@ function tick() {
 
 async function main() {
   applyLanguage("");
-  for (const button of document.querySelectorAll("#actions button")) {
+  for (const button of document.querySelectorAll("#actions button[data-action]")) {
     button.addEventListener("click", () => act(button.dataset.action));
   }
+  $("help").addEventListener("click", askForHelp);
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
-    const action = KEYS[e.key.toLowerCase()];
+    const key = e.key.toLowerCase();
+    if (key === HELP_KEY && state.call) { e.preventDefault(); askForHelp(); return; }
+    const action = KEYS[key];
     if (action && state.call) { e.preventDefault(); act(action); }
   });
   setInterval(tick, 1000);

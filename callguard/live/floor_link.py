@@ -1,0 +1,225 @@
+"""The workstation's link to the supervisors' floor (`callguard floor`, docs/floor-protocol.md).
+
+Two threads, neither on the audio path:
+- the sender ships the incident store's outbox in order, threat alerts and help requests first,
+  in batches, each message with its sequence number (the floor keeps the first copy of each), and
+  backs off exponentially, with jitter, while the floor cannot be reached: nothing is lost, since a
+  message leaves the outbox only when the floor has answered that it has it;
+- the listener long-polls the floor for notices (a supervisor acknowledged the threat alert, is
+  on the way) and hands them to the agent's panel.
+
+A threat alert or help request still in the outbox after `[floor] alert_timeout_s` puts a plain
+line on the agent's panel ("Supervisor not reached: call them"): it is never silent.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from callguard.core.config import Config, FloorConfig
+from callguard.core.errors import ConfigError
+from callguard.sinks.store import IncidentStore, OutboxEntry
+
+log = logging.getLogger("callguard.live.floor")
+BATCH = 200  # messages per request (the floor takes up to 500)
+NOTICE_WAIT_S = 25  # the floor's long poll, below its own cap of 30
+REQUEST_TIMEOUT_S = 10.0
+PRUNE_AFTER_S = 7 * 24 * 3600.0  # sent messages kept this long in the outbox, for audits
+
+
+class FloorRefused(Exception):
+    """The floor answered, and said no (a bad or revoked credential, a message it cannot take)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FloorEndpoint:
+    host: str
+    port: int
+    credential: str
+    tls: ssl.SSLContext
+
+    @classmethod
+    def from_config(cls, config: Config) -> FloorEndpoint:
+        floor = config.floor
+        url = urlsplit(floor.url)
+        if url.scheme != "https" or not url.hostname:
+            raise ConfigError(config.base_dir, "floor.url", f"must be an https:// URL, got {floor.url!r}")
+        credential = read_credential(config.path(floor.credential_file), "floor.credential_file")
+        tls = ssl.create_default_context(cafile=str(config.path(floor.ca_file)) if floor.ca_file else None)
+        return cls(url.hostname, url.port or 443, credential, tls)
+
+    def connect(self) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(self.host, self.port, timeout=REQUEST_TIMEOUT_S, context=self.tls)
+
+
+def read_credential(path: Path, key: str) -> str:
+    try:
+        credential = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(path, key, f"cannot read the workstation's floor credential ({exc})") from None
+    if not credential:
+        raise ConfigError(path, key, "is empty: put the credential `callguard floor enrol` printed in it")
+    return credential
+
+
+class FloorLink:
+    def __init__(
+        self,
+        settings: FloorConfig,
+        endpoint: FloorEndpoint,
+        store: Callable[[], IncidentStore | None],
+        publish: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.settings = settings
+        self.endpoint = endpoint
+        self._store = store
+        self._publish = publish
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._warned: set[int] = set()  # priority messages the panel was told are not through
+        self.last_error = ""
+        self.last_sent_at = 0.0
+        self.sent = 0
+        self._threads = [
+            threading.Thread(target=self._send_loop, name="floor-sender", daemon=True),
+            threading.Thread(target=self._listen_loop, name="floor-notices", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=REQUEST_TIMEOUT_S + 1)
+
+    def wake(self) -> None:
+        """Something was queued: send now rather than at the next round."""
+        self._wake.set()
+
+    def status(self) -> dict[str, Any]:
+        store = self._store()
+        pending = store.outbox_pending_count() if store is not None else 0
+        return {
+            "url": self.settings.url,
+            "ok": not self.last_error,
+            "error": self.last_error,
+            "pending": pending,
+            "sent": self.sent,
+            "last_sent_at": self.last_sent_at or None,
+        }
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        delay = 0.0
+        connection: http.client.HTTPSConnection | None = None
+        if (store := self._store()) is not None:
+            store.prune_sent(time.time() - PRUNE_AFTER_S)
+        while not self._stop.is_set():
+            self._wake.wait(delay if delay else self.settings.poll_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            store = self._store()
+            if store is None:
+                continue
+            try:
+                while entries := store.outbox_pending(BATCH):
+                    connection = connection or self.endpoint.connect()
+                    self._post(connection, entries)
+                    store.mark_sent([entry.seq for entry in entries], time.time())
+                    self.sent += len(entries)
+                    self.last_sent_at = time.time()
+                if self.last_error:
+                    log.info("floor reached again", extra={"fields": {"url": self.settings.url}})
+                self.last_error = ""
+                delay = 0.0
+            except (OSError, http.client.HTTPException, FloorRefused) as exc:
+                if connection is not None:
+                    connection.close()
+                connection = None
+                delay = self._back_off(delay, exc)
+            self._warn_unreached(store)
+        if connection is not None:
+            connection.close()
+
+    def _post(self, connection: http.client.HTTPSConnection, entries: list[OutboxEntry]) -> None:
+        body = json.dumps({"events": [entry.wire() for entry in entries]}).encode()
+        status, answer = self._request(connection, "POST", "/api/v1/events", body)
+        if status != 200:
+            raise FloorRefused(f"the floor answered {status} to {len(entries)} events: {answer[:300]}")
+
+    def _request(
+        self, connection: http.client.HTTPSConnection, method: str, path: str, body: bytes | None = None
+    ) -> tuple[int, str]:
+        headers = {"Authorization": f"Bearer {self.endpoint.credential}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8", "replace")
+
+    def _back_off(self, delay: float, exc: Exception) -> float:
+        error = str(exc) or type(exc).__name__
+        if error != self.last_error:
+            log.error("floor not reached; the outbox keeps every event", extra={"fields": {"error": error}})
+        self.last_error = error
+        # exponential, with full jitter so that a site's workstations do not all come back at once
+        ceiling = min(self.settings.retry_max_s, max(0.5, delay * 2 if delay else 0.5))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def _warn_unreached(self, store: IncidentStore) -> None:
+        cutoff = time.time() - self.settings.alert_timeout_s
+        for entry in store.outbox_unsent_priority(queued_before=cutoff):
+            if entry.seq in self._warned:
+                continue
+            self._warned.add(entry.seq)
+            log.error(
+                "supervisor not reached",
+                extra={"fields": {"call_id": entry.call_id, "kind": entry.kind, "error": self.last_error}},
+            )
+            self._publish(
+                {"kind": "floor", "state": "unreached", "call_id": entry.call_id, "about": entry.kind}
+            )
+
+    # --- notices ---------------------------------------------------------------------------------
+
+    def _listen_loop(self) -> None:
+        # The first answer only tells where the floor's notices stand: older ones are of calls gone.
+        after, delay, caught_up = 0, 0.0, False
+        while not self._stop.is_set():
+            connection = self.endpoint.connect()
+            connection.timeout = NOTICE_WAIT_S + REQUEST_TIMEOUT_S
+            try:
+                wait = NOTICE_WAIT_S if caught_up else 0
+                status, answer = self._request(
+                    connection, "GET", f"/api/v1/notices?after={after}&wait={wait}"
+                )
+                if status != 200:
+                    raise FloorRefused(f"the floor answered {status} to the notices poll: {answer[:300]}")
+                notices = json.loads(answer).get("notices", [])
+                for notice in notices:
+                    after = max(after, int(notice["id"]))
+                    if caught_up:
+                        self._publish({"kind": "floor", "state": "notice", "notice": notice})
+                caught_up, delay = caught_up or not notices, 0.0
+            except (OSError, http.client.HTTPException, FloorRefused, ValueError, KeyError) as exc:
+                delay = min(self.settings.retry_max_s, max(0.5, delay * 2))
+                log.debug("floor notices poll failed", extra={"fields": {"error": str(exc)}})
+                self._stop.wait(random.uniform(delay / 2, delay))
+            finally:
+                connection.close()
