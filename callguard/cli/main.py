@@ -32,6 +32,11 @@ Handler = Callable[[argparse.Namespace, Config], int]
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["floor"]:  # the supervisors' service: an application of its own, its own options
+        from callguard.floor.cli import main as floor_main
+
+        return floor_main(given[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -195,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("devices", help="list audio input devices with their rates and channels").set_defaults(
         handler=lambda args, config: _lazy("callguard.sources.devices", "cmd_devices")()
+    )
+
+    sub.add_parser(
+        "floor",
+        help="the supervisors' floor: serve, init-db, enrol, revoke, user add (see: callguard floor -h)",
     )
 
     incidents = sub.add_parser("incidents", help="list stored incidents, or export them as CSV")

@@ -8,6 +8,7 @@ A supervisor sees only their team: every read and write of the supervisors' API 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -458,7 +459,9 @@ async def open_session(
     """A new session (its cookie token, the viewer) when the password is right, else None."""
     cur = await conn.execute("SELECT id, password_hash FROM users WHERE login = %s", (login,))
     row = await cur.fetchone()
-    if not auth.password_matches(None if row is None else row[1], password) or row is None:
+    # argon2 takes most of a second by design: off the event loop, so streams and long polls go on
+    matches = await asyncio.to_thread(auth.password_matches, None if row is None else row[1], password)
+    if not matches or row is None:
         return None
     token = auth.new_session_token()
     async with conn.transaction():

@@ -14,10 +14,12 @@ line on the agent's panel ("Supervisor not reached: call them"): it is never sil
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -91,6 +93,7 @@ class FloorLink:
         self.last_error = ""
         self.last_sent_at = 0.0
         self.sent = 0
+        self._polling: http.client.HTTPSConnection | None = None  # the long poll, cut short by stop()
         self._threads = [
             threading.Thread(target=self._send_loop, name="floor-sender", daemon=True),
             threading.Thread(target=self._listen_loop, name="floor-notices", daemon=True),
@@ -103,6 +106,10 @@ class FloorLink:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        polling = self._polling
+        if polling is not None and polling.sock is not None:
+            with contextlib.suppress(OSError):
+                polling.sock.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
             thread.join(timeout=REQUEST_TIMEOUT_S + 1)
 
@@ -202,8 +209,10 @@ class FloorLink:
         # The first answer only tells where the floor's notices stand: older ones are of calls gone.
         after, delay, caught_up = 0, 0.0, False
         while not self._stop.is_set():
-            connection = self.endpoint.connect()
+            connection = self._polling = self.endpoint.connect()
             connection.timeout = NOTICE_WAIT_S + REQUEST_TIMEOUT_S
+            if self._stop.is_set():
+                break
             try:
                 wait = NOTICE_WAIT_S if caught_up else 0
                 status, answer = self._request(

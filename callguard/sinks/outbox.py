@@ -102,8 +102,6 @@ class FloorMessages:
                 words = flagged_words(event, share)
                 if event.category == "threat":
                     self._threat_words = words
-                if event.partial:  # a partial's threat reaches the floor as its alert; its final follows
-                    return None
                 fields: dict[str, Any] = {
                     "category": event.category,
                     "severity": event.severity,

@@ -19,22 +19,15 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import http.client
 import itertools
 import json
 import os
 import secrets
-import shutil
-import socket
-import ssl
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from threading import Thread
 from typing import Any
 
@@ -42,102 +35,14 @@ import psycopg
 import pytest
 import uvicorn
 from floor_events import event
-from psycopg.conninfo import make_conninfo
+from pg import PgCluster, TlsCert, make_tls_cert, pg_bindir, start_cluster, stop_cluster
+from pg import free_port as free_port  # the tests import it from here
 
 from callguard.floor import AlertSink
 from callguard.floor.alerts import Alert
 from callguard.floor.app import SinkFactory, create_app
 from callguard.floor.config import FloorConfig
 from callguard.floor.db import add_user, apply_migrations, enrol_workstation
-
-PG_USER = "postgres"
-
-
-def pg_bindir() -> Path:
-    """The folder of initdb/pg_ctl: pg_config's, else the newest /usr/lib/postgresql/*/bin."""
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        bindir = Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True).stdout.strip())
-        if (bindir / "initdb").exists():
-            return bindir
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if not candidates:
-        pytest.skip("PostgreSQL server binaries (initdb) not found: apt-get install postgresql")
-    return Path(candidates[-1]).parent
-
-
-def as_pg_user(argv: list[str]) -> list[str]:
-    """The command run as the postgres user when we are root (the server refuses to run as root)."""
-    if os.geteuid() == 0:
-        return ["runuser", "-u", PG_USER, "--", *argv]
-    return argv
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class PgCluster:
-    root: Path
-    port: int
-    password: str
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    def dsn(self, dbname: str = "postgres") -> str:
-        return make_conninfo(
-            host="127.0.0.1", port=self.port, user=PG_USER, password=self.password, dbname=dbname
-        )
-
-
-def start_cluster(bindir: Path) -> PgCluster:
-    root = Path(tempfile.mkdtemp(prefix="callguard-floor-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, user=PG_USER, group=PG_USER)
-    password = secrets.token_hex(16)
-    pwfile = root / "pwfile"
-    pwfile.write_text(password + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(pwfile, user=PG_USER, group=PG_USER)
-    subprocess.run(
-        as_pg_user(
-            [str(bindir / "initdb"), "-D", str(root / "data"), "-U", PG_USER, "--pwfile", str(pwfile),
-             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"]
-        ),
-        check=True, capture_output=True,
-    )  # fmt: skip
-    pwfile.unlink()
-    last_error = ""
-    for _attempt in range(3):  # a free port can be taken between our probe and the server's bind
-        cluster = PgCluster(root, free_port(), password)
-        options = (
-            f"-c listen_addresses=127.0.0.1 -p {cluster.port} -c unix_socket_directories={root} "
-            # test data only: nothing needs to survive a crash of the machine
-            "-c fsync=off -c max_connections=200"
-        )
-        started = subprocess.run(
-            as_pg_user([str(bindir / "pg_ctl"), "-D", str(cluster.data_dir), "-l", str(root / "log"),
-                        "-o", options, "-w", "-t", "30", "start"]),
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if started.returncode == 0:
-            return cluster
-        last_error = started.stdout + started.stderr + (root / "log").read_text(errors="replace")
-    shutil.rmtree(root, ignore_errors=True)
-    raise RuntimeError(f"the test PostgreSQL cluster did not start:\n{last_error}")
-
-
-def stop_cluster(bindir: Path, cluster: PgCluster) -> None:
-    subprocess.run(
-        as_pg_user([str(bindir / "pg_ctl"), "-D", str(cluster.data_dir), "-m", "immediate", "-w", "stop"]),
-        capture_output=True,
-    )
-    shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -193,28 +98,9 @@ def empty_db_dsn(pg_cluster: PgCluster) -> Iterator[str]:
     yield from _new_database(pg_cluster, "template0")
 
 
-@dataclass(frozen=True)
-class TlsCert:
-    cert_file: Path
-    key_file: Path
-
-    def client_context(self) -> ssl.SSLContext:
-        """A client context trusting only this certificate, host name checked (127.0.0.1 or localhost)."""
-        return ssl.create_default_context(cafile=str(self.cert_file))
-
-
 @pytest.fixture(scope="session")
 def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> TlsCert:
-    folder = tmp_path_factory.mktemp("floor-tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    key.chmod(0o600)
-    return TlsCert(cert, key)
+    return make_tls_cert(tmp_path_factory.mktemp("floor-tls"))
 
 
 # --- a real floor: uvicorn over HTTPS on 127.0.0.1, in a thread of the test process ------------------------
@@ -363,13 +249,13 @@ class RecordingSink:
 
 
 def run_floor_in_thread(
-    config: FloorConfig, sink_factory: SinkFactory | None
+    config: FloorConfig, sink_factory: SinkFactory | None, port: int = 0
 ) -> tuple[uvicorn.Server, Thread]:
     cert_file, key_file = config.require_tls()
     app = create_app(config, sink_factory)
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file),
-                       log_level="warning", timeout_graceful_shutdown=2)
+        uvicorn.Config(app, host="127.0.0.1", port=port, ssl_certfile=str(cert_file),
+                       ssl_keyfile=str(key_file), log_level="warning", timeout_graceful_shutdown=2)
     )  # fmt: skip
     thread = Thread(target=server.run, name="floor-uvicorn", daemon=True)
     thread.start()
@@ -387,13 +273,14 @@ StartFloor = Callable[..., FloorServer]
 
 @pytest.fixture
 def start_floor(floor_dsn: str, tls_cert: TlsCert) -> Iterator[StartFloor]:
-    """start_floor(sink_factory=None, **config) -> a FloorServer on this test's database; stopped after."""
+    """start_floor(sink_factory=None, port=0, **config) -> a FloorServer on this test's database (on a free
+    port unless given one); stopped after."""
     running: list[tuple[uvicorn.Server, Thread]] = []
 
-    def start(sink_factory: SinkFactory | None = None, **settings: Any) -> FloorServer:
+    def start(sink_factory: SinkFactory | None = None, port: int = 0, **settings: Any) -> FloorServer:
         config = FloorConfig(dsn=floor_dsn, cert_file=tls_cert.cert_file, key_file=tls_cert.key_file,
                              **settings)  # fmt: skip
-        server, thread = run_floor_in_thread(config, sink_factory)
+        server, thread = run_floor_in_thread(config, sink_factory, port)
         running.append((server, thread))
         port = server.servers[0].sockets[0].getsockname()[1]
         return FloorServer(port=port, dsn=floor_dsn, tls=tls_cert, config=config)

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from test_server import TOKEN, Client, SseReader, free_port, speech_with_shouts, write_config
 
+from tests.live.harness import TOKEN, Client, SseReader, free_port, speech_with_shouts, write_config
 from tests.pulse import play
 
 CHROMIUM = "/usr/bin/chromium"

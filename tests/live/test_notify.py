@@ -131,7 +131,10 @@ def test_without_notify_send_the_alert_is_logged_not_raised(
 def test_the_daemon_notifies_threat_alerts_and_nothing_else(
     notification_bus: NotificationServer, tmp_path: Path
 ) -> None:
-    from test_server import Client, start_daemon  # the API tests' daemon: no model, blocks queued by hand
+    from tests.live.harness import (  # the API tests' daemon: no model, blocks queued by hand
+        Client,
+        start_daemon,
+    )
 
     running = start_daemon(tmp_path, notify_threats=True)
     try:

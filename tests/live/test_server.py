@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,107 +16,18 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from callguard.core.config import load_config
-from callguard.live.daemon import Daemon, build_runtime
+from callguard.live.daemon import Daemon
 from callguard.live.server import ROUTES, openapi_schema, panel_session_value
 from callguard.sinks.store import IncidentStore
 from callguard.sources.devices import CapturedBlock
-from callguard.testing import daemon_config_file
-
-TOKEN = "test-token-0123456789"
-ASTERISK_EN = Path("/usr/share/asterisk/sounds/en")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_config(folder: Path, *, port: int, daemon: dict[str, Any] | None = None, extra: str = "") -> Path:
-    """A config file for a test daemon: its own store and port, the shipped lexicons and prompts."""
-    return daemon_config_file(folder, port=port, token=TOKEN, daemon=daemon, extra=extra)
-
-
-def speech_with_shouts(rate: int = 16000, shouts: int = 3) -> np.ndarray:
-    """Real recorded speech (Asterisk prompts) at a normal level, with stretches 20 dB louder."""
-    import soundfile as sf
-    import soxr
-
-    data, file_rate = sf.read(ASTERISK_EN / "demo-congrats.wav", dtype="float32")  # 30 s, one voice
-    speech = soxr.resample(data, file_rate, rate)
-    speech *= 10 ** (-26 / 20) / max(1e-9, float(np.sqrt(np.mean(speech**2))))
-    parts = [speech[: 6 * rate]]
-    for _ in range(shouts):
-        parts.append(np.clip(speech[rate : 3 * rate] * 10.0, -0.99, 0.99))  # +20 dB
-        parts.append(speech[3 * rate : 9 * rate])
-    return (np.concatenate(parts) * 32767).astype(np.int16)
-
-
-class Client:
-    def __init__(self, port: int, token: str | None = TOKEN) -> None:
-        self.port, self.token = port, token
-
-    def request(
-        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any, http.client.HTTPResponse]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        sent = dict(headers or {})
-        if self.token:
-            sent.setdefault("Authorization", f"Bearer {self.token}")
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=sent)
-        response = conn.getresponse()
-        raw = response.read()
-        kind = response.getheader("Content-Type", "")
-        parsed = json.loads(raw) if raw and kind.startswith("application/json") else raw
-        conn.close()
-        return response.status, parsed, response
-
-
-class SseReader:
-    """Reads /api/v1/events on a thread, stamping each message with its arrival time."""
-
-    def __init__(self, port: int) -> None:
-        self.messages: list[tuple[float, dict[str, Any]]] = []
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self.conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {TOKEN}"})
-        self.response = self.conn.getresponse()
-        assert self.response.status == 200
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for raw in self.response:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("data: "):
-                    self.messages.append((time.time(), json.loads(line[6:])))
-        except (OSError, ValueError):
-            pass
-
-    def wait_for(self, predicate: Any, timeout: float = 10.0) -> tuple[float, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for arrived, message in list(self.messages):
-                if predicate(message):
-                    return arrived, message
-            time.sleep(0.005)
-        raise AssertionError(f"no matching message in {timeout} s; got {[m for _, m in self.messages]}")
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-def start_daemon(folder: Path, **settings: Any) -> Daemon:
-    path = write_config(folder, port=free_port(), daemon={"auto_calls": False} | settings)
-    config = load_config(path)
-    running = Daemon(path, config, build_runtime(config, ""))
-    running.start(capture=False)  # no sound device in these tests: blocks are queued by hand
-    return running
+from tests.live.harness import (
+    TOKEN,
+    Client,
+    SseReader,
+    queue_audio,
+    speech_with_shouts,
+    start_daemon,
+)
 
 
 @pytest.fixture
@@ -125,13 +35,6 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     running = start_daemon(tmp_path)
     yield running
     running.shutdown()
-
-
-def queue_audio(daemon: Daemon, pcm: np.ndarray, role_index: int = 0, block_s: float = 0.05) -> None:
-    """Queue PCM as the capture callback would (as device 0, at the pipeline rate)."""
-    n = int(daemon.config.audio.rate * block_s)
-    for start in range(0, pcm.size, n):
-        daemon.blocks.put(CapturedBlock(0, 1, daemon.config.audio.rate, pcm[start : start + n, None].copy()))
 
 
 # --- tests ---------------------------------------------------------------------------------------
