@@ -25,12 +25,10 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from callguard.floor.app import create_app
 from callguard.floor.config import FloorConfig
-
-pytest.importorskip("playwright")
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -92,7 +90,7 @@ class PageErrors:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} not installed: run scripts/setup.sh (apt: chromium)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield launched
@@ -588,3 +586,56 @@ def test_the_stream_reconnects_after_a_restart_of_the_floor_and_catches_up(
     finally:
         context.close()
         floor.stop()
+
+
+def test_a_live_threat_is_seen_on_the_wallboard_and_the_agent_sees_it_was_seen(
+    browser: Browser,
+    open_board: OpenBoard,
+    floor_server: Any,
+    tmp_path: Path,
+    fixture_call: Callable[[str], Path],
+) -> None:
+    """Issue 19, done when: the real daemon's panel and the real wallboard, each in Chromium. A threat
+    that the real pipeline found in a generated call is handed to the live call; the supervisor sees it
+    within a second, acknowledges it, and the agent's panel says so."""
+    from test_workstation_link import hand_to_call, replayed_threat, start_call, start_workstation
+
+    from callguard.core.events import Prompt
+    from tests.live.harness import TOKEN
+
+    events = replayed_threat(fixture_call("threat_en"))
+    ws = floor_server.enrol("ws-ana", "north")
+    password = floor_server.add_user("marie", "supervisor", "north", "Marie Curie")
+    board, board_errors = open_board("marie", password)
+    daemon = start_workstation(tmp_path, floor_server.port, ws.credential, floor_server.tls)
+    agent = browser.new_context(viewport={"width": 420, "height": 900})
+    try:
+        panel = agent.new_page()
+        panel.goto(f"http://127.0.0.1:{daemon.server.port}/panel/#token={TOKEN}")
+        panel.wait_for_selector("body[data-connected=true]")
+        start_call(daemon, "C-90")
+        expect(panel.locator("#help")).to_be_enabled()
+        alert_at = next(i for i, e in enumerate(events) if isinstance(e, Prompt) and e.alert)
+        hand_to_call(daemon, events[:alert_at])
+        handed = time.monotonic()
+        hand_to_call(daemon, [events[alert_at]])
+        card = board.locator("#alerts .card.alert.unacked")
+        expect(card).to_be_visible(timeout=5000)
+        latency = time.monotonic() - handed
+        expect(card.locator(".card-title")).to_contain_text("Ana")
+        assert latency < ALERT_LATENCY_GOAL_S, f"detection to wallboard: {latency:.2f} s"
+        expect(panel.locator("#alert")).to_be_visible()  # the agent's own alert, as before
+        card.locator(".card-action").click()
+        expect(panel.locator("#supervisor")).to_have_text("Marie Curie has seen the alert.", timeout=5000)
+        panel.keyboard.press("h")  # Need help, from the keyboard
+        expect(panel.locator("#supervisor")).to_contain_text("Help requested")
+        expect(board.locator("#help .card")).to_have_count(1, timeout=5000)
+        board.locator("#help .card .card-action").click()
+        expect(panel.locator("#supervisor")).to_have_text("Marie Curie is on the way.", timeout=5000)
+        shots = Path(os.environ.get("CALLGUARD_SCREENSHOTS") or tmp_path)
+        panel.screenshot(path=str(shots / "agent-panel-supervisor-coming.png"))
+        board.screenshot(path=str(shots / "wallboard-after-live-threat.png"))
+    finally:
+        agent.close()
+        daemon.shutdown()
+    assert board_errors.errors == []

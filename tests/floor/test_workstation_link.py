@@ -8,6 +8,7 @@ hear English words), its events handed to the live call as the session would han
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,11 +26,9 @@ from callguard.qa.replay import replay_file
 from tests.live.harness import Client, SseReader, start_daemon
 
 
-@pytest.fixture(scope="module")
-def threat_events(fixture_call: Callable[[str], Path]) -> list[Event]:
+def replayed_threat(wav: Path) -> list[Event]:
     """What the real pipeline finds in a generated call with a threat: abuse, levels, prompts, the alert."""
     found: list[Event] = []
-    wav = fixture_call("threat_en")
     replay_file(
         wav,
         load_config(),
@@ -38,8 +37,25 @@ def threat_events(fixture_call: Callable[[str], Path]) -> list[Event]:
         on_event=found.append,
     )
     kept = [e for e in found if isinstance(e, Abuse | LevelChange | Prompt)]
-    assert any(isinstance(e, Prompt) and e.alert for e in kept), "the sample holds a threat"
+    # on the live call's clock: it has just started, so the replay's first event is its time zero
+    kept = [dataclasses.replace(e, t=round(e.t - kept[0].t, 3)) for e in kept]
+    assert any(isinstance(e, Prompt) and e.alert for e in kept), f"{wav.name} holds a threat"
     return kept
+
+
+@pytest.fixture(scope="module")
+def threat_events(fixture_call: Callable[[str], Path]) -> list[Event]:
+    return replayed_threat(fixture_call("threat_en"))
+
+
+def start_workstation(
+    folder: Path, floor_port: int, credential: str, tls: TlsCert, **settings: Any
+) -> Daemon:
+    """A daemon enrolled on the floor at `floor_port` (its credential in a file, the floor's cert trusted)."""
+    secret = folder / "floor-credential"
+    secret.write_text(credential + "\n")
+    secret.chmod(0o600)
+    return start_daemon(folder, extra=floor_section(floor_port, secret, tls, **settings))
 
 
 def floor_section(floor_port: int, credential: Path, tls: TlsCert, **settings: Any) -> str:
@@ -63,10 +79,7 @@ def workstation(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     running: list[Daemon] = []
 
     def start(floor_port: int, credential: str, tls: TlsCert, **settings: Any) -> Daemon:
-        secret = tmp_path / "floor-credential"
-        secret.write_text(credential + "\n")
-        secret.chmod(0o600)
-        daemon = start_daemon(tmp_path, extra=floor_section(floor_port, secret, tls, **settings))
+        daemon = start_workstation(tmp_path, floor_port, credential, tls, **settings)
         running.append(daemon)
         return daemon
 

@@ -57,7 +57,7 @@ const TIMELINE_MAX = 12;
 const KEYS = { a: "acknowledged", l: "limits_stated", t: "transferred", r: "released" };
 const HELP_KEY = "h";
 
-const state = { call: null, lang: "en", timeline: [], startedWall: 0, connected: false };
+const state = { call: null, prompt: null, lang: "en", timeline: [], startedWall: 0, connected: false };
 const $ = (id) => document.getElementById(id);
 
 function pickLanguage(callLanguage) {
@@ -88,6 +88,7 @@ function setLevel(level) {
 }
 
 function showPrompt(prompt) {
+  state.prompt = prompt;
   if (!prompt) {
     $("prompt-title").textContent = state.call ? tr("no_prompt") : tr("waiting");
     $("prompt-instruction").textContent = state.call ? tr("no_prompt_text") : "";
@@ -112,6 +113,7 @@ function showAlert(prompt) {
   $("alert-title").textContent = prompt.title || tr("threat");
   $("alert-instruction").textContent = prompt.instruction || "";
   $("alert-text").textContent = prompt.text || "";
+  $("alert-text").hidden = !prompt.text;
 }
 
 function describe(ev) {
@@ -210,6 +212,7 @@ function onEvent(message) {
     setLevel(ev.level);
   } else if (ev.type === "language") {
     applyLanguage(ev.lang);
+    showPrompt(state.prompt);  // the language's strings replaced the "all calm" line
   } else if (ev.type === "action") {
     const done = [...document.querySelectorAll("#actions button.done")].map((b) => b.dataset.action);
     setButtons(true, [...done, ev.action]);
