@@ -215,6 +215,14 @@ class HelpRequest(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BreakTaken(Event):
+    """The agent steps away after a hard call (the panel's Break button), for the floor's figures."""
+
+    minutes: float = 5.0
+    type: ClassVar[str] = "break"
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnd(Event):
     duration: float = 0.0
     reason: str = ""  # why it ended: "api" (the CTI), "silence", "shutdown", "file" (a replay's end)...

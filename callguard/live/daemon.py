@@ -39,7 +39,7 @@ import numpy as np
 from callguard.audio.framing import Framer
 from callguard.core.config import Config, find_config, load_config
 from callguard.core.errors import CallguardError, ConfigError
-from callguard.core.events import ROLES, CallEnd, CallStart, Event, HelpRequest, Role
+from callguard.core.events import ROLES, BreakTaken, CallEnd, CallStart, Event, HelpRequest, Role
 from callguard.core.redact import redact_words
 from callguard.live.floor_link import FloorEndpoint, FloorLink
 from callguard.live.server import ApiError, EventHub, PanelServer
@@ -772,6 +772,22 @@ class Daemon:
         if len(message) > 256:
             raise ApiError(422, f"message: at most 256 characters, got {len(message)}")
         return self._on_worker(ask)
+
+    def take_break(self, minutes: float) -> dict[str, Any]:
+        """The agent steps away between calls: recorded for the floor's daily figures."""
+        if not 1 <= minutes <= 120:
+            raise ApiError(422, f"minutes: a number from 1 to 120, got {minutes!r}")
+
+        def record() -> dict[str, Any]:
+            if self.call is not None:
+                raise ApiError(409, f"call {self.call.call_id!r} is in progress: take the break after it")
+            after = str((self.last_call or {}).get("call_id") or "between-calls")
+            info = CallInfo(after, {}, "api", time.time())
+            self.sinks.on_event(info, BreakTaken(t=0.0, speaker="agent", minutes=minutes))
+            self.hub.publish({"kind": "break", "minutes": minutes})
+            return {"break": True, "minutes": minutes, "floor": bool(self.config.floor.url)}
+
+        return self._on_worker(record)
 
     def call_state(self) -> dict[str, Any]:
         with self._state_lock:

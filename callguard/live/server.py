@@ -70,6 +70,7 @@ class CallController(Protocol):
     def end_call(self, call_id: str) -> dict[str, Any]: ...
     def agent_action(self, call_id: str, action: str) -> dict[str, Any]: ...
     def request_help(self, call_id: str, message: str) -> dict[str, Any]: ...
+    def take_break(self, minutes: float) -> dict[str, Any]: ...
     def call_state(self) -> dict[str, Any]: ...
     def health(self) -> dict[str, Any]: ...
 
@@ -159,6 +160,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/api/v1/calls/{call_id}/end", "end_call"),
     Route("POST", "/api/v1/calls/{call_id}/actions", "agent_action"),
     Route("POST", "/api/v1/calls/{call_id}/help", "request_help"),
+    Route("POST", "/api/v1/break", "take_break"),
     Route("GET", "/api/v1/events", "events"),
 )
 
@@ -434,6 +436,12 @@ class ApiHandler(BaseHTTPRequestHandler):
             raise ApiError(422, f"message must be a string, got {type(message).__name__}")
         self._send_json(200, self.app.controller.request_help(call_id, message))
 
+    def take_break(self) -> None:
+        minutes = self._read_json().get("minutes", 5)
+        if isinstance(minutes, bool) or not isinstance(minutes, int | float):
+            raise ApiError(422, f"minutes must be a number, got {type(minutes).__name__}")
+        self._send_json(200, self.app.controller.take_break(float(minutes)))
+
     def events(self) -> None:
         subscription = self.app.hub.subscribe()
         try:
@@ -606,6 +614,33 @@ def openapi_schema() -> dict[str, Any]:
                         },
                         "401": _ERROR,
                         "404": _ERROR,
+                        "422": _ERROR,
+                    },
+                }
+            },
+            "/api/v1/break": {
+                "post": {
+                    "summary": "The agent takes a break between calls (for the floor's daily figures)",
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "minutes": {"type": "number", "minimum": 1, "maximum": 120}
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "recorded",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "401": _ERROR,
+                        "409": _ERROR,
                         "422": _ERROR,
                     },
                 }

@@ -23,6 +23,7 @@ from callguard.core.events import (
     LEVELS,
     Abuse,
     AgentAction,
+    BreakTaken,
     CallEnd,
     CallStart,
     Event,
@@ -127,6 +128,8 @@ class FloorMessages:
                 }
             case AgentAction():
                 return "action", {"action": event.action}
+            case BreakTaken():
+                return "break", {"minutes": event.minutes}
             case HelpRequest():
                 return "help", ({"message": redact_text(event.message)} if event.message else {})
             case CallEnd():

@@ -28,6 +28,7 @@ from callguard.core.errors import ConfigError
 from callguard.core.events import (
     Abuse,
     AgentAction,
+    BreakTaken,
     CallEnd,
     CallStart,
     CallSummary,
@@ -596,6 +597,9 @@ class StoreSink:
                 self._rows[call.call_id] = self.store.start_call(
                     call.facts, source=call.source, started_at=call.started_at, message=message
                 )
+            case BreakTaken():  # after its call: no row of its own, the outbox only
+                self._messages.pop(call.call_id, None)
+                self.store.record(None, event, message)
             case CallEnd():
                 row = self._rows.pop(call.call_id, None)
                 self._messages.pop(call.call_id, None)

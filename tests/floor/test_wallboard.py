@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
+from floor_events import event as protocol_event
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from callguard.floor.app import create_app
@@ -40,18 +41,6 @@ NARROW: ViewportSize = {"width": 390, "height": 844}
 ALERT_LATENCY_GOAL_S = 1.0
 THREAT_PROMPT = "Threat: alert your supervisor"
 
-DEFAULT_DATA: dict[str, dict[str, Any]] = {
-    "call_started": {"agent": "Alice Martin", "queue": "billing", "language": "en", "source": "api"},
-    "level": {"level": "abusive", "previous": "tense", "reason": "insults"},
-    "abuse": {"category": "insult", "severity": 2, "words": ["idiot"]},
-    "threat_alert": {"prompt_id": "threat", "title": "Threat of violence", "words": ["hurt you"]},
-    "prompt": {"prompt_id": "limits", "level": "abusive", "title": "State your limits", "alert": False},
-    "action": {"action": "transferred"},
-    "help": {"message": "caller is threatening"},
-    "break": {"minutes": 5},
-    "call_ended": {"duration": 120.5, "level_reached": "abusive", "reason": "hung up"},
-}
-
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -59,8 +48,7 @@ def iso(moment: datetime) -> str:
 
 def event(seq: int, kind: str, call_id: str, at: datetime | None = None, **data: Any) -> dict[str, Any]:
     """An event of the protocol, at the current time unless told."""
-    return {"seq": seq, "call_id": call_id, "kind": kind, "at": iso(at or datetime.now(UTC)), "t": float(seq),
-            "data": {**DEFAULT_DATA[kind], **data}}  # fmt: skip
+    return protocol_event(seq, kind, call_id, iso(at or datetime.now(UTC)), **data)
 
 
 def post(ws: Any, *events: dict[str, Any]) -> None:
@@ -601,7 +589,7 @@ def test_a_live_threat_is_seen_on_the_wallboard_and_the_agent_sees_it_was_seen(
     from test_workstation_link import hand_to_call, replayed_threat, start_call, start_workstation
 
     from callguard.core.events import Prompt
-    from tests.live.harness import TOKEN
+    from tests.live.harness import TOKEN, Client
 
     events = replayed_threat(fixture_call("threat_en"))
     ws = floor_server.enrol("ws-ana", "north")
@@ -632,6 +620,11 @@ def test_a_live_threat_is_seen_on_the_wallboard_and_the_agent_sees_it_was_seen(
         expect(board.locator("#help .card")).to_have_count(1, timeout=5000)
         board.locator("#help .card .card-action").click()
         expect(panel.locator("#supervisor")).to_have_text("Marie Curie is on the way.", timeout=5000)
+        status, _, _ = Client(daemon.server.port).request("POST", "/api/v1/calls/C-90/end")
+        assert status == 200
+        expect(panel.locator("#break")).to_be_enabled()
+        panel.keyboard.press("b")  # the break the last prompt asked for, for the floor's figures
+        expect(panel.locator("#supervisor")).to_have_text("Break of 5 minutes recorded. Take it now.")
         shots = Path(os.environ.get("CALLGUARD_SCREENSHOTS") or tmp_path)
         panel.screenshot(path=str(shots / "agent-panel-supervisor-coming.png"))
         board.screenshot(path=str(shots / "wallboard-after-live-threat.png"))

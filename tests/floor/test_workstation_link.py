@@ -164,14 +164,20 @@ def test_a_threat_reaches_the_supervisor_and_the_acknowledgement_the_agent(
         assert coming["notice"]["by"] == "Marie Curie"
         hand_to_call(daemon, threat_events[alert_at + 1 :])
         assert api.request("POST", "/api/v1/calls/C-77/end")[0] == 200
+        status, answer, _ = api.request("POST", "/api/v1/break", body={"minutes": 7})
+        assert status == 200 and answer["break"] is True
+        assert api.request("POST", "/api/v1/break", body={"minutes": 0})[0] == 422
     finally:
         panel.close()
     store = daemon.store
     assert store is not None
     wait_for(lambda: store.outbox_pending_count() == 0, 5, "the outbox emptied")
     kinds = [kind for _, _, kind in floor_events(floor)]
-    assert kinds[0] == "call_started" and kinds[-1] == "call_ended"
+    assert kinds[0] == "call_started" and kinds[-2] == "call_ended"
     assert {"threat_alert", "help", "abuse", "level", "prompt"} <= set(kinds)
+    assert kinds[-1] == "break", "the break after the call"
+    [north] = marie.get(f"/api/v1/figures?day={time.strftime('%Y-%m-%d', time.gmtime())}").json()["teams"]
+    assert north["breaks"] == 1 and north["break_minutes"] == 7 and north["threats"] == 1, north
     assert not daemon.health()["floor"]["error"]
 
 

@@ -26,7 +26,8 @@ const STRINGS = {
     help_no_floor: "No supervisors' floor is set up: call your supervisor.",
     unreached: "Supervisor not reached: call them now.",
     notice_acknowledged: "{by} has seen the alert.", notice_on_my_way: "{by} is on the way.",
-    supervisor: "A supervisor",
+    supervisor: "A supervisor", take_break: "Taking a break",
+    break_recorded: "Break of {minutes} minutes recorded. Take it now.",
   },
   fr: {
     no_call: "Pas d'appel", waiting: "En attente d'un appel", next: "Ensuite", timeline: "Historique",
@@ -50,12 +51,15 @@ const STRINGS = {
     help_no_floor: "Aucun poste superviseur n'est configuré : appelez votre superviseur.",
     unreached: "Superviseur non joint : appelez-le maintenant.",
     notice_acknowledged: "{by} a vu l'alerte.", notice_on_my_way: "{by} arrive.",
-    supervisor: "Un superviseur",
+    supervisor: "Un superviseur", take_break: "Je prends une pause",
+    break_recorded: "Pause de {minutes} minutes enregistrée. Prenez-la maintenant.",
   },
 };
 const TIMELINE_MAX = 12;
 const KEYS = { a: "acknowledged", l: "limits_stated", t: "transferred", r: "released" };
 const HELP_KEY = "h";
+const BREAK_KEY = "b";
+const BREAK_MINUTES = 5;
 
 const state = { call: null, prompt: null, lang: "en", timeline: [], startedWall: 0, connected: false };
 const $ = (id) => document.getElementById(id);
@@ -153,6 +157,7 @@ function setButtons(enabled, done = []) {
     button.disabled = !enabled;
     button.classList.toggle("done", done.includes(button.dataset.action));
   }
+  $("break").disabled = enabled;  // a break is taken between calls
 }
 
 // The supervisors' floor: what became of a help request or a threat alert, in one plain line.
@@ -232,6 +237,15 @@ function onMessage(raw) {
   else if (message.kind === "floor") onFloor(message);
 }
 
+async function takeBreak() {
+  if (state.call) return;
+  const response = await fetch("/api/v1/break", {
+    method: "POST", headers: { "Content-Type": "application/json" }, credentials: "same-origin",
+    body: JSON.stringify({ minutes: BREAK_MINUTES }),
+  });
+  if (response.ok) showSupervisor(tr("break_recorded", { minutes: BREAK_MINUTES }), "break");
+}
+
 async function askForHelp() {
   if (!state.call) return;
   const response = await fetch(`/api/v1/calls/${encodeURIComponent(state.call.call_id)}/help`, {
@@ -295,10 +309,12 @@ async function main() {
     button.addEventListener("click", () => act(button.dataset.action));
   }
   $("help").addEventListener("click", askForHelp);
+  $("break").addEventListener("click", takeBreak);
   document.addEventListener("keydown", (e) => {
     if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
     const key = e.key.toLowerCase();
     if (key === HELP_KEY && state.call) { e.preventDefault(); askForHelp(); return; }
+    if (key === BREAK_KEY && !state.call) { e.preventDefault(); takeBreak(); return; }
     const action = KEYS[key];
     if (action && state.call) { e.preventDefault(); act(action); }
   });
