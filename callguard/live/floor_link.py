@@ -41,7 +41,14 @@ PRUNE_AFTER_S = 7 * 24 * 3600.0  # sent messages kept this long in the outbox, f
 
 
 class FloorRefused(Exception):
-    """The floor answered, and said no (a bad or revoked credential, a message it cannot take)."""
+    """The floor answered, and said no (a bad or revoked credential, a floor in trouble): try again later."""
+
+
+class FloorRejected(FloorRefused):
+    """The floor cannot take what was sent (400, 413, 422): sending it again would never help."""
+
+
+REJECTED_STATUSES = (400, 413, 422)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,10 +153,7 @@ class FloorLink:
                 continue
             try:
                 while entries := store.outbox_pending(BATCH):
-                    connection = self._post(connection, entries)
-                    store.mark_sent([entry.seq for entry in entries], time.time())
-                    self.sent += len(entries)
-                    self.last_sent_at = time.time()
+                    connection = self._send(store, connection, entries)
                 if self.last_error:
                     log.info("floor reached again", extra={"fields": {"url": self.settings.url}})
                 self.last_error = ""
@@ -162,6 +166,31 @@ class FloorLink:
             self._warn_unreached(store)
         if connection is not None:
             connection.close()
+
+    def _send(
+        self, store: IncidentStore, connection: http.client.HTTPSConnection | None, entries: list[OutboxEntry]
+    ) -> http.client.HTTPSConnection:
+        """Send a batch and take it off the outbox. A batch the floor rejects is sent again one message
+        at a time, and a message it rejects alone is set aside (kept, marked, logged), so that one
+        message a floor cannot read (a newer workstation's, say) never holds up the threats behind it."""
+        try:
+            connection = self._post(connection, entries)
+        except FloorRejected as exc:
+            if len(entries) == 1:
+                store.mark_rejected(entries[0].seq, str(exc), time.time())
+                log.error(
+                    "the floor rejected a message: set aside, the others go on",
+                    extra={"fields": {"seq": entries[0].seq, "kind": entries[0].kind, "error": str(exc)}},
+                )
+                return self.endpoint.connect()
+            kept = connection or self.endpoint.connect()
+            for entry in entries:
+                kept = self._send(store, kept, [entry])
+            return kept
+        store.mark_sent([entry.seq for entry in entries], time.time())
+        self.sent += len(entries)
+        self.last_sent_at = time.time()
+        return connection
 
     def _post(
         self, connection: http.client.HTTPSConnection | None, entries: list[OutboxEntry]
@@ -180,7 +209,8 @@ class FloorLink:
             connection = self.endpoint.connect()
             status, answer = self._request(connection, "POST", "/api/v1/events", body)
         if status != 200:
-            raise FloorRefused(f"the floor answered {status} to {len(entries)} events: {answer[:300]}")
+            refusal = FloorRejected if status in REJECTED_STATUSES else FloorRefused
+            raise refusal(f"the floor answered {status} to {len(entries)} events: {answer[:300]}")
         return connection
 
     def _request(

@@ -6,11 +6,13 @@ starts and ends calls and records agent actions; the panel page subscribes to
 
 Authentication. Every API route needs the token from `daemon.token`, either as
 `Authorization: Bearer <token>` (connectors, scripts) or as the panel's session
-cookie. The agent opens the panel once through its link,
-`http://127.0.0.1:8765/panel/#token=<token>`: the fragment never reaches the
-server or its logs; panel.js exchanges it at `POST /api/v1/session` (bearer)
-for an HttpOnly, SameSite=Strict cookie, which EventSource and the buttons then
-send by themselves (a browser cannot put a header on EventSource). The cookie
+cookie. The agent opens the panel through a one-time login link that `callguard
+panel` asks the daemon for (`POST /api/v1/panel-links`, bearer only):
+`/panel/login?code=<code>` sets the cookie and forgets the code, so what stays in
+the browser's history opens nothing. (`/panel/#token=<token>` still works for
+integrations: panel.js exchanges the fragment at `POST /api/v1/session`, but the
+token may then stay in the history.) The cookie is HttpOnly and SameSite=Strict;
+EventSource and the buttons send it by themselves (a browser cannot put a header on EventSource). The cookie
 holds an HMAC of the token, not the token, and stops working when IT changes
 the token. Cross-site pages cannot use it: SameSite=Strict, JSON bodies only
 (a cross-site JSON POST needs a preflight that this server never grants), and
@@ -27,6 +29,7 @@ import json
 import logging
 import queue
 import re
+import secrets
 import socket
 import threading
 import time
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 log = logging.getLogger("callguard.live.server")
 
@@ -50,6 +53,7 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_FIELD_CHARS = 256
 KEEPALIVE_S = 10.0
 MAX_CONNECTIONS = 128  # the panel, its event stream, the CTI and a few scripts need a handful
+LOGIN_CODE_S = 120.0  # how long a one-time panel login link works
 REQUEST_TIMEOUT_S = 5.0  # each read or write of a request (or a keep-alive's next request) within this
 ACTIONS = ("acknowledged", "limits_stated", "transferred", "released")
 
@@ -151,10 +155,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/", "redirect_panel", auth=False),
     Route("GET", "/panel", "redirect_panel", auth=False),
     Route("GET", "/panel/", "panel_file", auth=False),
+    Route("GET", "/panel/login", "panel_login", auth=False),
     Route("GET", "/panel/{name}", "panel_file", auth=False),
     Route("GET", "/openapi.json", "openapi", auth=False),
     Route("GET", "/health", "health"),
     Route("POST", "/api/v1/session", "session"),
+    Route("POST", "/api/v1/panel-links", "new_panel_link"),
     Route("GET", "/api/v1/calls/current", "call_state"),
     Route("POST", "/api/v1/calls", "start_call"),
     Route("POST", "/api/v1/calls/{call_id}/end", "end_call"),
@@ -234,6 +240,8 @@ class PanelServer:
         )
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._login_codes: dict[str, float] = {}  # one-time panel login codes -> when they expire
+        self._codes_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -248,6 +256,20 @@ class PanelServer:
 
     def panel_link(self) -> str:
         return f"{self.base_url}/panel/#token={self.token()}"
+
+    def new_login_code(self) -> str:
+        code = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        with self._codes_lock:
+            self._login_codes = {c: t for c, t in self._login_codes.items() if t > now}
+            self._login_codes[code] = now + LOGIN_CODE_S
+        return code
+
+    def use_login_code(self, code: str) -> bool:
+        """True once for a code that was given and has not expired; never again."""
+        with self._codes_lock:
+            expires = self._login_codes.pop(code, 0.0)
+        return expires > time.monotonic()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
@@ -402,6 +424,36 @@ class ApiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def new_panel_link(self) -> None:
+        # a page holding the panel's cookie must not mint links for another browser: the token only
+        if not self.headers.get("Authorization", "").lower().startswith("bearer "):
+            raise ApiError(403, "panel links are given for the bearer token only, not the panel's cookie")
+        self._read_json()
+        code = self.app.new_login_code()
+        base = f"http://{self.headers.get('Host') or f'127.0.0.1:{self.app.port}'}"
+        self._send_json(201, {"url": f"{base}/panel/login?code={code}", "expires_s": LOGIN_CODE_S})
+
+    def panel_login(self) -> None:
+        code = parse_qs(urlsplit(self.path).query).get("code", [""])[0]
+        if not self.app.use_login_code(code):
+            text = "This panel link has expired or was used already: run `callguard panel` for a new one.\n"
+            data = text.encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self.send_response(303)
+        self.send_header("Location", "/panel/")
+        cookie = f"{COOKIE_NAME}={panel_session_value(self.app.token())}; HttpOnly; SameSite=Strict; Path=/"
+        self.send_header("Set-Cookie", cookie)
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def openapi(self) -> None:
         self._send_json(200, openapi_schema())
 
@@ -538,6 +590,34 @@ def openapi_schema() -> dict[str, Any]:
                             "failing (store or all capture down)", "#/components/schemas/Health"
                         ),
                         "401": _ERROR,
+                    },
+                }
+            },
+            "/panel/login": {
+                "get": {
+                    **_public(
+                        "Open the panel with a one-time code from POST /api/v1/panel-links: sets the "
+                        "session cookie, then redirects to /panel/",
+                        {
+                            "303": {"description": "to /panel/, cookie set"},
+                            "401": {"description": "used or expired"},
+                        },
+                    ),
+                    "parameters": [
+                        {"name": "code", "in": "query", "required": True, "schema": {"type": "string"}}
+                    ],
+                }
+            },
+            "/api/v1/panel-links": {
+                "post": {
+                    "summary": "A one-time panel login link (bearer token only), valid for 120 s",
+                    "responses": {
+                        "201": {
+                            "description": "the link",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "401": _ERROR,
+                        "403": _ERROR,
                     },
                 }
             },

@@ -139,7 +139,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     data TEXT NOT NULL,                -- JSON, already cut down to what [floor] share allows
     priority INTEGER NOT NULL DEFAULT 0,
     queued_at REAL NOT NULL,           -- unix time
-    sent_at REAL
+    sent_at REAL,
+    rejected TEXT                      -- why the floor refused it (kept, set aside, not sent again)
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(priority DESC, seq) WHERE sent_at IS NULL;
 CREATE INDEX IF NOT EXISTS detections_call ON detections(call);
@@ -519,6 +520,9 @@ class IncidentStore:
     def mark_sent(self, seqs: list[int], sent_at: float) -> None:
         with self._transaction():
             self._db.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(sent_at, s) for s in seqs])
+
+    def mark_rejected(self, seq: int, reason: str, at: float) -> None:
+        self._write("UPDATE outbox SET sent_at = ?, rejected = ? WHERE seq = ?", (at, reason[:1000], seq))
 
     def prune_sent(self, sent_before: float) -> int:
         with self._lock:

@@ -9,6 +9,7 @@ hear English words), its events handed to the live call as the session would han
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -230,3 +231,31 @@ def test_a_revoked_workstation_is_refused_and_says_so(
     error = wait_for(lambda: daemon.health()["floor"]["error"], 5, "the refusal in /health")
     assert "401" in error and "revoked" in error, error
     assert floor_events(floor_server) == []
+
+
+def test_a_message_the_floor_cannot_read_is_set_aside_and_the_rest_goes_on(
+    floor_server: FloorServer, workstation: Callable[..., Daemon], threat_events: list[Event]
+) -> None:
+    """A newer workstation's kind of message, or a bug: refused alone (422), it must not hold up the
+    threat behind it, as a whole batch retried for ever would."""
+    from callguard.sinks.outbox import FloorMessage
+
+    ws = floor_server.enrol("ws-dan", "north")
+    daemon = workstation(floor_server.port, ws.credential, floor_server.tls)
+    store = daemon.store
+    assert store is not None
+    daemon.floor.stop()  # type: ignore[union-attr]  # queue first, so that the batch holds both
+    start_call(daemon, "C-80")
+    daemon.sinks.flush(5)
+    store.record(
+        None, threat_events[0], FloorMessage("C-80", "kind_from_the_future", 1.0, "2026-12-01T17:00:00.000Z")
+    )
+    hand_to_call(daemon, threat_events)
+    daemon.sinks.flush(5)
+    daemon._start_floor(daemon.config)  # the floor link again, with everything queued
+    wait_for(lambda: store.outbox_pending_count() == 0, 10, "the outbox emptied")
+    kinds = [kind for _, _, kind in floor_events(floor_server)]
+    assert "threat_alert" in kinds and "kind_from_the_future" not in kinds
+    with sqlite3.connect(store.path) as db:
+        [(kind, why)] = db.execute("SELECT kind, rejected FROM outbox WHERE rejected IS NOT NULL").fetchall()
+    assert kind == "kind_from_the_future" and "422" in why, why

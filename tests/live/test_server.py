@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 import pytest
@@ -61,6 +61,8 @@ def test_every_api_route_needs_the_token(daemon: Daemon) -> None:
         if route.auth:
             assert status == 401, route
             assert wrong.request(route.method, path, body={} if route.method == "POST" else None)[0] == 401
+        elif route.path == "/panel/login":  # public, and without a valid one-time code it opens nothing
+            assert status == 401, route
         else:
             assert status in (200, 302), route
     status, body, _ = Client(port).request("GET", "/health")
@@ -390,3 +392,33 @@ def test_a_slow_disk_never_delays_the_prompts(daemon: Daemon) -> None:
     store = IncidentStore(daemon.config.path(daemon.config.store.path))
     [record] = store.calls()
     assert record.end_reason == "api" and store.details(record.id)["prompts"], "nothing lost on the way"
+
+
+def test_a_one_time_panel_link_opens_the_panel_once(daemon: Daemon) -> None:
+    """Issue 17.15: the token stayed in the browser's history (/panel/#token=...). A login link
+    asked for with the token opens the panel once; the address left in the history opens nothing."""
+    api = Client(daemon.server.port)
+    status, answer, _ = api.request("POST", "/api/v1/panel-links")
+    assert status == 201 and TOKEN not in answer["url"], answer
+    link = urlsplit(answer["url"])
+    assert link.path == "/panel/login" and link.netloc == f"127.0.0.1:{daemon.server.port}"
+    anonymous = Client(daemon.server.port, token=None)
+    status, _, response = anonymous.request("GET", f"{link.path}?{link.query}")
+    assert status == 303 and response.getheader("Location") == "/panel/"
+    cookie = (response.getheader("Set-Cookie") or "").split(";")[0]
+    assert cookie == f"callguard_panel={panel_session_value(TOKEN)}"
+    assert anonymous.request("GET", "/api/v1/calls/current", headers={"Cookie": cookie})[0] == 200
+    again, body, _ = anonymous.request("GET", f"{link.path}?{link.query}")
+    assert again == 401 and b"expired or was used" in body, "a link from the history opens nothing"
+    assert anonymous.request("GET", "/panel/login?code=guess")[0] == 401
+    # the panel's own cookie cannot mint links for another browser
+    minted = anonymous.request("POST", "/api/v1/panel-links", headers={"Cookie": cookie})
+    assert minted[0] == 403
+
+
+def test_callguard_panel_prints_a_working_link(daemon: Daemon) -> None:
+    from callguard.live.daemon import panel_login_link
+
+    link = urlsplit(panel_login_link(daemon.config))
+    status, _, _ = Client(daemon.server.port, token=None).request("GET", f"{link.path}?{link.query}")
+    assert status == 303
