@@ -180,5 +180,5 @@ def test_a_bad_event_names_its_type_and_field(data: dict[str, Any], names: list[
 
 def test_one_level_order_for_every_consumer() -> None:
     assert [level_rank(level) for level in LEVELS] == list(range(len(LEVELS)))
-    assert ABUSIVE_RANK == level_rank("abusive") and level_rank("tense") < ABUSIVE_RANK
+    assert level_rank("abusive") == ABUSIVE_RANK and level_rank("tense") < ABUSIVE_RANK
     assert level_rank("") == -1 and level_rank("furious") == -1
