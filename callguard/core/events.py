@@ -19,31 +19,23 @@ from typing import Any, ClassVar, Literal
 
 from callguard.core.errors import CallguardError
 
+# Each set of names is spelled once, as a Literal; its tuple (in that order) is read from it.
 Role = Literal["customer", "agent"]
-ROLES: tuple[Role, ...] = ("customer", "agent")
+ROLES: tuple[Role, ...] = typing.get_args(Role)
 Level = Literal["calm", "tense", "abusive", "transfer", "release"]
-LEVELS: tuple[Level, ...] = ("calm", "tense", "abusive", "transfer", "release")
+LEVELS: tuple[Level, ...] = typing.get_args(Level)
 # A level's rank on the ladder: the one order every consumer compares levels by.
 LEVEL_RANK: Mapping[str, int] = {level: rank for rank, level in enumerate(LEVELS)}
-# From here up a call counts as abusive (evaluation, the floor's and the store's filters).
+# From here up a call counts as abusive (the outcome's verdict, evaluation).
 ABUSIVE_RANK = LEVEL_RANK["abusive"]
 Category = Literal["profanity", "insult", "threat"]
-CATEGORIES: tuple[Category, ...] = ("profanity", "insult", "threat")
+CATEGORIES: tuple[Category, ...] = typing.get_args(Category)
 # What the agent's own words do, as the seeds' steps name them ("none": anything else).
 AgentAct = Literal["limits", "personalise", "transfer", "release", "apology", "summary", "empathy", "none"]
-AGENT_ACTS: tuple[AgentAct, ...] = (
-    "limits",
-    "personalise",
-    "transfer",
-    "release",
-    "apology",
-    "summary",
-    "empathy",
-    "none",
-)
+AGENT_ACTS: tuple[AgentAct, ...] = typing.get_args(AgentAct)
 # What the agent tells callguard they did (the panel's buttons, the API's actions).
 Action = Literal["acknowledged", "limits_stated", "transferred", "released"]
-ACTIONS: tuple[Action, ...] = ("acknowledged", "limits_stated", "transferred", "released")
+ACTIONS: tuple[Action, ...] = typing.get_args(Action)
 
 
 def level_rank(level: str) -> int:
