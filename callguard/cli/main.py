@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from callguard.core.config import (
     DEFAULT_CONFIG_DIR,
@@ -25,7 +25,6 @@ from callguard.core.config import (
 from callguard.core.errors import CallguardError, ConfigError
 
 if TYPE_CHECKING:
-    from callguard.core.events import Event
     from callguard.qa.batch import CallJob, ReplayOptions
 
 Handler = Callable[[argparse.Namespace, Config], int]
@@ -326,21 +325,15 @@ def _replay_timelines(
     """Several calls without --out: each call's timeline in turn, in this process."""
     from callguard.core.facts import CallFacts, load_call_info
     from callguard.qa.batch import WorkerState
-    from callguard.qa.replay import replay_file, timeline_line
+    from callguard.qa.outputs import ReplayOutputs, replay_sinks
+    from callguard.qa.replay import replay_file
 
     state = WorkerState()
     failures = 0
-    sink = _open(args.events)
+    # One events file and one timeline for every call; each line of the file names its call.
+    sinks = replay_sinks(ReplayOutputs(events=args.events, timeline=None if args.quiet else sys.stdout))
     try:
         for job in jobs:
-
-            def show(event: Event, call: Path = job.audio) -> None:
-                if sink:
-                    sink.write(json.dumps({"call": str(call), **event.to_dict()}, ensure_ascii=False) + "\n")
-                line = None if args.quiet else timeline_line(event)
-                if line:
-                    print(line, flush=True)
-
             if len(jobs) > 1 and not args.quiet:
                 print(f"== {job.audio}")
             try:
@@ -352,7 +345,7 @@ def _replay_timelines(
                     lang=args.lang,
                     transcript=job.transcript,
                     realtime=args.realtime,
-                    on_event=show,
+                    sinks=sinks,
                     redact=not args.no_redact,
                     shared=state.resources(options, job, facts.language),
                 )
@@ -360,7 +353,7 @@ def _replay_timelines(
                 failures += 1
                 print(f"callguard: error: {exc}", file=sys.stderr)
     finally:
-        if sink:
+        for sink in sinks:
             sink.close()
     return 1 if failures else 0
 
@@ -386,13 +379,6 @@ def _evaluate(args: argparse.Namespace, config: Config) -> int:
         print(format_sweep(spec, points), end="")
         print(f"curve: {args.out / 'sweep.svg'}; points: {args.out / 'sweep.csv'}")
     return 1 if evaluation.failed else 0
-
-
-def _open(path: Path | None) -> TextIO | None:
-    if path is None:
-        return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("w", encoding="utf-8")
 
 
 def _detect(args: argparse.Namespace, config: Config) -> int:

@@ -20,7 +20,7 @@ from callguard.core.config import Config, PolicyConfig, read_toml
 from callguard.core.errors import ConfigError
 from callguard.core.events import (
     AGENT_ACTS,
-    LEVELS,
+    LEVEL_RANK,
     Abuse,
     AgentAction,
     AgentSpeech,
@@ -56,7 +56,7 @@ MAX_TITLE_CHARS = 48  # read at a glance
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _OPTIONAL = re.compile(r"\[([^\[\]]*)\]")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
-_RANK = {level: rank for rank, level in enumerate(LEVELS)}
+_RANK = LEVEL_RANK
 
 
 # ---------------------------------------------------------------- prompt catalogue

@@ -28,7 +28,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +37,10 @@ from typing import Any, TextIO
 
 from callguard.core.config import Config
 from callguard.core.errors import CallguardError, ConfigError
-from callguard.core.events import CATEGORIES
+from callguard.core.events import CATEGORIES, CallEnd, CallFailed, Event, EventFormatError
+from callguard.core.outcome import CallOutcome, fold_call
+from callguard.qa.outputs import ReplayOutputs, replay_sinks
+from callguard.sinks.base import CallInfo
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aif", ".aiff", ".caf", ".w64"})
 SUMMARY_NAME = "summary.csv"
@@ -60,7 +63,7 @@ SUMMARY_FIELDS = (
     "processing_s",
 )
 # The last line of a finished call's events file is one of these.
-_LAST_EVENT_TYPES = frozenset({"call_end", "error"})
+_LAST_EVENT_TYPES = frozenset({CallEnd.type, CallFailed.type})
 _GLOB_CHARS = frozenset("*?[")
 
 
@@ -87,7 +90,7 @@ class ReplayOptions:
 
 
 @dataclass(frozen=True)
-class CallOutcome:
+class SummaryRow:
     """A call's row in summary.csv."""
 
     call: str
@@ -106,6 +109,28 @@ class CallOutcome:
     def failed(self) -> bool:
         return bool(self.error)
 
+    @classmethod
+    def of(cls, job: CallJob, outcome: CallOutcome, processing_s: float = 0.0) -> SummaryRow:
+        """The row of `job`, whose events came to `outcome`."""
+        return cls(
+            call=job.name,
+            path=str(job.audio),
+            duration_s=outcome.duration,
+            lang=outcome.language,
+            # a call that failed before the session summed it up reached no level
+            level_reached=outcome.level_reached if outcome.summary is not None else "",
+            counts={
+                **outcome.detections,
+                "shouting": outcome.shouting["customer"],
+                "agent_shouting": outcome.shouting["agent"],
+            },
+            prompts=len(outcome.prompts),
+            alerts=len(outcome.alerts),
+            first_prompt_s=outcome.first_prompt_t,
+            error=outcome.error,
+            processing_s=processing_s,
+        )
+
     def row(self) -> dict[str, str]:
         return {
             "call": self.call,
@@ -122,7 +147,7 @@ class CallOutcome:
         }
 
     @classmethod
-    def from_row(cls, row: dict[str, str | None]) -> CallOutcome | None:
+    def from_row(cls, row: dict[str, str | None]) -> SummaryRow | None:
         """A row read back from summary.csv, or None for a torn or foreign row."""
         if any(row.get(name) is None for name in SUMMARY_FIELDS):
             return None
@@ -151,13 +176,13 @@ def _number(value: float | None, digits: int) -> str:
 
 @dataclass(frozen=True)
 class BatchResult:
-    outcomes: list[CallOutcome]  # every call of the batch, in job order (resumed ones included)
+    outcomes: list[SummaryRow]  # every call of the batch, in job order (resumed ones included)
     replayed: int  # calls replayed by this run (the rest were kept from an earlier run)
     summary: Path
     elapsed_s: float
 
     @property
-    def failed(self) -> list[CallOutcome]:
+    def failed(self) -> list[SummaryRow]:
         return [o for o in self.outcomes if o.failed]
 
 
@@ -248,10 +273,22 @@ def report_path(out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.html"
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """A call's events file, one dict per event."""
+def read_events(path: Path) -> list[Event]:
+    """A call's events file, typed (each line's `call` key dropped); a bad line raises ConfigError
+    naming the file, the line and the field."""
+    events = []
     with path.open(encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+                if isinstance(data, dict):
+                    data.pop("call", None)
+                events.append(Event.from_dict(data))
+            except (ValueError, EventFormatError) as exc:  # JSONDecodeError is a ValueError
+                raise ConfigError(path, f"line {number}", str(exc)) from None
+    return events
 
 
 def events_complete(path: Path) -> bool:
@@ -264,48 +301,6 @@ def events_complete(path: Path) -> bool:
         return json.loads(tail).get("type") in _LAST_EVENT_TYPES
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def outcome_from_events(
-    job: CallJob, events: Iterable[dict[str, Any]], processing_s: float = 0.0
-) -> CallOutcome:
-    """A call's summary row, from its events (the JSONL dicts)."""
-    counts = dict.fromkeys(COUNT_FIELDS, 0)
-    duration: float | None = None
-    lang = level = error = ""
-    prompts = alerts = 0
-    first_prompt: float | None = None
-    for event in events:
-        match event.get("type"):
-            case "abuse":
-                counts[event["category"]] = counts.get(event["category"], 0) + 1
-            case "shouting":
-                counts["shouting" if event["speaker"] == "customer" else "agent_shouting"] += 1
-            case "prompt":
-                prompts += 1
-                alerts += bool(event.get("alert"))
-                first_prompt = event["t"] if first_prompt is None else first_prompt
-            case "language":
-                lang = event["lang"]
-            case "summary":
-                level = event["level_reached"]
-            case "call_end":
-                duration = event["duration"]
-            case "error":
-                error = event["message"]
-    return CallOutcome(
-        call=job.name,
-        path=str(job.audio),
-        duration_s=duration,
-        lang=lang,
-        level_reached=level,
-        counts=counts,
-        prompts=prompts,
-        alerts=alerts,
-        first_prompt_s=first_prompt,
-        error=error,
-        processing_s=processing_s,
-    )
 
 
 class WorkerState:
@@ -352,21 +347,20 @@ def call_model_path(options: ReplayOptions, facts_lang: str = "") -> Path | None
     return model_for_language(options.config, model_language(options, facts_lang), options.model)
 
 
-def run_call(job: CallJob, options: ReplayOptions, out_dir: Path, state: WorkerState) -> CallOutcome:
+def run_call(job: CallJob, options: ReplayOptions, out_dir: Path, state: WorkerState) -> SummaryRow:
     """Replay one call into its events file (and report); any failure becomes the row's error."""
     from callguard.core.facts import CallFacts, load_call_info
     from callguard.qa.replay import replay_file
 
     started = time.perf_counter()
     final = events_path(out_dir, job.name)
-    part = final.with_name(final.name + ".part")
-    with part.open("w", encoding="utf-8") as sink:
-
-        def write(record: dict[str, Any]) -> None:
-            sink.write(json.dumps({"call": job.name, **record}, ensure_ascii=False) + "\n")
-
+    sinks = replay_sinks(ReplayOutputs(events=final, events_part=True))
+    call = CallInfo(call_id=job.name, source="file")
+    try:
+        failure = ""
         try:
             facts = load_call_info(job.call_info) if job.call_info else CallFacts()
+            call = CallInfo(call_id=job.name, facts=facts.as_dict(), source="file")
             shared = state.resources(options, job, facts.language)
             replay_file(
                 job.audio,
@@ -374,27 +368,33 @@ def run_call(job: CallJob, options: ReplayOptions, out_dir: Path, state: WorkerS
                 facts=facts,
                 lang=options.lang,
                 transcript=job.transcript,
-                on_event=lambda event: write(event.to_dict()),
+                sinks=sinks,
+                call=call,
                 redact=options.redact,
                 shared=shared,
                 history=False,
             )
         except CallguardError as exc:
-            write({"type": "error", "t": 0.0, "speaker": "system", "message": str(exc)})
+            failure = str(exc)
         except Exception as exc:  # a bug on one call must not stop a batch of thousands
             print(f"callguard: internal error on {job.audio}:\n{traceback.format_exc()}", file=sys.stderr)
-            message = f"internal error: {type(exc).__name__}: {exc}"
-            write({"type": "error", "t": 0.0, "speaker": "system", "message": message})
-    os.replace(part, final)
+            failure = f"internal error: {type(exc).__name__}: {exc}"
+        if failure:
+            for sink in sinks:
+                sink.on_event(call, CallFailed(t=0.0, speaker="system", message=failure))
+    finally:
+        for sink in sinks:
+            sink.close()
     events = read_events(final)
-    outcome = outcome_from_events(job, events, time.perf_counter() - started)
+    outcome = fold_call(events)
+    row = SummaryRow.of(job, outcome, time.perf_counter() - started)
     if options.report:
-        write_report_safely(job, events, outcome, options, out_dir)
-    return outcome
+        write_report_safely(job, events, row, options, out_dir)
+    return row
 
 
 def write_report_safely(
-    job: CallJob, events: list[dict[str, Any]], outcome: CallOutcome, options: ReplayOptions, out_dir: Path
+    job: CallJob, events: list[Event], row: SummaryRow, options: ReplayOptions, out_dir: Path
 ) -> None:
     """Write the call's report; a report that fails is said on stderr, the call's results stand."""
     from callguard.qa.report import write_call_report
@@ -404,7 +404,7 @@ def write_report_safely(
             report_path(out_dir, job.name),
             job=job,
             events=events,
-            outcome=outcome,
+            row=row,
             config=options.config,
             mask=options.mask,
         )
@@ -425,7 +425,7 @@ def _init_worker(preload: Path | None) -> None:
     _WORKER = WorkerState(preload)
 
 
-def _run_task(task: tuple[CallJob, ReplayOptions, Path]) -> CallOutcome:
+def _run_task(task: tuple[CallJob, ReplayOptions, Path]) -> SummaryRow:
     assert _WORKER is not None, "worker used before its initializer ran"
     return run_call(*task, _WORKER)
 
@@ -455,7 +455,7 @@ class ReplayPool(AbstractContextManager["ReplayPool"]):
             self._pool.join()
             self._pool = None
 
-    def run(self, jobs: Sequence[CallJob], options: ReplayOptions, out_dir: Path) -> Iterator[CallOutcome]:
+    def run(self, jobs: Sequence[CallJob], options: ReplayOptions, out_dir: Path) -> Iterator[SummaryRow]:
         """Replay `jobs`, yielding each outcome as its call finishes (in any order)."""
         if self.workers == 1 or len(jobs) <= 1:
             if self._local is None:
@@ -489,7 +489,7 @@ def preload_model(jobs: Sequence[CallJob], options: ReplayOptions) -> Path | Non
 class SummaryFile:
     """summary.csv, appended one flushed row per finished call, so an interrupted batch keeps its rows."""
 
-    def __init__(self, path: Path, kept: Sequence[CallOutcome] = ()) -> None:
+    def __init__(self, path: Path, kept: Sequence[SummaryRow] = ()) -> None:
         self.path = path
         # Rewritten whole at the start (kept rows only), then appended: a torn row never survives.
         temporary = path.with_name(path.name + ".tmp")
@@ -501,7 +501,7 @@ class SummaryFile:
         self._file: TextIO = path.open("a", encoding="utf-8", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=SUMMARY_FIELDS)
 
-    def append(self, outcome: CallOutcome) -> None:
+    def append(self, outcome: SummaryRow) -> None:
         self._writer.writerow(outcome.row())
         self._file.flush()
 
@@ -509,16 +509,16 @@ class SummaryFile:
         self._file.close()
 
 
-def read_summary(path: Path) -> list[CallOutcome]:
+def read_summary(path: Path) -> list[SummaryRow]:
     """The rows of a summary.csv (torn or foreign rows skipped)."""
     if not path.is_file():
         return []
     with path.open(encoding="utf-8", newline="") as f:
-        rows = [CallOutcome.from_row(row) for row in csv.DictReader(f)]
+        rows = [SummaryRow.from_row(row) for row in csv.DictReader(f)]
     return [row for row in rows if row is not None]
 
 
-def finished_calls(out_dir: Path, jobs: Sequence[CallJob]) -> dict[str, CallOutcome]:
+def finished_calls(out_dir: Path, jobs: Sequence[CallJob]) -> dict[str, SummaryRow]:
     """Calls of `jobs` an earlier run finished: a summary row without error and a complete events file."""
     wanted = {job.name: str(job.audio) for job in jobs}
     done = {}

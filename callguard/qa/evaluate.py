@@ -37,7 +37,8 @@ from typing import Any
 
 from callguard.core.config import Config
 from callguard.core.errors import ConfigError
-from callguard.core.events import CATEGORIES, LEVELS
+from callguard.core.events import CATEGORIES, Event
+from callguard.core.outcome import fold_call
 from callguard.qa.batch import (
     AUDIO_SUFFIXES,
     CallJob,
@@ -52,7 +53,6 @@ from callguard.qa.batch import (
     run_batch,
 )
 
-ABUSIVE_RANK = LEVELS.index("abusive")
 _TRUE = {"1", "yes", "true", "y", "oui"}
 _FALSE = {"0", "no", "false", "n", "non"}
 _SWEEP = re.compile(
@@ -264,32 +264,16 @@ def jobs_for(labels: Sequence[CallLabel], sidecars: bool = True) -> list[CallJob
 # ---------------------------------------------------------------------------------------------- scoring
 
 
-def predict(name: str, events: Iterable[Mapping[str, Any]]) -> Prediction:
+def predict(name: str, events: Iterable[Event]) -> Prediction:
     """The call-level verdict from a call's events."""
-    top = 0
-    threat = False
-    categories: set[str] = set()
-    first: float | None = None
-    for event in events:
-        match event.get("type"):
-            case "level":
-                top = max(top, LEVELS.index(event["level"]) if event["level"] in LEVELS else 0)
-            case "summary" if event.get("level_reached") in LEVELS:
-                top = max(top, LEVELS.index(event["level_reached"]))
-            case "abuse":
-                categories.add(event["category"])
-            case "prompt":
-                rank = LEVELS.index(event["level"]) if event.get("level") in LEVELS else -1
-                if event.get("alert") or rank >= ABUSIVE_RANK:
-                    threat = threat or bool(event.get("alert"))
-                    first = event["t"] if first is None else min(first, event["t"])
-            case "error":
-                return Prediction(name=name, error=event.get("message", "failed"))
+    outcome = fold_call(events)
+    if outcome.failed:
+        return Prediction(name=name, error=outcome.error)
     return Prediction(
         name=name,
-        abusive=top >= ABUSIVE_RANK or threat,
-        categories=frozenset(categories),
-        first_prompt_s=first,
+        abusive=outcome.abusive,
+        categories=outcome.categories,
+        first_prompt_s=outcome.first_abusive_prompt_t,
     )
 
 

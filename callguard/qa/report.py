@@ -7,8 +7,9 @@ the prompts and detections. Then the transcript with flagged words highlighted
 (`<mark class="flag">`, masked on request), the prompts, and the call's facts.
 The page speaks the call's language (English or French).
 
-Everything is drawn from the call's events (as written to its JSONL file) plus the
-recording itself, read again for the loudness curves, so a report can be remade later.
+Everything is drawn from the call's typed events (as read back from its JSONL file), their
+outcome (`core.outcome.fold_call`) and the recording itself, read again for the loudness curves,
+so a report can be remade later.
 """
 
 from __future__ import annotations
@@ -27,14 +28,28 @@ import numpy as np
 from callguard.audio.files import probe, read_blocks
 from callguard.core.config import Config
 from callguard.core.errors import CallguardError
-from callguard.core.events import CATEGORIES, LEVELS
-from callguard.qa.batch import CallJob, CallOutcome
+from callguard.core.events import (
+    CATEGORIES,
+    LEVELS,
+    Abuse,
+    Event,
+    LevelChange,
+    Notice,
+    Prompt,
+    Shouting,
+    SpeechEnd,
+    SpeechStart,
+    Transcript,
+    Word,
+    level_rank,
+)
+from callguard.core.outcome import fold_call
+from callguard.qa.batch import CallJob, SummaryRow
 
 MAX_PLOT_POINTS = 3000  # per speaker: an hour-long call still makes a light page
 MIN_STEP_S = 0.1
 SHOUT_GAP_S = 0.3  # dips shorter than this (between words) do not end a shaded shout
 _FULL_SCALE_POWER = 32768.0**2
-_LEVEL_RANK: dict[str, int] = {level: i for i, level in enumerate(LEVELS)}
 _SPEAKER_COLOURS = {"customer": "#1f5fa8", "agent": "#2e8540"}
 _CATEGORY_COLOURS = {"profanity": "#b8860b", "insult": "#c0392b", "threat": "#6c1a7a"}
 
@@ -221,25 +236,23 @@ def loudness_traces(audio: Path, config: Config, max_points: int = MAX_PLOT_POIN
     ]
 
 
-def speech_segments(
-    events: Iterable[Mapping[str, Any]], end_t: float
-) -> dict[str, list[tuple[float, float]]]:
+def speech_segments(events: Iterable[Event], end_t: float) -> dict[str, list[tuple[float, float]]]:
     """(start, end) of each speaker's speech segments, from speech_start / speech_end events."""
     open_at: dict[str, float] = {}
     segments: dict[str, list[tuple[float, float]]] = {}
     for event in events:
-        if event.get("type") == "speech_start":
-            open_at[event["speaker"]] = event["t"]
-        elif event.get("type") == "speech_end" and event["speaker"] in open_at:
-            start = open_at.pop(event["speaker"])
-            segments.setdefault(event["speaker"], []).append((start, event["t"]))
+        if isinstance(event, SpeechStart):
+            open_at[event.speaker] = event.t
+        elif isinstance(event, SpeechEnd) and event.speaker in open_at:
+            start = open_at.pop(event.speaker)
+            segments.setdefault(event.speaker, []).append((start, event.t))
     for speaker, start in open_at.items():
         segments.setdefault(speaker, []).append((start, end_t))
     return segments
 
 
 def shouting_spans(
-    events: Iterable[Mapping[str, Any]], traces: Sequence[LoudnessTrace], config: Config
+    events: Iterable[Event], traces: Sequence[LoudnessTrace], config: Config
 ) -> dict[str, list[tuple[float, float]]]:
     """Each shout from its event's start for as long as the level stays over the shouting threshold.
 
@@ -249,12 +262,12 @@ def shouting_spans(
     by_speaker = {trace.speaker: trace for trace in traces}
     spans: dict[str, list[tuple[float, float]]] = {}
     for event in events:
-        if event.get("type") != "shouting":
+        if not isinstance(event, Shouting):
             continue
-        start, end = event["t"], event["t"] + event.get("duration", 0.0)
-        trace = by_speaker.get(event["speaker"])
+        start, end = event.t, event.t + event.duration
+        trace = by_speaker.get(event.speaker)
         if trace is not None and len(trace.times):
-            baseline = event.get("baseline_db")
+            baseline = event.baseline_db
             threshold = (
                 baseline + config.loudness.margin_db if baseline is not None else config.loudness.ceiling_dbfs
             )
@@ -266,17 +279,17 @@ def shouting_spans(
                 else:
                     quiet += trace.step_s
                 i += 1
-        spans.setdefault(event["speaker"], []).append((start, float(end)))
+        spans.setdefault(event.speaker, []).append((start, float(end)))
     return spans
 
 
-def ladder_steps(events: Iterable[Mapping[str, Any]], end_t: float) -> tuple[list[float], list[int]]:
+def ladder_steps(events: Iterable[Event], end_t: float) -> tuple[list[float], list[int]]:
     """The ladder level over time as a step function: times and level ranks."""
     times, ranks = [0.0], [0]
     for event in events:
-        if event.get("type") == "level":
-            times.append(event["t"])
-            ranks.append(_LEVEL_RANK.get(event["level"], 0))
+        if isinstance(event, LevelChange):
+            times.append(event.t)
+            ranks.append(level_rank(event.level))
     times.append(max(end_t, times[-1]))
     ranks.append(ranks[-1])
     return times, ranks
@@ -286,7 +299,7 @@ def ladder_steps(events: Iterable[Mapping[str, Any]], end_t: float) -> tuple[lis
 
 
 def timeline_svg(
-    events: Sequence[Mapping[str, Any]],
+    events: Sequence[Event],
     traces: Sequence[LoudnessTrace],
     config: Config,
     texts: Mapping[str, str],
@@ -299,8 +312,8 @@ def timeline_svg(
 
     segments = speech_segments(events, end_t)
     shouts = shouting_spans(events, traces, config)
-    prompts = [e for e in events if e.get("type") == "prompt"]
-    abuses = [e for e in events if e.get("type") == "abuse"]
+    prompts = [e for e in events if isinstance(e, Prompt)]
+    abuses = [e for e in events if isinstance(e, Abuse)]
     with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": salt or "callguard"}):
         # Figure without pyplot: no global figure registry, safe in worker processes.
         fig = Figure(figsize=(11, 1.9 * len(traces) + 2.3), layout="constrained")
@@ -315,13 +328,13 @@ def timeline_svg(
             ax.set_ylim(-90, 0)
             ax.set_ylabel(f"{texts[trace.speaker]}\n{texts['loudness']}")
             ax.grid(axis="y", alpha=0.3)
-            for abuse in (a for a in abuses if a["speaker"] == trace.speaker):
+            for abuse in (a for a in abuses if a.speaker == trace.speaker):
                 ax.plot(
-                    abuse["t"],
+                    abuse.t,
                     -5,
                     marker="v",
                     markersize=8,
-                    color=_CATEGORY_COLOURS.get(abuse["category"], "k"),
+                    color=_CATEGORY_COLOURS.get(abuse.category, "k"),
                 )
         _legend(axes[0], texts, bool(shouts), bool(abuses))
         ladder = axes[-1]
@@ -332,18 +345,16 @@ def timeline_svg(
         ladder.set_ylabel(texts["ladder"])
         ladder.grid(axis="y", alpha=0.3)
         for number, prompt in enumerate(prompts, 1):
-            alert = bool(prompt.get("alert"))
-            y = len(LEVELS) - 0.3 if alert else _LEVEL_RANK.get(prompt["level"], 0)
+            alert = prompt.alert
+            y = len(LEVELS) - 0.3 if alert else level_rank(prompt.level)
             ladder.plot(
-                prompt["t"],
+                prompt.t,
                 y,
                 marker="*" if alert else "o",
                 markersize=11 if alert else 6,
                 color="#b00020" if alert else "#1f5fa8",
             )
-            ladder.annotate(
-                str(number), (prompt["t"], y), xytext=(3, 4), textcoords="offset points", fontsize=8
-            )
+            ladder.annotate(str(number), (prompt.t, y), xytext=(3, 4), textcoords="offset points", fontsize=8)
         ladder.set_xlim(0, max(end_t, 1.0))
         ladder.set_xlabel(texts["time"])
         buffer = io.StringIO()
@@ -402,34 +413,34 @@ def _normal(word: str) -> str:
     return re.sub(r"^\W+|\W+$", "", word.lower())
 
 
-def _flagged_words(abuses: Sequence[Mapping[str, Any]]) -> set[str]:
+def _flagged_words(abuses: Sequence[Abuse]) -> set[str]:
     words: set[str] = set()
     for abuse in abuses:
-        for phrase in abuse.get("words", ()):
-            words.update(_normal(w) for w in str(phrase).split())
+        for phrase in abuse.words:
+            words.update(_normal(w) for w in phrase.split())
     return words - {""}
 
 
-def transcript_html(events: Sequence[Mapping[str, Any]], texts: Mapping[str, str], mask: WordMask) -> str:
+def transcript_html(events: Sequence[Event], texts: Mapping[str, str], mask: WordMask) -> str:
     """Final utterances in time order, flagged words in <mark class="flag CATEGORY">."""
-    abuses = [e for e in events if e.get("type") == "abuse"]
+    abuses = [e for e in events if isinstance(e, Abuse)]
     lines = []
-    finals = sorted((e for e in events if e.get("type") == "final"), key=lambda e: e["t"])
+    finals = sorted((e for e in events if isinstance(e, Transcript) and e.final), key=lambda e: e.t)
     for utterance in finals:
-        words = utterance.get("words") or [
-            {"word": w, "start": utterance["t"], "end": utterance["t"]} for w in utterance["text"].split()
-        ]
-        start, end = words[0]["start"], words[-1]["end"]
+        words = utterance.words or tuple(Word(w, utterance.t, utterance.t) for w in utterance.text.split())
+        if not words:
+            continue
+        start, end = words[0].start, words[-1].end
         # An abuse belongs to this utterance if it was found in its words (same speaker, same span).
         categories: dict[str, str] = {}
         for abuse in abuses:
-            if abuse["speaker"] == utterance["speaker"] and start - 0.5 <= abuse["t"] <= end + 0.5:
-                for phrase in abuse.get("words", ()):
-                    for w in str(phrase).split():
-                        categories.setdefault(_normal(w), abuse["category"])
+            if abuse.speaker == utterance.speaker and start - 0.5 <= abuse.t <= end + 0.5:
+                for phrase in abuse.words:
+                    for w in phrase.split():
+                        categories.setdefault(_normal(w), abuse.category)
         rendered = []
         for word in words:
-            surface = str(word["word"])
+            surface = word.word
             category = categories.get(_normal(surface))
             if category is None:
                 rendered.append(html.escape(surface))
@@ -439,82 +450,79 @@ def transcript_html(events: Sequence[Mapping[str, Any]], texts: Mapping[str, str
                     f'<mark class="flag {category}" title="{html.escape(texts[category])}">'
                     f"{html.escape(shown)}</mark>"
                 )
-        speaker = utterance["speaker"]
+        speaker = utterance.speaker
         lines.append(
-            f'<p class="utt {speaker}"><span class="time">{_clock(utterance["t"])}</span>'
+            f'<p class="utt {speaker}"><span class="time">{_clock(utterance.t)}</span>'
             f'<span class="who">{html.escape(texts.get(speaker, speaker))}</span>{" ".join(rendered)}</p>'
         )
     return "\n".join(lines) if lines else f'<p class="note">{texts["no_transcript"]}</p>'
 
 
-def _prompts_html(events: Sequence[Mapping[str, Any]], texts: Mapping[str, str], mask: WordMask) -> str:
-    prompts = [e for e in events if e.get("type") == "prompt"]
+def _prompts_html(prompts: Sequence[Prompt], texts: Mapping[str, str], mask: WordMask) -> str:
     if not prompts:
         return f'<p class="note">{texts["no_prompts"]}</p>'
     head = "".join(f"<th>{texts[k]}</th>" for k in ("time_col", "level", "prompt", "what", "say", "because"))
     rows = []
     for number, p in enumerate(prompts, 1):
-        title = html.escape(p.get("title", ""))
-        if p.get("alert"):
+        title = html.escape(p.title)
+        if p.alert:
             title = f'<span class="alert">{texts["alert"]}: {title}</span>'
-        because = "<br>".join(html.escape(mask.text(str(b))) for b in p.get("because", ()))
-        level = texts.get(p.get("level", ""), p.get("level", ""))
+        because = "<br>".join(html.escape(mask.text(b)) for b in p.because)
+        level = texts.get(p.level, p.level)
         rows.append(
-            f"<tr><td>{number}. {_clock(p['t'])}</td><td>{level}</td>"
-            f"<td>{title}</td><td>{html.escape(p.get('instruction', ''))}</td>"
-            f"<td>{html.escape(p.get('text', ''))}</td><td>{because}</td></tr>"
+            f"<tr><td>{number}. {_clock(p.t)}</td><td>{level}</td>"
+            f"<td>{title}</td><td>{html.escape(p.instruction)}</td>"
+            f"<td>{html.escape(p.text)}</td><td>{because}</td></tr>"
         )
     return f'<table class="prompts"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _detections_html(events: Sequence[Mapping[str, Any]], texts: Mapping[str, str], mask: WordMask) -> str:
-    found = [e for e in events if e.get("type") in ("abuse", "shouting")]
+def _detections_html(events: Sequence[Event], texts: Mapping[str, str], mask: WordMask) -> str:
+    found = [e for e in events if isinstance(e, Abuse | Shouting)]
     if not found:
         return f'<p class="note">{texts["no_detections"]}</p>'
     rows = []
     for e in found:
-        if e["type"] == "abuse":
-            what = texts.get(e["category"], e["category"])
-            detail = html.escape(mask.text(" ".join(e.get("words", ()))))
-            severity = str(e.get("severity", ""))
+        if isinstance(e, Abuse):
+            what = texts.get(e.category, e.category)
+            detail = html.escape(mask.text(" ".join(e.words)))
+            severity = str(e.severity)
         else:
             what = texts["shouting"]
-            baseline = e.get("baseline_db")
-            detail = f"{e['level_db']:.1f} dBFS" + (
+            baseline = e.baseline_db
+            detail = f"{e.level_db:.1f} dBFS" + (
                 f" (baseline {baseline:.1f})" if baseline is not None else ""
             )
             severity = ""
-        speaker = texts.get(e["speaker"], e["speaker"])
+        speaker = texts.get(e.speaker, e.speaker)
         rows.append(
-            f"<tr><td>{_clock(e['t'])}</td><td>{html.escape(speaker)}</td><td>{what}</td>"
+            f"<tr><td>{_clock(e.t)}</td><td>{html.escape(speaker)}</td><td>{what}</td>"
             f"<td>{severity}</td><td>{detail}</td></tr>"
         )
     head = "".join(f"<th>{texts[k]}</th>" for k in ("time_col", "speaker", "category", "severity", "words"))
     return f'<table class="detections"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _facts_html(
-    job: CallJob, outcome: CallOutcome, texts: Mapping[str, str], call_info: Mapping[str, Any]
-) -> str:
-    counts = ", ".join(f"{texts.get(k, k)} {v}" for k, v in outcome.counts.items() if v) or "0"
-    rows: list[tuple[str, str]] = [
-        (texts["call"], outcome.call),
+def _facts_html(job: CallJob, row: SummaryRow, texts: Mapping[str, str], call_info: Mapping[str, Any]) -> str:
+    counts = ", ".join(f"{texts.get(k, k)} {v}" for k, v in row.counts.items() if v) or "0"
+    lines: list[tuple[str, str]] = [
+        (texts["call"], row.call),
         (texts["recording"], str(job.audio)),
-        (texts["duration"], "" if outcome.duration_s is None else f"{outcome.duration_s:.1f} s"),
-        (texts["language"], outcome.lang),
-        (texts["level_reached"], texts.get(outcome.level_reached, outcome.level_reached)),
+        (texts["duration"], "" if row.duration_s is None else f"{row.duration_s:.1f} s"),
+        (texts["language"], row.lang),
+        (texts["level_reached"], texts.get(row.level_reached, row.level_reached)),
         (texts["counts"], counts),
-        (texts["prompt_count"], f"{outcome.prompts} ({texts['alerts']}: {outcome.alerts})"),
+        (texts["prompt_count"], f"{row.prompts} ({texts['alerts']}: {row.alerts})"),
         (
             texts["transcript_source"],
             texts["sidecar"] + f" ({job.transcript.name})" if job.transcript else texts["recogniser"],
         ),
-        (texts["processing"], f"{outcome.processing_s:.2f} s"),
+        (texts["processing"], f"{row.processing_s:.2f} s"),
     ]
-    rows += [(f"{texts['call_info']}: {key}", str(value)) for key, value in call_info.items()]
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
-    if outcome.error:
-        body += f'<tr><th>{texts["error"]}</th><td class="error">{html.escape(outcome.error)}</td></tr>'
+    lines += [(f"{texts['call_info']}: {key}", str(value)) for key, value in call_info.items()]
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in lines)
+    if row.error:
+        body += f'<tr><th>{texts["error"]}</th><td class="error">{html.escape(row.error)}</td></tr>'
     return f'<table class="facts">{body}</table>'
 
 
@@ -531,19 +539,19 @@ def _read_call_info(path: Path | None) -> dict[str, Any]:
 def render_call_report(
     *,
     job: CallJob,
-    events: Sequence[Mapping[str, Any]],
-    outcome: CallOutcome,
+    events: Sequence[Event],
+    row: SummaryRow,
     config: Config,
     mask: bool = False,
 ) -> str:
     """The call's report page as one HTML string."""
-    lang = outcome.lang if outcome.lang in TEXTS else "en"
+    outcome = fold_call(events)
+    lang = outcome.language if outcome.language in TEXTS else "en"
     texts = TEXTS[lang]
-    abuses = [e for e in events if e.get("type") == "abuse"]
-    masker = WordMask(_flagged_words(abuses), mask)
-    end_t = outcome.duration_s or max((float(e.get("t", 0.0)) for e in events), default=0.0)
+    masker = WordMask(_flagged_words([e for e in events if isinstance(e, Abuse)]), mask)
+    end_t = outcome.duration or max((e.t for e in events), default=0.0)
     plot = ""
-    if not outcome.error:
+    if not outcome.failed:
         try:
             traces = loudness_traces(job.audio, config)
         except CallguardError as exc:  # the recording moved or changed since the replay
@@ -553,9 +561,9 @@ def render_call_report(
             plot = (
                 f'<figure class="plot" id="timeline"><figcaption>{texts["plot"]}</figcaption>{svg}</figure>'
             )
-    notices = [e for e in events if e.get("type") == "notice"]
-    notes = "".join(f'<p class="note">{html.escape(n["message"])}</p>' for n in notices)
-    title = f"{texts['title']}: {outcome.call}"
+    notices = [e for e in events if isinstance(e, Notice)]
+    notes = "".join(f'<p class="note">{html.escape(n.message)}</p>' for n in notices)
+    title = f"{texts['title']}: {row.call}"
     masked_note = f'<p class="note">{texts["masked"]}</p>' if masker.enabled else ""
     return f"""<!DOCTYPE html>
 <html lang="{lang}">
@@ -566,14 +574,14 @@ def render_call_report(
 {notes}
 {plot}
 <h2>{texts["prompts"]}</h2>
-{_prompts_html(events, texts, masker)}
+{_prompts_html(outcome.prompts, texts, masker)}
 <h2>{texts["transcript"]}</h2>
 {masked_note}
 <section id="transcript">{transcript_html(events, texts, masker)}</section>
 <h2>{texts["detections"]}</h2>
 {_detections_html(events, texts, masker)}
 <h2>{texts["facts"]}</h2>
-{_facts_html(job, outcome, texts, _read_call_info(job.call_info))}
+{_facts_html(job, row, texts, _read_call_info(job.call_info))}
 </body>
 </html>
 """
@@ -583,12 +591,12 @@ def write_call_report(
     path: Path,
     *,
     job: CallJob,
-    events: Sequence[Mapping[str, Any]],
-    outcome: CallOutcome,
+    events: Sequence[Event],
+    row: SummaryRow,
     config: Config,
     mask: bool = False,
 ) -> Path:
-    page = render_call_report(job=job, events=events, outcome=outcome, config=config, mask=mask)
+    page = render_call_report(job=job, events=events, row=row, config=config, mask=mask)
     temporary = path.with_name(path.name + ".part")
     temporary.write_text(page, encoding="utf-8")
     temporary.replace(path)
@@ -599,7 +607,7 @@ def write_call_report(
 
 
 def render_index(
-    outcomes: Sequence[CallOutcome], links: Mapping[str, str], title: str = "callguard batch"
+    outcomes: Sequence[SummaryRow], links: Mapping[str, str], title: str = "callguard batch"
 ) -> str:
     """All calls of a batch in one sortable table (click a column header to sort)."""
     texts = TEXTS["en"]
@@ -621,14 +629,14 @@ def render_index(
         link = links.get(o.call)
         name = html.escape(o.call)
         cell = f'<a href="{html.escape(link)}">{name}</a>' if link else name
-        level_rank = _LEVEL_RANK.get(o.level_reached, -1)
+        rank = level_rank(o.level_reached)
         cells = [
             f"<td>{cell}</td>",
             f'<td data-value="{o.duration_s or 0:.3f}">'
             + ("" if o.duration_s is None else f"{o.duration_s:.1f} s")
             + "</td>",
             f"<td>{html.escape(o.lang)}</td>",
-            f'<td data-value="{level_rank}">{html.escape(o.level_reached)}</td>',
+            f'<td data-value="{rank}">{html.escape(o.level_reached)}</td>',
             *(f"<td>{o.counts.get(k, 0)}</td>" for k in (*CATEGORIES, "shouting", "agent_shouting")),
             f"<td>{o.prompts}</td>",
             f"<td>{o.alerts}</td>",
@@ -654,7 +662,7 @@ th[data-order=desc]::after{{content:" ▼"}}</style></head>
 """
 
 
-def write_index(path: Path, outcomes: Sequence[CallOutcome], links: Mapping[str, str]) -> Path:
+def write_index(path: Path, outcomes: Sequence[SummaryRow], links: Mapping[str, str]) -> Path:
     """The batch's index page; only links to reports that exist."""
     present = {name: link for name, link in links.items() if (path.parent / link).exists()}
     path.write_text(render_index(outcomes, present), encoding="utf-8")

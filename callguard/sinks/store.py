@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from callguard.core.config import Config
 from callguard.core.errors import ConfigError
 from callguard.core.events import (
+    LEVELS,
     Abuse,
     AgentAction,
     BreakTaken,
@@ -148,7 +149,7 @@ CREATE INDEX IF NOT EXISTS prompts_call ON prompts(call);
 CREATE INDEX IF NOT EXISTS actions_call ON actions(call);
 """
 
-LEVEL_ORDER = ("calm", "tense", "abusive", "transfer", "release")
+LEVEL_ORDER = LEVELS  # the ladder's one order, from core
 
 
 # --- the store -----------------------------------------------------------------------------------

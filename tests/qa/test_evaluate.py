@@ -13,6 +13,7 @@ import pytest
 
 from callguard.core.config import Config
 from callguard.core.errors import ConfigError
+from callguard.core.events import Abuse, CallFailed, Event, LevelChange, Prompt
 from callguard.qa.evaluate import CallLabel, Prediction, Scores, load_labels, parse_sweep, predict, score
 
 LABELLED = (
@@ -187,16 +188,17 @@ def test_scores_and_predictions_follow_their_definitions() -> None:
     assert s.precision == pytest.approx(2 / 3) and s.recall == pytest.approx(2 / 3)
     assert s.f1 == pytest.approx(2 / 3)
     assert Scores().precision is None and Scores(fn=1).f1 is None
-    events = [
-        {"type": "prompt", "t": 3.0, "level": "tense", "alert": False},
-        {"type": "level", "t": 9.0, "level": "abusive"},
-        {"type": "prompt", "t": 9.5, "level": "abusive", "alert": False},
-        {"type": "abuse", "t": 8.9, "category": "insult"},
+    events: list[Event] = [
+        Prompt(t=3.0, speaker="system", level="tense"),
+        LevelChange(t=9.0, speaker="system", level="abusive", previous="tense"),
+        Prompt(t=9.5, speaker="system", level="abusive"),
+        Abuse(t=8.9, speaker="customer", category="insult"),
     ]
     assert predict("x", events) == Prediction("x", True, frozenset({"insult"}), 9.5)
-    threat = [{"type": "prompt", "t": 4.0, "level": "calm", "alert": True}]
+    threat = [Prompt(t=4.0, speaker="system", level="calm", alert=True)]
     assert predict("y", threat).abusive and predict("y", threat).first_prompt_s == 4.0
-    failed = predict("z", [{"type": "error", "t": 0.0, "message": "z.wav: empty file"}])
+    failed = predict("z", [CallFailed(t=0.0, speaker="system", message="z.wav: empty file")])
+    assert failed.error == "z.wav: empty file"
     labels = [CallLabel("x", Path("x.wav"), True, 8.0), CallLabel("z", Path("z.wav"), True)]
     evaluation = score(labels, {"x": predict("x", events), "z": failed})
     assert evaluation.delays == {"x": 1.5} and [p.name for p in evaluation.failed] == ["z"]

@@ -14,6 +14,7 @@ import pytest
 import soundfile
 
 from callguard.core.config import Config
+from callguard.core.events import Abuse, Event, Shouting, Transcript, Word
 from callguard.qa.report import WordMask, loudness_traces, shouting_spans, transcript_html
 
 CHROMIUM_ARGS = [
@@ -142,14 +143,11 @@ def test_masked_report_hides_flagged_words(fixtures_dir: Path, tmp_path: Path, b
 
 
 def test_transcript_marks_only_the_words_of_the_abuse_in_its_utterance() -> None:
-    words = [
-        {"word": w, "start": 10 + i * 0.3, "end": 10.25 + i * 0.3}
-        for i, w in enumerate("you stupid idiot".split())
-    ]
-    events = [
-        {"type": "final", "t": 10.0, "speaker": "customer", "text": "you stupid idiot", "words": words},
-        {"type": "final", "t": 20.0, "speaker": "customer", "text": "a stupid printer", "words": []},
-        {"type": "abuse", "t": 10.3, "speaker": "customer", "category": "insult", "words": ["idiot"]},
+    words = tuple(Word(w, 10 + i * 0.3, 10.25 + i * 0.3) for i, w in enumerate("you stupid idiot".split()))
+    events: list[Event] = [
+        Transcript(t=10.0, speaker="customer", text="you stupid idiot", words=words, final=True),
+        Transcript(t=20.0, speaker="customer", text="a stupid printer", final=True),
+        Abuse(t=10.3, speaker="customer", category="insult", words=("idiot",)),
     ]
     texts = {"customer": "customer", "insult": "insult", "no_transcript": "none"}
     plain = transcript_html(events, texts, WordMask(["idiot"], enabled=False))
@@ -173,7 +171,7 @@ def test_loudness_traces_measure_each_channel_and_extend_shouts(tmp_path: Path) 
     assert customer.dbfs[(customer.times > 1.2) & (customer.times < 2.3)].mean() == pytest.approx(
         -13.5, abs=0.5
     )
-    shout = {"type": "shouting", "t": 1.0, "speaker": "customer", "duration": 0.6, "baseline_db": -43.0}
+    shout = Shouting(t=1.0, speaker="customer", duration=0.6, baseline_db=-43.0)
     spans = shouting_spans([shout], [customer, agent], Config())
     ((start, end),) = spans["customer"]
     assert start == 1.0 and end == pytest.approx(2.5, abs=0.15)  # the shout lasted 1.5 s, not 0.6
