@@ -321,6 +321,7 @@ EVENT_CLASSES: tuple[type[Event], ...] = (
     Notice,
     CallStart,
     HelpRequest,
+    BreakTaken,
     CallEnd,
     CallSummary,
     CallFailed,

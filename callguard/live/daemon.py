@@ -40,6 +40,7 @@ from callguard.audio.framing import Framer
 from callguard.core.config import Config, find_config, load_config
 from callguard.core.errors import CallguardError, ConfigError
 from callguard.core.events import ROLES, BreakTaken, CallEnd, CallStart, Event, HelpRequest, Role
+from callguard.core.outcome import CallFold
 from callguard.core.redact import redact_words
 from callguard.live.floor_link import FloorEndpoint, FloorLink
 from callguard.live.server import ApiError, EventHub, PanelServer
@@ -190,42 +191,35 @@ class LiveCall:
     mode: str  # "speech" or "loudness-only"
     timeline: collections.deque[dict[str, Any]]
     started: float = field(default_factory=time.monotonic)
-    level: str = "calm"
-    language: str = ""
-    prompt: dict[str, Any] | None = None
-    alert: dict[str, Any] | None = None
-    actions: list[str] = field(default_factory=list)
+    language: str = ""  # as the call facts gave it, until the session decides
+    fold: CallFold = field(default_factory=CallFold)  # the call's outcome so far: level, prompts, actions
 
-    def observe(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        if kind == "prompt":
-            if event.get("alert"):
-                self.alert = event
-            else:
-                self.prompt = event
-        elif kind == "level":
-            self.level = event["level"]
-        elif kind == "language":
-            self.language = event["lang"]
-        elif kind == "action":
-            self.actions.append(event["action"])
-        if kind in PANEL_EVENT_TYPES:
-            self.timeline.append(event)
+    def observe(self, event: Event, wire: dict[str, Any]) -> None:
+        """`wire`: the event as the panel gets it (panel_form)."""
+        self.fold.add(event)
+        if wire["type"] in PANEL_EVENT_TYPES:
+            self.timeline.append(wire)
+
+    @property
+    def level(self) -> str:
+        return self.fold.outcome.level
 
     def state(self) -> dict[str, Any]:
+        outcome = self.fold.outcome
+        prompt, alert = outcome.prompt, outcome.alert
         return {
             "active": True,
             "call_id": self.call_id,
             "facts": self.facts,
             "source": self.source,
-            "level": self.level,
+            "level": outcome.level,
             "t": round(time.monotonic() - self.started, 3),
-            "prompt": self.prompt,
-            "alert": self.alert,
-            "actions": list(self.actions),
+            "prompt": panel_form(prompt.to_dict()) if prompt else None,
+            "alert": panel_form(alert.to_dict()) if alert else None,
+            "actions": list(outcome.actions),
             "timeline": list(self.timeline),
             "mode": self.mode,
-            "language": self.language or self.facts.get("language", ""),
+            "language": outcome.language or self.language or self.facts.get("language", ""),
         }
 
 
@@ -678,7 +672,7 @@ class Daemon:
         for event in events:
             wire = panel_form(event.to_dict())
             with self._state_lock:
-                call.observe(wire)
+                call.observe(event, wire)
             if wire["type"] in PANEL_EVENT_TYPES:
                 self.hub.publish({"kind": "event", "call_id": call.call_id, "event": wire})
             self.sinks.on_event(call.info, event)

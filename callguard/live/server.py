@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from callguard.core.events import ACTIONS, LEVELS
+
 log = logging.getLogger("callguard.live.server")
 
 PANEL_DIR = Path(__file__).resolve().parent / "panel"
@@ -55,7 +57,6 @@ KEEPALIVE_S = 10.0
 MAX_CONNECTIONS = 128  # the panel, its event stream, the CTI and a few scripts need a handful
 LOGIN_CODE_S = 120.0  # how long a one-time panel login link works
 REQUEST_TIMEOUT_S = 5.0  # each read or write of a request (or a keep-alive's next request) within this
-ACTIONS = ("acknowledged", "limits_stated", "transferred", "released")
 
 
 class ApiError(Exception):
@@ -794,7 +795,7 @@ def openapi_schema() -> dict[str, Any]:
                         "facts": {"$ref": "#/components/schemas/CallFacts"},
                         "level": {
                             "type": "string",
-                            "enum": ["calm", "tense", "abusive", "transfer", "release"],
+                            "enum": list(LEVELS),
                         },
                         "t": {"type": "number"},
                         "prompt": {"type": ["object", "null"]},

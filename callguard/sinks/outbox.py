@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from callguard.core.events import (
-    LEVELS,
     Abuse,
     AgentAction,
     BreakTaken,
@@ -31,6 +30,7 @@ from callguard.core.events import (
     LevelChange,
     Prompt,
     Shouting,
+    level_rank,
 )
 from callguard.core.redact import redact_text, redact_words
 from callguard.sinks.base import CallInfo
@@ -96,7 +96,7 @@ class FloorMessages:
                     "source": self.call.source,
                 }
             case LevelChange():
-                if LEVELS.index(event.level) > LEVELS.index(self.level_reached):  # type: ignore[arg-type]
+                if level_rank(event.level) > level_rank(self.level_reached):
                     self.level_reached = event.level
                 return "level", {"level": event.level, "previous": event.previous, "reason": event.reason}
             case Abuse():

@@ -15,6 +15,7 @@ from callguard.core.events import (
     Abuse,
     AgentAction,
     AgentSpeech,
+    BreakTaken,
     CallEnd,
     CallFailed,
     CallStart,
@@ -85,6 +86,7 @@ SAMPLES: list[Event] = [
     Notice(t=11.0, speaker="system", message="no model installed", code="no_model"),
     CallStart(t=0.0, speaker="system"),
     HelpRequest(t=12.0, speaker="agent", message="please listen in"),
+    BreakTaken(t=0.0, speaker="agent", minutes=7.5),
     CallEnd(t=85.0, speaker="system", duration=85.0, reason="file"),
     CallSummary(
         t=85.0,
