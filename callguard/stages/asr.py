@@ -12,6 +12,7 @@ import ctypes
 import json
 import sys
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,7 +209,7 @@ class Recogniser:
             )
         ]
 
-    def _words(self, items: list[dict]) -> tuple[Word, ...]:
+    def _words(self, items: Iterable[dict[str, Any]]) -> tuple[Word, ...]:
         to_call = self._timeline.to_call
         return tuple(
             Word(

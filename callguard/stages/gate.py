@@ -135,7 +135,8 @@ class SpectralAnalyser:
         half_lobe = 1.6 * rate / size
 
         def near(tones: tuple[float, ...]) -> np.ndarray:
-            return np.any([np.abs(band_freqs - f) <= half_lobe for f in tones], axis=0)
+            close: np.ndarray = np.any([np.abs(band_freqs - f) <= half_lobe for f in tones], axis=0)
+            return close
 
         rows = np.stack(
             [
