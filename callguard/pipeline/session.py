@@ -116,12 +116,12 @@ class SpeakerChannel:
     ) -> None:
         self.role = role
         self.framer = Framer(role, config.audio.rate, config.audio.frame_ms)
-        self.frames = FrameChain(frame_stages(role, config, model, sidecar is not None, voice_checks))
+        self.stages = FrameChain(frame_stages(role, config, model, sidecar is not None, voice_checks))
         self.clocked: list[EventStage] = [SidecarFeeder(sidecar)] if sidecar is not None else []
 
     def push(self, pcm: np.ndarray) -> list[Event]:
         out: list[Event] = []
-        chain = self.frames
+        chain = self.stages
         for frame in self.framer.push(pcm):
             out += chain.process(frame)[1]  # the last stage's frames have nowhere further to go
         for stage in self.clocked:
@@ -129,7 +129,7 @@ class SpeakerChannel:
         return out
 
     def flush(self) -> list[Event]:
-        out = self.frames.flush(self.framer.t)[1]
+        out = self.stages.flush(self.framer.t)[1]
         for stage in self.clocked:
             out += stage.tick(math.inf)
         return out
