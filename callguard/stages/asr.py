@@ -12,6 +12,7 @@ import ctypes
 import json
 import sys
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import soxr
 
 from callguard.core.errors import ModelError
-from callguard.core.events import Frame, Role, Transcript, Word
+from callguard.core.events import Event, Frame, Role, Transcript, Word
 from callguard.models.catalogue import model_sample_rate
 
 # glibc's mallopt(3) parameters (malloc.h).
@@ -92,6 +93,9 @@ class _Timeline:
 
 
 class Recogniser:
+    """One speaker's streaming recogniser, a frame stage that only listens: speech frames in, partial
+    and final transcripts out, no frames."""
+
     def __init__(
         self,
         model: SpeechModel,
@@ -132,7 +136,14 @@ class Recogniser:
         recogniser.SetPartialWords(self._partials)
         return recogniser
 
-    def process(self, frame: Frame) -> list[Transcript]:
+    def process(self, frame: Frame) -> tuple[list[Frame], list[Event]]:
+        return [], self._hear(frame)
+
+    def flush(self, t: float) -> tuple[list[Frame], list[Event]]:
+        self._in_segment = False
+        return [], self._finish(t)
+
+    def _hear(self, frame: Frame) -> list[Event]:
         if not frame.speech:
             if self._in_segment:
                 self._in_segment = False
@@ -158,11 +169,7 @@ class Recogniser:
             return self._partial(frame.t)
         return []
 
-    def flush(self, t: float) -> list[Transcript]:
-        self._in_segment = False
-        return self._finish(t)
-
-    def _finish(self, t: float) -> list[Transcript]:
+    def _finish(self, t: float) -> list[Event]:
         if self._utterance_fed == 0:
             return []
         result = self._final(self._kaldi.FinalResult(), t)
@@ -174,7 +181,7 @@ class Recogniser:
                 self._timeline.start_segment(0.0, t + self._frame_s)
         return result
 
-    def _partial(self, t: float) -> list[Transcript]:
+    def _partial(self, t: float) -> list[Event]:
         raw = self._kaldi.PartialResult()
         # Most frames leave the partial unchanged: compare the string, parse only news.
         if raw == self._last_partial:
@@ -187,7 +194,7 @@ class Recogniser:
         words = self._words(result.get("partial_result", ()))
         return [Transcript(t=words[0].start if words else t, speaker=self._speaker, text=text, words=words)]
 
-    def _final(self, raw: str, t: float) -> list[Transcript]:
+    def _final(self, raw: str, t: float) -> list[Event]:
         self._utterance_fed = 0.0
         self._last_partial = ""
         result = json.loads(raw)
@@ -202,7 +209,7 @@ class Recogniser:
             )
         ]
 
-    def _words(self, items: list[dict]) -> tuple[Word, ...]:
+    def _words(self, items: Iterable[dict[str, Any]]) -> tuple[Word, ...]:
         to_call = self._timeline.to_call
         return tuple(
             Word(
