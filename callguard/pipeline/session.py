@@ -36,6 +36,7 @@ from callguard.stages.gate import NonSpeechGate
 from callguard.stages.language import LanguageDecider
 from callguard.stages.loudness import LoudnessTracker
 from callguard.stages.sidecar import SidecarFeeder, Utterance
+from callguard.stages.speech_clock import SpeechClock
 from callguard.stages.vad import VoiceActivityDetector, VoiceCheckPool
 
 ActionName = Literal["acknowledged", "limits_stated", "transferred", "released"]
@@ -83,6 +84,7 @@ def frame_stages(
     stages: list[FrameStage] = [VoiceActivityDetector(config.vad, audio.rate, audio.frame_ms, role)]
     if config.gate.enabled:
         stages.append(NonSpeechGate(config.gate, audio.rate, audio.frame_ms, voice_checks))
+    stages.append(SpeechClock(audio.frame_ms))  # where the speaker last spoke, for the live daemon
     # The agent is reminded to speak low and slow at a margin of its own (policy.agent_margin_db).
     agent_margin = config.policy.agent_margin_db if role == "agent" else None
     stages.append(LoudnessTracker(config.loudness, audio.frame_ms, role, margin_db=agent_margin))
@@ -117,6 +119,7 @@ class SpeakerChannel:
         self.role = role
         self.framer = Framer(role, config.audio.rate, config.audio.frame_ms)
         self.stages = FrameChain(frame_stages(role, config, model, sidecar is not None, voice_checks))
+        self.speech = next(s for s in self.stages.stages if isinstance(s, SpeechClock))
         self.clocked: list[EventStage] = [SidecarFeeder(sidecar)] if sidecar is not None else []
 
     def push(self, pcm: np.ndarray) -> list[Event]:
@@ -214,6 +217,12 @@ class CallSession:
     @property
     def level(self) -> str:
         return self.policy.level
+
+    def silent_for(self) -> float:
+        """Seconds of audio since anyone last spoke, from the gated frames of every channel that is
+        hearing audio (a call without an agent device still ends)."""
+        heard = [c.speech.silent_for for c in self.channels.values() if c.speech.heard > 0]
+        return min(heard, default=0.0)
 
     def feed(self, role: Role, pcm: np.ndarray) -> list[Event]:
         """Process a block of one speaker's int16 audio at config.audio.rate; returns the new events."""
