@@ -45,6 +45,7 @@ from callguard.core.outcome import CallFold
 from callguard.core.redact import redact_words
 from callguard.live.floor_link import FloorEndpoint, FloorLink
 from callguard.live.server import ApiError, EventHub, PanelServer
+from callguard.live.speakers import STEPS, Degradation, SpeakerThreads
 from callguard.sinks.base import BackgroundSinks, CallInfo, Sink
 from callguard.sinks.desktop import DesktopNotifySink
 from callguard.sinks.log import LogSink
@@ -179,6 +180,8 @@ class LiveCall:
     timeline: collections.deque[dict[str, Any]]
     started: float = field(default_factory=time.monotonic)
     language: str = ""  # as the call facts gave it, until the session decides
+    speakers: SpeakerThreads | None = None  # each speaker's stages on its own thread
+    degradation: Degradation = field(default_factory=Degradation)
     fold: CallFold = field(default_factory=CallFold)  # the call's outcome so far: level, prompts, actions
 
     def observe(self, event: Event, wire: dict[str, Any]) -> None:
@@ -602,6 +605,8 @@ class Daemon:
             self._run_commands()
             if self.call is None and self._pending is not None:
                 self._apply_pending()
+            if self.call is not None:  # what the speakers' threads heard meanwhile
+                self._take_heard(self.call)
             try:
                 block = self.blocks.get(timeout=0.02)
             except queue.Empty:
@@ -692,7 +697,34 @@ class Daemon:
         call = self.call
         if call is None or role not in call.session.channels:
             return
-        self._handle(call, call.session.feed(role, pcm))
+        if call.speakers is None:
+            self._handle(call, call.session.feed(role, pcm))
+            return
+        call.speakers.put(role, pcm)
+        self._take_heard(call)
+
+    def _take_heard(self, call: LiveCall) -> None:
+        """Worker: what the speakers' threads heard, through the word stages and the policy; and the
+        degradation step for the audio still waiting."""
+        speakers = call.speakers
+        if speakers is None:
+            return
+        while True:
+            try:
+                heard = speakers.heard.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(call, call.session.take(heard))
+        if not self.config.daemon.degrade:
+            return
+        step = call.degradation.update(speakers.lag_s(), time.monotonic())
+        if step is not None:
+            speakers.set_step(step)
+            code, message = STEPS[step]
+            log.warning(
+                message, extra=_fields(call_id=call.call_id, step=step, lag_s=round(speakers.lag_s(), 2))
+            )
+            self._handle(call, call.session.notice(message, code))
 
     def _handle(self, call: LiveCall, events: list[Event]) -> None:
         """The worker's share of each event is the panel's view, in memory; the sinks (store and
@@ -744,6 +776,7 @@ class Daemon:
             source=source,
             session=session,
             info=CallInfo(call_id, facts_dict, source, time.time()),
+            speakers=SpeakerThreads(session, config.audio.rate) if shared.model is not None else None,
             # a replay's transcript gives the words that a missing model would not
             mode="speech" if shared.model is not None or self._sidecar is not None else "loudness-only",
             timeline=collections.deque(maxlen=config.daemon.timeline_length),
@@ -766,6 +799,10 @@ class Daemon:
         call = self.call
         if call is None:
             raise ApiError(404, "no call in progress")
+        if call.speakers is not None:  # every block handed over is heard before the call closes
+            call.speakers.drain()
+            self._take_heard(call)
+            call.speakers.stop()
         try:
             closing = call.session.end(reason)
         except Exception as exc:  # the call is stored even if its last flush fails

@@ -226,12 +226,30 @@ class CallSession:
 
     def feed(self, role: Role, pcm: np.ndarray) -> list[Event]:
         """Process a block of one speaker's int16 audio at config.audio.rate; returns the new events."""
+        return self.take(self.hear(role, pcm))
+
+    def hear(self, role: Role, pcm: np.ndarray) -> list[Event]:
+        """The speaker's own stages on a block (frames to transcripts): touches that speaker's channel
+        only, so the live daemon runs each speaker's on a thread of its own. Then `take` the events."""
         channel = self.channels.get(role)
         if channel is None:
             raise ValueError(f"this call has no {role!r} channel (it has {', '.join(self.channels)})")
-        produced = self._dispatch(channel.push(pcm))
+        return channel.push(pcm)
+
+    def take(self, heard: list[Event]) -> list[Event]:
+        """What a speaker's channel heard, through the word-level stages and the policy (one thread)."""
+        produced = self._dispatch(heard)
         produced += self._tick(self.t)
         return produced
+
+    def recognisers(self) -> dict[Role, Recogniser]:
+        """Each channel's recogniser, for the live daemon's degradation steps."""
+        found = {}
+        for role, channel in self.channels.items():
+            for stage in channel.stages.stages:
+                if isinstance(stage, Recogniser):
+                    found[role] = stage
+        return found
 
     def action(self, name: ActionName) -> list[Event]:
         """The agent did something (pressed a panel button, or the CTI said so)."""

@@ -126,6 +126,7 @@ class Recogniser:
         self._utterance_fed = 0.0
         self._in_segment = False
         self._last_partial = ""
+        self._speech_frames = 0
         self.cpu_calls = 0
 
     def _new_recogniser(self) -> Any:  # a vosk.KaldiRecognizer (vosk ships no type hints)
@@ -136,7 +137,21 @@ class Recogniser:
         recogniser.SetPartialWords(self._partials)
         return recogniser
 
+    # What a machine that cannot keep up turns down (the live daemon's degradation steps): partials read
+    # on one speech frame in `partial_every` (vosk's PartialResult is a good part of its cost), or the
+    # recogniser paused altogether, the speaker's loudness still measured.
+    partial_every = 1
+    paused = False
+
+    def pause(self, t: float) -> list[Event]:
+        """Stop listening; the utterance in progress is closed with what was heard of it."""
+        self.paused = True
+        self._in_segment = False
+        return self._finish(t)
+
     def process(self, frame: Frame) -> tuple[list[Frame], list[Event]]:
+        if self.paused:
+            return [], []
         return [], self._hear(frame)
 
     def flush(self, t: float) -> tuple[list[Frame], list[Event]]:
@@ -166,7 +181,9 @@ class Recogniser:
         if self._utterance_fed >= self._max_utterance_s:
             return self._finish(frame.t)
         if self._partials:
-            return self._partial(frame.t)
+            self._speech_frames += 1
+            if self._speech_frames % self.partial_every == 0:
+                return self._partial(frame.t)
         return []
 
     def _finish(self, t: float) -> list[Event]:
