@@ -1,12 +1,93 @@
-"""Helpers for driving a real daemon from a test or a probe script (not used by callguard itself)."""
+"""Helpers for tests and probe scripts (not used by callguard itself): run any stage on frames or
+events, make small synthetic frames, and write a config file for a real daemon of its own."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from callguard.audio.framing import Framer
 from callguard.core.config import DEFAULT_CONFIG_DIR
+from callguard.core.events import Event, Frame, Role
+from callguard.stages.base import EventStage, FrameStage
+
+# ---------------------------------------------------------------- running a stage
+
+
+def run_frames(
+    stage: FrameStage, frames: Iterable[Frame], t_end: float | None = None
+) -> tuple[list[Frame], list[Event]]:
+    """Every frame through `stage` in order, then its flush at `t_end`: the frames it let out and its
+    events, in order. `t_end` defaults to the end of the last frame (frames spaced evenly, as a
+    Framer cuts them; 0 with no frames)."""
+    out: list[Frame] = []
+    events: list[Event] = []
+    previous: Frame | None = None
+    last: Frame | None = None
+    for frame in frames:
+        previous, last = last, frame
+        decided, produced = stage.process(frame)
+        out += decided
+        events += produced
+    if t_end is None:
+        t_end = 0.0 if last is None else last.t + (last.t - previous.t if previous is not None else 0.0)
+    decided, produced = stage.flush(t_end)
+    return out + decided, events + produced
+
+
+def run_events(stage: EventStage, events: Iterable[Event], tick_at: Iterable[float] = ()) -> list[Event]:
+    """`events` through `stage` in the order given, with a tick at each time of `tick_at` (ascending)
+    once the events up to that time have been read, as a call's runner ticks after each block; the
+    events after the last tick are read last. What the stage derives is returned, not fed back."""
+    pending = list(events)
+    at = 0
+    out: list[Event] = []
+    for t in tick_at:
+        while at < len(pending) and pending[at].t <= t + 1e-9:
+            out += stage.on_event(pending[at])
+            at += 1
+        out += stage.tick(t)
+    for event in pending[at:]:
+        out += stage.on_event(event)
+    return out
+
+
+def ticks(until: float, step: float, start: float = 0.0) -> list[float]:
+    """Tick times from `start` to `until` included, every `step` seconds (rounded: no drift)."""
+    count = int(round((until - start) / step, 9)) + 1
+    return [round(start + i * step, 6) for i in range(count)]
+
+
+# ---------------------------------------------------------------- synthetic audio
+
+
+def frames_of(samples: np.ndarray, rate: int, frame_ms: int, speaker: Role = "customer") -> list[Frame]:
+    """Int16 samples cut into frames by the pipeline's own Framer (levels measured, `speech` unset)."""
+    return list(Framer(speaker, rate, frame_ms).push(np.asarray(samples, dtype=np.int16)))
+
+
+def tone(seconds: float, rate: int, level_dbfs: float, hz: float = 400.0) -> np.ndarray:
+    """A sine whose RMS is `level_dbfs`, as int16 samples (its peak is 3 dB above its RMS)."""
+    amplitude = np.sqrt(2) * 10 ** (level_dbfs / 20) * 32768
+    wave = amplitude * np.sin(2 * np.pi * hz * np.arange(round(seconds * rate)) / rate)
+    return np.clip(np.round(wave), -32768, 32767).astype(np.int16)
+
+
+def silence(seconds: float, rate: int) -> np.ndarray:
+    return np.zeros(round(seconds * rate), dtype=np.int16)
+
+
+def noise(seconds: float, rate: int, level_dbfs: float, seed: int = 0) -> np.ndarray:
+    """White noise whose RMS is about `level_dbfs`, as int16 samples (seeded: the same every run)."""
+    white = np.random.default_rng(seed).normal(0.0, 10 ** (level_dbfs / 20) * 32768, round(seconds * rate))
+    return np.clip(np.round(white), -32768, 32767).astype(np.int16)
+
+
+# ---------------------------------------------------------------- a real daemon
 
 
 def daemon_config_file(

@@ -50,7 +50,7 @@ if str(REPO_ROOT) not in sys.path:  # scripts/ is a folder of tools: `scripts.ma
 import callguard.pipeline.session  # noqa: E402
 from callguard.audio.files import RecordingInfo, probe, read_blocks  # noqa: E402
 from callguard.core.config import Config, load_config  # noqa: E402
-from callguard.core.events import Abuse, Event, Frame, Prompt, Role, Transcript, describe  # noqa: E402
+from callguard.core.events import Event, Frame, Prompt, Role, Transcript, describe  # noqa: E402
 from callguard.pipeline.realtime import drive  # noqa: E402
 from callguard.pipeline.session import CallSession, SharedResources  # noqa: E402
 from callguard.qa.replay import replay_file  # noqa: E402
@@ -431,9 +431,11 @@ class DetectorClock:
         self.arrivals: dict[str, float] = {}  # describe(abuse) -> perf_counter() its transcript arrived
         self.transcripts: list[tuple[float, float]] = []  # (arrival, done) of every transcript
 
-    def process(self, event: Transcript, lang: str | None) -> list[Abuse]:
+    def on_event(self, event: Event) -> list[Event]:
+        if not isinstance(event, Transcript):
+            return self._stage.on_event(event)  # an event stage sees every event: only words are timed
         arrived = time.perf_counter()
-        found = self._stage.process(event, lang)
+        found = self._stage.on_event(event)
         for abuse in found:
             self.arrivals.setdefault(describe(abuse), arrived)
         self.transcripts.append((arrived, time.perf_counter()))
@@ -451,9 +453,11 @@ class StageMeter:
         self.cpu_s: list[float] = []  # one per transcript read
         self.finals_s: list[float] = []  # of those, the finals
 
-    def process(self, event: Transcript, *args: Any) -> list[Event]:
+    def on_event(self, event: Event) -> list[Event]:
+        if not isinstance(event, Transcript):
+            return self._stage.on_event(event)  # an event stage sees every event: only words are metered
         begin = time.thread_time()
-        found = self._stage.process(event, *args)
+        found = self._stage.on_event(event)
         spent = time.thread_time() - begin
         self.cpu_s.append(spent)
         if event.final:

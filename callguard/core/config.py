@@ -223,6 +223,7 @@ class DaemonConfig:
     reload_poll_s: float = setting(2.0, lo=0.0, hi=3600.0)
     timeline_length: int = setting(30, lo=1, hi=1000)
     notify_threats: bool = setting(False)
+    degrade: bool = setting(True)
     log_level: Literal["debug", "info", "warning", "error"] = setting("info")
 
 

@@ -12,13 +12,18 @@ words are never read as the customer's abuse.
 
 `AgentActStage` reads the agent's finals for the seeds' steps (stating limits, personalising,
 announcing a transfer, releasing the call, apologising, summarising, empathising).
+
+Both are event stages (`on_event(event) -> events`, `tick(t) -> events`, the shape of
+`callguard.stages.base.EventStage`, which the layers contract keeps this package from importing):
+they read transcripts and pass over every other event; time alone brings them nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from callguard.core.events import Abuse, AgentSpeech, Match, Transcript
+from callguard.core.events import Abuse, AgentSpeech, Event, Match, Transcript
 from callguard.detector.lexicon import Found, tokenise
 from callguard.detector.semantic import Reading, SemanticClassifier, SemanticHit
 from callguard.detector.text_detector import TextDetector, semantic_match
@@ -27,8 +32,18 @@ _MatchKey = tuple[str, str, tuple[str, ...], int]
 CONTEXT_WORDS = 12  # of the previous utterance, read before the current one
 
 
+def any_language() -> str | None:
+    """The call's language before anything decides it: every lexicon is read."""
+    return None
+
+
 class AbuseStage:
-    """Transcripts in, Abuse events out; partials fire only on stable words, once per utterance."""
+    """Transcripts in, Abuse events out; partials fire only on stable words, once per utterance.
+
+    `language` gives the call's language as each transcript arrives. The session passes its language
+    stage's, which may decide from the very transcript this stage is about to read: the decision's
+    event would reach this stage only after that transcript, so it is asked, not waited for.
+    """
 
     def __init__(
         self,
@@ -37,10 +52,12 @@ class AbuseStage:
         *,
         context_s: float = 15.0,
         partial_step_words: int = 3,
+        language: Callable[[], str | None] = any_language,
     ) -> None:
         if stable_partials < 1:
             raise ValueError(f"stable_partials must be 1 or more, got {stable_partials}")
         self.detector = detector
+        self.language = language
         self.stable_partials = stable_partials
         self.context_s = context_s
         self.partial_step_words = partial_step_words
@@ -52,19 +69,20 @@ class AbuseStage:
         self._scored: tuple[tuple[str, ...], Reading] = ((), Reading([], False))  # the last words read
         self._previous: tuple[tuple[str, ...], float, bool] | None = None  # words, end, fired a threat
 
-    def process(self, event: Transcript, lang: str | None) -> list[Abuse]:
-        if event.speaker != "customer":
+    def on_event(self, event: Event) -> list[Event]:
+        if not isinstance(event, Transcript) or event.speaker != "customer":
             return []
         surfaces, tokens, word_index = _tokens_of(event)
-        keyed = _keyed(self.detector.find(surfaces, tokens, lang))
-        out: list[Abuse] = []
+        keyed = _keyed(self.detector.find(surfaces, tokens, self.language()))
+        out: list[Event] = []
         if event.final:
-            out += [
+            fired = [
                 _abuse(event, f.match, _start(event, word_index, f.start))
                 for key, f in keyed
                 if key not in self._fired
             ]
-            self._categories.update(a.category for a in out)
+            self._categories.update(a.category for a in fired)
+            out += fired
             out += self._semantic(event, final=True)
             self._end_utterance(event)
             return out
@@ -76,6 +94,9 @@ class AbuseStage:
                 self._categories.add(f.match.category)
                 out.append(_abuse(event, f.match, _start(event, word_index, f.start)))
         return out + self._semantic(event, final=False)
+
+    def tick(self, t: float) -> list[Event]:
+        return []  # stability is counted in partials, not in seconds
 
     # ---- the semantic head
 
@@ -223,8 +244,8 @@ class AgentActStage:
         self.names = names or AgentNames(frozenset())
         self.window_words = window_words
 
-    def process(self, event: Transcript) -> list[AgentSpeech]:
-        if event.speaker != "agent" or not event.final:
+    def on_event(self, event: Event) -> list[Event]:
+        if not isinstance(event, Transcript) or event.speaker != "agent" or not event.final:
             return []
         words = _words_of(event)
         if not words:
@@ -235,7 +256,7 @@ class AgentActStage:
             for hit in hits:
                 if hit.label != "none" and (hit.label not in found or hit.score > found[hit.label][0].score):
                     found[hit.label] = (hit, end)
-        out = [
+        out: list[Event] = [
             AgentSpeech(
                 t=_word_end(event, end - 1),
                 speaker="agent",
@@ -259,6 +280,9 @@ class AgentActStage:
                     )
                 )
         return sorted(out, key=lambda e: e.t)
+
+    def tick(self, t: float) -> list[Event]:
+        return []  # an act is in the words said, not in the time since
 
 
 def _windows(n: int, size: int) -> list[tuple[int, int]]:

@@ -122,10 +122,14 @@ class NoticeBoard:
 
     def __init__(self) -> None:
         self._waiters: defaultdict[int, set[asyncio.Future[None]]] = defaultdict(set)
+        self.closed = False  # the floor is stopping: every poll answers at once
 
     def waiter(self, workstation_id: int) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[workstation_id].add(future)
+        if self.closed:
+            future.set_result(None)
+        else:
+            self._waiters[workstation_id].add(future)
         return future
 
     def discard(self, workstation_id: int, future: asyncio.Future[None]) -> None:
@@ -141,6 +145,7 @@ class NoticeBoard:
                 future.set_result(None)
 
     def close(self) -> None:
+        self.closed = True
         for workstation_id in list(self._waiters):
             self.post(workstation_id)
 
@@ -610,6 +615,14 @@ def create_app(config: FloorConfig, sink_factory: SinkFactory | None = channels_
                 )
                 floor = Floor(config=config, pool=pool, outlet=store.Outlet(sink, config.wallboard_url))
                 app.state.floor = floor
+                loop = asyncio.get_running_loop()
+
+                def release() -> None:
+                    floor.notices.close()
+                    floor.feed.close()
+
+                # for the server's stop signal: open polls and streams answer now, not after its grace
+                app.state.release_waiters = lambda: loop.call_soon_threadsafe(release)
                 try:
                     yield
                 finally:

@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -99,10 +100,22 @@ def serve(config: FloorConfig) -> int:
     db.migrate(config.dsn)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
-    uvicorn.run(
-        app, host=config.listen, port=config.port, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file),
-        proxy_headers=False, server_header=False, timeout_graceful_shutdown=5, log_level="info",
-    )  # fmt: skip
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # The workstations' long polls would hold the stop for the whole grace period, and be cut
+            # with a traceback each: answer them first.
+            release = getattr(app.state, "release_waiters", None)
+            if release is not None:
+                release()
+            super().handle_exit(sig, frame)
+
+    Server(
+        uvicorn.Config(
+            app, host=config.listen, port=config.port, ssl_certfile=str(cert_file), ssl_keyfile=str(key_file),
+            proxy_headers=False, server_header=False, timeout_graceful_shutdown=5, log_level="info",
+        )
+    ).run()  # fmt: skip
     return 0
 
 

@@ -42,6 +42,7 @@ from callguard.floor.channels import Channel, DeliveryError
 from callguard.floor.rules import AlertRouting
 
 log = logging.getLogger(__name__)
+RECONNECT_MAX_S = 30.0  # the longest wait between two tries to reach PostgreSQL again
 
 NOTIFY_CHANNEL = "callguard_floor_deliveries"
 
@@ -189,11 +190,13 @@ class Dispatcher:
             try:
                 await self._serve(stop)
             except Exception as error:  # the dispatcher must outlive any failure: alerts wait for it
-                # a long outage doubles the wait up to retry_max (a line a few minutes, not a flood)
+                # a long outage doubles the wait (fewer log lines),
                 failures = 1 if self._serving else failures + 1
                 self._serving = False
+                # capped at half a minute: the webhooks must not lag the wallboard by minutes once
+                # PostgreSQL is back (the benchmark saw the wait grow towards retry_max, 300 s)
                 delay = min(
-                    max(self.settings.retry_max, self.settings.reconnect_seconds),
+                    max(RECONNECT_MAX_S, self.settings.reconnect_seconds),
                     self.settings.reconnect_seconds * 2 ** min(failures - 1, 30),
                 )
                 if isinstance(error, psycopg.Error):

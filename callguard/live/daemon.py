@@ -45,6 +45,7 @@ from callguard.core.outcome import CallFold
 from callguard.core.redact import redact_words
 from callguard.live.floor_link import FloorEndpoint, FloorLink
 from callguard.live.server import ApiError, EventHub, PanelServer
+from callguard.live.speakers import STEPS, Degradation, SpeakerThreads
 from callguard.sinks.base import BackgroundSinks, CallInfo, Sink
 from callguard.sinks.desktop import DesktopNotifySink
 from callguard.sinks.log import LogSink
@@ -53,6 +54,7 @@ from callguard.sources.devices import CapturedBlock, CaptureSet, specs_from_conf
 from callguard.sources.files import RecordingPlayback
 from callguard.stages.gate import NonSpeechGate
 from callguard.stages.sidecar import load_sidecar
+from callguard.stages.speech_clock import SPEECH_FLOOR_DBFS
 from callguard.stages.vad import VoiceActivityDetector
 
 # What a CTI's call ids look like (any printable text, spaces and non-ASCII included) without what
@@ -77,7 +79,6 @@ PANEL_EVENT_TYPES = {
 COMMAND_TIMEOUT_S = 15.0
 HEALTH_POLL_S = 1.0  # how soon the panel hears that capture was lost or came back
 SINK_QUEUE = 50_000  # store writes and notifications waiting for a slow disk: minutes of events
-SPEECH_FLOOR_DBFS = -50.0  # quieter "speech" (line noise the VAD accepts) does not start a call
 
 
 # --- structured logs -----------------------------------------------------------------------------
@@ -121,13 +122,10 @@ def _fields(**values: Any) -> dict[str, Any]:
 
 
 class SpeechActivity:
-    """Per-role speech detection over the live audio, before and between calls (no recogniser).
-
-    The same stages as a call's front end: frames, the padded VAD and the non-speech gate, so
-    hold music, tones and line noise neither start a call nor keep one open. Time here is
-    audio time (samples received per role), not the wall clock, so a worker that fell behind
-    does not mistake its backlog for silence.
-    """
+    """Per-role speech detection over the live audio between calls (no recogniser), to start a call
+    on sustained speech: the same front end as a call's, frames, the padded VAD and the non-speech
+    gate, so that hold music, tones and line noise do not start one. During a call it is not fed:
+    the call's own gated frames tell its silence (CallSession.silent_for), in audio time."""
 
     def __init__(self, config: Config) -> None:
         audio = config.audio
@@ -146,8 +144,6 @@ class SpeechActivity:
         self._recent: dict[Role, collections.deque[bool]] = {
             role: collections.deque(maxlen=frames) for role in ROLES
         }
-        self.clock: dict[Role, float] = {}  # seconds of audio received, per role
-        self.last_speech: dict[Role, float] = {}  # audio time of the end of the last speech frame
 
     def push(self, role: Role, pcm: np.ndarray) -> None:
         framer, vad, gate = self._stages[role]
@@ -155,28 +151,17 @@ class SpeechActivity:
             decided, _ = vad.process(frame)
             if gate is not None:
                 decided = [out for f in decided for out in gate.process(f)[0]]
-            for f in decided:
-                speech = f.speech and f.level_db > SPEECH_FLOOR_DBFS  # the Framer measured the level
-                self._recent[role].append(speech)
-                if speech:
-                    self.last_speech[role] = f.t + self._frame_s
-            self.clock[role] = framer.t
+            for f in decided:  # the Framer measured the level
+                self._recent[role].append(f.speech and f.level_db > SPEECH_FLOOR_DBFS)
 
     def speech_seconds(self, role: Role) -> float:
         """Speech within the recent window, in seconds."""
         return sum(self._recent[role]) * self._frame_s
 
-    def silent_for(self) -> float:
-        """Seconds of audio since anyone last spoke (on every channel that is delivering audio)."""
-        if not self.clock:
-            return 0.0
-        return min(now - self.last_speech.get(role, 0.0) for role, now in self.clock.items())
-
     def reset(self) -> None:
-        """A call starts or ends: silence is counted from here."""
+        """A call starts or ends: speech is counted afresh."""
         for role in ROLES:
             self._recent[role].clear()
-        self.last_speech = dict(self.clock)
 
 
 # --- the call in progress ------------------------------------------------------------------------
@@ -195,6 +180,8 @@ class LiveCall:
     timeline: collections.deque[dict[str, Any]]
     started: float = field(default_factory=time.monotonic)
     language: str = ""  # as the call facts gave it, until the session decides
+    speakers: SpeakerThreads | None = None  # each speaker's stages on its own thread
+    degradation: Degradation = field(default_factory=Degradation)
     fold: CallFold = field(default_factory=CallFold)  # the call's outcome so far: level, prompts, actions
 
     def observe(self, event: Event, wire: dict[str, Any]) -> None:
@@ -618,6 +605,8 @@ class Daemon:
             self._run_commands()
             if self.call is None and self._pending is not None:
                 self._apply_pending()
+            if self.call is not None:  # what the speakers' threads heard meanwhile
+                self._take_heard(self.call)
             try:
                 block = self.blocks.get(timeout=0.02)
             except queue.Empty:
@@ -681,8 +670,8 @@ class Daemon:
 
     def _on_audio(self, role: Role, pcm: np.ndarray) -> None:
         cfg = self.config.daemon
-        self.activity.push(role, pcm)
-        if self.call is None:
+        if self.call is None:  # during a call its own gated frames say who speaks: no second VAD and gate
+            self.activity.push(role, pcm)
             self._preroll[role].append(pcm)
             if (
                 cfg.auto_calls
@@ -700,7 +689,7 @@ class Daemon:
         if (
             self.call is not None
             and self.call.source == "auto"
-            and self.activity.silent_for() >= cfg.auto_call_end_silence_s
+            and self.call.session.silent_for() >= cfg.auto_call_end_silence_s
         ):
             self._end_call("silence")
 
@@ -708,7 +697,34 @@ class Daemon:
         call = self.call
         if call is None or role not in call.session.channels:
             return
-        self._handle(call, call.session.feed(role, pcm))
+        if call.speakers is None:
+            self._handle(call, call.session.feed(role, pcm))
+            return
+        call.speakers.put(role, pcm)
+        self._take_heard(call)
+
+    def _take_heard(self, call: LiveCall) -> None:
+        """Worker: what the speakers' threads heard, through the word stages and the policy; and the
+        degradation step for the audio still waiting."""
+        speakers = call.speakers
+        if speakers is None:
+            return
+        while True:
+            try:
+                heard = speakers.heard.get_nowait()
+            except queue.Empty:
+                break
+            self._handle(call, call.session.take(heard))
+        if not self.config.daemon.degrade:
+            return
+        step = call.degradation.update(speakers.lag_s(), time.monotonic())
+        if step is not None:
+            speakers.set_step(step)
+            code, message = STEPS[step]
+            log.warning(
+                message, extra=_fields(call_id=call.call_id, step=step, lag_s=round(speakers.lag_s(), 2))
+            )
+            self._handle(call, call.session.notice(message, code))
 
     def _handle(self, call: LiveCall, events: list[Event]) -> None:
         """The worker's share of each event is the panel's view, in memory; the sinks (store and
@@ -760,6 +776,7 @@ class Daemon:
             source=source,
             session=session,
             info=CallInfo(call_id, facts_dict, source, time.time()),
+            speakers=SpeakerThreads(session, config.audio.rate) if shared.model is not None else None,
             # a replay's transcript gives the words that a missing model would not
             mode="speech" if shared.model is not None or self._sidecar is not None else "loudness-only",
             timeline=collections.deque(maxlen=config.daemon.timeline_length),
@@ -782,6 +799,10 @@ class Daemon:
         call = self.call
         if call is None:
             raise ApiError(404, "no call in progress")
+        if call.speakers is not None:  # every block handed over is heard before the call closes
+            call.speakers.drain()
+            self._take_heard(call)
+            call.speakers.stop()
         try:
             closing = call.session.end(reason)
         except Exception as exc:  # the call is stored even if its last flush fails

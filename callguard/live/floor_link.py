@@ -37,6 +37,7 @@ log = logging.getLogger("callguard.live.floor")
 BATCH = 200  # messages per request (the floor takes up to 500)
 NOTICE_WAIT_S = 25  # the floor's long poll, below its own cap of 30
 REQUEST_TIMEOUT_S = 10.0
+WATCH_S = 0.5  # how often unsent threat alerts and help requests are looked at
 PRUNE_AFTER_S = 7 * 24 * 3600.0  # sent messages kept this long in the outbox, for audits
 
 
@@ -104,6 +105,7 @@ class FloorLink:
         self._threads = [
             threading.Thread(target=self._send_loop, name="floor-sender", daemon=True),
             threading.Thread(target=self._listen_loop, name="floor-notices", daemon=True),
+            threading.Thread(target=self._watch_loop, name="floor-watch", daemon=True),
         ]
 
     def start(self) -> None:
@@ -163,7 +165,6 @@ class FloorLink:
                     connection.close()
                 connection = None
                 delay = self._back_off(delay, exc)
-            self._warn_unreached(store)
         if connection is not None:
             connection.close()
 
@@ -202,7 +203,8 @@ class FloorLink:
         if connection is not None:
             try:
                 status, answer = self._request(connection, "POST", "/api/v1/events", body)
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+                # over TLS a connection the floor closed while idle says so as an SSL EOF
                 connection.close()
                 connection = None
         if connection is None:
@@ -231,6 +233,16 @@ class FloorLink:
         # exponential, with full jitter so that a site's workstations do not all come back at once
         ceiling = min(self.settings.retry_max_s, max(0.5, delay * 2 if delay else 0.5))
         return random.uniform(ceiling / 2, ceiling)
+
+    def _watch_loop(self) -> None:
+        """On a clock of its own: the sender may be waiting out a back-off or a floor that hangs."""
+        while not self._stop.wait(WATCH_S):
+            store = self._store()
+            if store is not None:
+                try:
+                    self._warn_unreached(store)
+                except Exception:  # the watch must outlive a store error: it is the agent's last resort
+                    log.exception("floor watch failed")
 
     def _warn_unreached(self, store: IncidentStore) -> None:
         cutoff = time.time() - self.settings.alert_timeout_s

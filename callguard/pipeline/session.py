@@ -5,6 +5,11 @@ language → detector → policy.
 feed it PCM16 blocks per speaker, read back the events. Stages do no I/O; the
 shared, read-only resources (model, lexicons, prompt catalogues) are loaded
 once in `SharedResources` and reused by every call.
+
+Stages come in two shapes (`callguard.stages.base`): each `SpeakerChannel` runs its
+speaker's frame stages as one `FrameChain`, and the session passes every event through
+its event stages in order, ticking them after each block. Neither knows which stages
+it runs.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from callguard.audio.framing import Framer
 from callguard.core.config import Config
-from callguard.core.events import ROLES, AgentAction, CallEnd, Event, Frame, Notice, Role, Transcript
+from callguard.core.events import ROLES, AgentAction, CallEnd, Event, Notice, Role
 from callguard.core.facts import CallFacts
 from callguard.detector import AbuseStage, AgentActStage, TextDetector, load_detector
 from callguard.detector.semantic import SemanticClassifier
@@ -26,10 +31,12 @@ from callguard.detector.stage import AgentNames
 from callguard.detector.text_detector import load_agent_acts
 from callguard.policy.ladder import EscalationPolicy, PromptCatalogue, load_catalogues
 from callguard.stages.asr import Recogniser, SpeechModel
+from callguard.stages.base import EventStage, FrameChain, FrameStage
 from callguard.stages.gate import NonSpeechGate
 from callguard.stages.language import LanguageDecider
 from callguard.stages.loudness import LoudnessTracker
 from callguard.stages.sidecar import SidecarFeeder, Utterance
+from callguard.stages.speech_clock import SpeechClock
 from callguard.stages.vad import VoiceActivityDetector, VoiceCheckPool
 
 ActionName = Literal["acknowledged", "limits_stated", "transferred", "released"]
@@ -64,27 +71,25 @@ class SharedResources:
         )
 
 
-class SpeakerChannel:
-    """The per-speaker stages, from raw PCM to transcripts and sound events."""
-
-    def __init__(
-        self,
-        role: Role,
-        config: Config,
-        model: SpeechModel | None,
-        sidecar: list[Utterance] | None,
-        voice_checks: VoiceCheckPool,
-    ) -> None:
-        audio = config.audio
-        self.role = role
-        self.framer = Framer(role, audio.rate, audio.frame_ms)
-        self.vad = VoiceActivityDetector(config.vad, audio.rate, audio.frame_ms, role)
-        gate = config.gate
-        self.gate = NonSpeechGate(gate, audio.rate, audio.frame_ms, voice_checks) if gate.enabled else None
-        # The agent is reminded to speak low and slow at a margin of its own (policy.agent_margin_db).
-        agent_margin = config.policy.agent_margin_db if role == "agent" else None
-        self.loudness = LoudnessTracker(config.loudness, audio.frame_ms, role, margin_db=agent_margin)
-        self.recogniser = (
+def frame_stages(
+    role: Role,
+    config: Config,
+    model: SpeechModel | None,
+    transcribed: bool,
+    voice_checks: VoiceCheckPool,
+) -> list[FrameStage]:
+    """One speaker's frame stages in order: VAD, the non-speech gate (unless disabled), loudness, and
+    the recogniser when there is a model and no transcript (`transcribed`) to read instead."""
+    audio = config.audio
+    stages: list[FrameStage] = [VoiceActivityDetector(config.vad, audio.rate, audio.frame_ms, role)]
+    if config.gate.enabled:
+        stages.append(NonSpeechGate(config.gate, audio.rate, audio.frame_ms, voice_checks))
+    stages.append(SpeechClock(audio.frame_ms))  # where the speaker last spoke, for the live daemon
+    # The agent is reminded to speak low and slow at a margin of its own (policy.agent_margin_db).
+    agent_margin = config.policy.agent_margin_db if role == "agent" else None
+    stages.append(LoudnessTracker(config.loudness, audio.frame_ms, role, margin_db=agent_margin))
+    if model is not None and not transcribed:
+        stages.append(
             Recogniser(
                 model,
                 role,
@@ -94,51 +99,42 @@ class SpeakerChannel:
                 max_utterance_s=config.asr.max_utterance_s,
                 renew_after_s=config.asr.renew_after_s,
             )
-            if model is not None and sidecar is None
-            else None
         )
-        self.sidecar = SidecarFeeder(sidecar) if sidecar is not None else None
+    return stages
+
+
+class SpeakerChannel:
+    """One speaker's side of the call: raw PCM cut into frames and run through the frame stages, and
+    the stages that this speaker's audio clock ticks (a transcript sidecar: its words come out as the
+    audio reaches their end, as a recogniser's would)."""
+
+    def __init__(
+        self,
+        role: Role,
+        config: Config,
+        model: SpeechModel | None,
+        sidecar: list[Utterance] | None,
+        voice_checks: VoiceCheckPool,
+    ) -> None:
+        self.role = role
+        self.framer = Framer(role, config.audio.rate, config.audio.frame_ms)
+        self.stages = FrameChain(frame_stages(role, config, model, sidecar is not None, voice_checks))
+        self.speech = next(s for s in self.stages.stages if isinstance(s, SpeechClock))
+        self.clocked: list[EventStage] = [SidecarFeeder(sidecar)] if sidecar is not None else []
 
     def push(self, pcm: np.ndarray) -> list[Event]:
         out: list[Event] = []
+        chain = self.stages
         for frame in self.framer.push(pcm):
-            decided, events = self.vad.process(frame)
-            out.extend(events)
-            for f in decided:
-                self._stages(f, out)
-        if self.sidecar is not None:
-            out.extend(self.sidecar.advance(self.framer.t))
+            out += chain.process(frame)[1]  # the last stage's frames have nowhere further to go
+        for stage in self.clocked:
+            out += stage.tick(self.framer.t)
         return out
 
-    def _stages(self, frame: Frame, out: list[Event]) -> None:
-        if self.gate is None:
-            self._after_gate(frame, out)
-            return
-        frames, events = self.gate.process(frame)
-        out.extend(events)
-        for f in frames:
-            self._after_gate(f, out)
-
-    def _after_gate(self, frame: Frame, out: list[Event]) -> None:
-        frame, shouts = self.loudness.process(frame)
-        out.extend(shouts)
-        if self.recogniser is not None:
-            out.extend(self.recogniser.process(frame))
-
     def flush(self) -> list[Event]:
-        t = self.framer.t
-        frames, out = self.vad.flush(t)
-        for f in frames:
-            self._stages(f, out)
-        if self.gate is not None:
-            held, events = self.gate.flush(t)
-            for f in held:
-                self._after_gate(f, out)
-            out.extend(events)
-        if self.recogniser is not None:
-            out.extend(self.recogniser.flush(t))
-        if self.sidecar is not None:
-            out.extend(self.sidecar.advance(math.inf))
+        out = self.stages.flush(self.framer.t)[1]
+        for stage in self.clocked:
+            out += stage.tick(math.inf)
         return out
 
 
@@ -173,12 +169,14 @@ class CallSession:
         }
         given, source = _given_language(lang, self.facts, config)
         self.language = LanguageDecider(config.language, given, source)
+        decider = self.language  # not `self`: the stage would hold the session in a reference cycle
         detector = config.detector
         self.abuse = AbuseStage(
             self.shared.detector,
             detector.stable_partials,
             context_s=detector.context_s,
             partial_step_words=detector.partial_step_words,
+            language=lambda: decider.lang,
         )
         facts = self.facts
         self.agent_acts = (
@@ -194,18 +192,23 @@ class CallSession:
         self.events: list[Event] = []
         self._history = True  # the opening events are always kept
         self.ended = False
-        opening: list[Event] = list(self.language.start())
+        self._tick(0.0)  # the call starts: a given language is decided now
         if model is None and transcript is None:
-            opening.append(
-                Notice(
-                    t=0.0,
-                    speaker="system",
-                    message="no speech model: detecting from sound alone (loudness, shouting)",
-                    code="loudness_only",
-                )
+            notice = Notice(
+                t=0.0,
+                speaker="system",
+                message="no speech model: detecting from sound alone (loudness, shouting)",
+                code="loudness_only",
             )
-        self._dispatch(opening)
+            self._dispatch([notice])
         self._history = history
+
+    @property
+    def event_stages(self) -> list[EventStage]:
+        """The word-level stages and the policy, in the order each event reaches them (read from the
+        attributes at every dispatch, so a stage put in their place, as the bench's meters are, is used)."""
+        acts: list[EventStage] = [self.agent_acts] if self.agent_acts is not None else []
+        return [self.language, self.abuse, *acts, self.policy]
 
     @property
     def t(self) -> float:
@@ -215,14 +218,38 @@ class CallSession:
     def level(self) -> str:
         return self.policy.level
 
+    def silent_for(self) -> float:
+        """Seconds of audio since anyone last spoke, from the gated frames of every channel that is
+        hearing audio (a call without an agent device still ends)."""
+        heard = [c.speech.silent_for for c in self.channels.values() if c.speech.heard > 0]
+        return min(heard, default=0.0)
+
     def feed(self, role: Role, pcm: np.ndarray) -> list[Event]:
         """Process a block of one speaker's int16 audio at config.audio.rate; returns the new events."""
+        return self.take(self.hear(role, pcm))
+
+    def hear(self, role: Role, pcm: np.ndarray) -> list[Event]:
+        """The speaker's own stages on a block (frames to transcripts): touches that speaker's channel
+        only, so the live daemon runs each speaker's on a thread of its own. Then `take` the events."""
         channel = self.channels.get(role)
         if channel is None:
             raise ValueError(f"this call has no {role!r} channel (it has {', '.join(self.channels)})")
-        produced = self._dispatch(channel.push(pcm))
-        produced.extend(self._dispatch(self.policy.tick(self.t)))
+        return channel.push(pcm)
+
+    def take(self, heard: list[Event]) -> list[Event]:
+        """What a speaker's channel heard, through the word-level stages and the policy (one thread)."""
+        produced = self._dispatch(heard)
+        produced += self._tick(self.t)
         return produced
+
+    def recognisers(self) -> dict[Role, Recogniser]:
+        """Each channel's recogniser, for the live daemon's degradation steps."""
+        found = {}
+        for role, channel in self.channels.items():
+            for stage in channel.stages.stages:
+                if isinstance(stage, Recogniser):
+                    found[role] = stage
+        return found
 
     def action(self, name: ActionName) -> list[Event]:
         """The agent did something (pressed a panel button, or the CTI said so)."""
@@ -246,20 +273,26 @@ class CallSession:
         )
         return produced
 
+    def _tick(self, t: float) -> list[Event]:
+        """Each event stage in turn is told the time; what it brings is dispatched before the next is
+        told, so the policy's timers see the words that came with the same block."""
+        produced: list[Event] = []
+        for stage in self.event_stages:
+            produced += self._dispatch(stage.tick(t))
+        return produced
+
     def _dispatch(self, events: Iterable[Event]) -> list[Event]:
-        """Pass events through the word-level stages and the policy, in order."""
+        """Pass events through every event stage, in order; what the stages derive from an event is
+        passed on the same way, before the next event (depth first: causes before later events)."""
+        stages = self.event_stages
         produced: list[Event] = []
         queue = list(events)
         while queue:
             event = queue.pop(0)
             produced.append(event)
             derived: list[Event] = []
-            if isinstance(event, Transcript):
-                derived.extend(self.language.process(event))
-                derived.extend(self.abuse.process(event, self.language.lang))
-                if self.agent_acts is not None:
-                    derived.extend(self.agent_acts.process(event))
-            derived.extend(self.policy.process(event))
+            for stage in stages:
+                derived += stage.on_event(event)
             queue[:0] = derived
         if self._history:
             self.events.extend(produced)

@@ -224,7 +224,10 @@ class _Trigger:
 
 
 class EscalationPolicy:
-    """The escalation state machine of one call. No I/O: events in, events out."""
+    """The escalation state machine of one call. No I/O: events in, events out.
+
+    An event stage (`on_event`, `tick`); the session also calls `end` when the call closes.
+    """
 
     def __init__(
         self, config: PolicyConfig, catalogues: dict[str, PromptCatalogue], facts: CallFacts, lang: str
@@ -274,7 +277,7 @@ class EscalationPolicy:
 
     # ---- inputs
 
-    def process(self, event: Event) -> list[Event]:
+    def on_event(self, event: Event) -> list[Event]:
         return self._noted(self._handle(event))
 
     def tick(self, t: float) -> list[Event]:

@@ -12,6 +12,7 @@ import ctypes
 import json
 import sys
 from bisect import bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 import soxr
 
 from callguard.core.errors import ModelError
-from callguard.core.events import Frame, Role, Transcript, Word
+from callguard.core.events import Event, Frame, Role, Transcript, Word
 from callguard.models.catalogue import model_sample_rate
 
 # glibc's mallopt(3) parameters (malloc.h).
@@ -92,6 +93,9 @@ class _Timeline:
 
 
 class Recogniser:
+    """One speaker's streaming recogniser, a frame stage that only listens: speech frames in, partial
+    and final transcripts out, no frames."""
+
     def __init__(
         self,
         model: SpeechModel,
@@ -122,6 +126,7 @@ class Recogniser:
         self._utterance_fed = 0.0
         self._in_segment = False
         self._last_partial = ""
+        self._speech_frames = 0
         self.cpu_calls = 0
 
     def _new_recogniser(self) -> Any:  # a vosk.KaldiRecognizer (vosk ships no type hints)
@@ -132,7 +137,28 @@ class Recogniser:
         recogniser.SetPartialWords(self._partials)
         return recogniser
 
-    def process(self, frame: Frame) -> list[Transcript]:
+    # What a machine that cannot keep up turns down (the live daemon's degradation steps): partials read
+    # on one speech frame in `partial_every` (vosk's PartialResult is a good part of its cost), or the
+    # recogniser paused altogether, the speaker's loudness still measured.
+    partial_every = 1
+    paused = False
+
+    def pause(self, t: float) -> list[Event]:
+        """Stop listening; the utterance in progress is closed with what was heard of it."""
+        self.paused = True
+        self._in_segment = False
+        return self._finish(t)
+
+    def process(self, frame: Frame) -> tuple[list[Frame], list[Event]]:
+        if self.paused:
+            return [], []
+        return [], self._hear(frame)
+
+    def flush(self, t: float) -> tuple[list[Frame], list[Event]]:
+        self._in_segment = False
+        return [], self._finish(t)
+
+    def _hear(self, frame: Frame) -> list[Event]:
         if not frame.speech:
             if self._in_segment:
                 self._in_segment = False
@@ -155,14 +181,12 @@ class Recogniser:
         if self._utterance_fed >= self._max_utterance_s:
             return self._finish(frame.t)
         if self._partials:
-            return self._partial(frame.t)
+            self._speech_frames += 1
+            if self._speech_frames % self.partial_every == 0:
+                return self._partial(frame.t)
         return []
 
-    def flush(self, t: float) -> list[Transcript]:
-        self._in_segment = False
-        return self._finish(t)
-
-    def _finish(self, t: float) -> list[Transcript]:
+    def _finish(self, t: float) -> list[Event]:
         if self._utterance_fed == 0:
             return []
         result = self._final(self._kaldi.FinalResult(), t)
@@ -174,7 +198,7 @@ class Recogniser:
                 self._timeline.start_segment(0.0, t + self._frame_s)
         return result
 
-    def _partial(self, t: float) -> list[Transcript]:
+    def _partial(self, t: float) -> list[Event]:
         raw = self._kaldi.PartialResult()
         # Most frames leave the partial unchanged: compare the string, parse only news.
         if raw == self._last_partial:
@@ -187,7 +211,7 @@ class Recogniser:
         words = self._words(result.get("partial_result", ()))
         return [Transcript(t=words[0].start if words else t, speaker=self._speaker, text=text, words=words)]
 
-    def _final(self, raw: str, t: float) -> list[Transcript]:
+    def _final(self, raw: str, t: float) -> list[Event]:
         self._utterance_fed = 0.0
         self._last_partial = ""
         result = json.loads(raw)
@@ -202,7 +226,7 @@ class Recogniser:
             )
         ]
 
-    def _words(self, items: list[dict]) -> tuple[Word, ...]:
+    def _words(self, items: Iterable[dict[str, Any]]) -> tuple[Word, ...]:
         to_call = self._timeline.to_call
         return tuple(
             Word(

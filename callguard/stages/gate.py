@@ -55,7 +55,7 @@ from typing import Literal
 import numpy as np
 
 from callguard.core.config import GateConfig
-from callguard.core.events import Frame, NonSpeech, Role
+from callguard.core.events import Event, Frame, NonSpeech, Role
 from callguard.stages.vad import VoiceCheck, VoiceCheckPool
 
 NonSpeechKind = Literal["music", "tone", "noise"]
@@ -135,7 +135,8 @@ class SpectralAnalyser:
         half_lobe = 1.6 * rate / size
 
         def near(tones: tuple[float, ...]) -> np.ndarray:
-            return np.any([np.abs(band_freqs - f) <= half_lobe for f in tones], axis=0)
+            close: np.ndarray = np.any([np.abs(band_freqs - f) <= half_lobe for f in tones], axis=0)
+            return close
 
         rows = np.stack(
             [
@@ -351,7 +352,7 @@ class NonSpeechGate:
         self._checking = False  # the voice check is blocking: its frames are held back
         self._held: list[Frame] = []
 
-    def process(self, frame: Frame) -> tuple[list[Frame], list[NonSpeech]]:
+    def process(self, frame: Frame) -> tuple[list[Frame], list[Event]]:
         """The frames now decided, in order (usually just this one, with `speech` turned off if it is
         non-speech; near music, up to `LOOK_BACK_MS` of them held back and released together), and the
         non-speech runs that ended."""
@@ -361,7 +362,7 @@ class NonSpeechGate:
         run = self._run
         if kind == "tone" and run is not None and run.kind == "music":
             kind = "music"  # a held note can look like a progress tone: it is still the music
-        events: list[NonSpeech] = []
+        events: list[Event] = []
         voice_started, self._voice_started = self._voice_started, False
         if run is not None and (
             voice_started
@@ -402,7 +403,7 @@ class NonSpeechGate:
             return [self._held.pop(0).with_speech(False)], events
         return self._release_held(frame.with_speech(False)), events
 
-    def flush(self, t: float) -> tuple[list[Frame], list[NonSpeech]]:
+    def flush(self, t: float) -> tuple[list[Frame], list[Event]]:
         """End of call: the frames still held back, and the run still open. The voice check goes back."""
         held, self._held = [f.with_speech(False) for f in self._held], []
         if self._voice_check is not None:

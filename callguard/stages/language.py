@@ -2,7 +2,8 @@
 
 `auto` counts the commonest function words of English and French in final
 results; once enough are heard and one language leads by a margin, it decides,
-once, and says so as an event.
+once, and says so as an event. An event stage: transcripts in, `LanguageDecided` out,
+a given language at the first tick of the call.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from typing import Literal
 
 from callguard.core.config import LanguageConfig
-from callguard.core.events import LanguageDecided, Transcript
+from callguard.core.events import Event, LanguageDecided, Transcript
 
 Lang = Literal["en", "fr"]
 LANGUAGE_NAMES = {"en": "English", "fr": "French"}
@@ -48,17 +49,21 @@ class LanguageDecider:
         self._given = given
         self._source = source
         self._counts: dict[Lang, int] = {"en": 0, "fr": 0}
+        self._started = False
         self.lang: Lang | None = None
 
-    def start(self) -> list[LanguageDecided]:
-        """At call start: a given language is decided at once."""
-        if self._given is None:
+    def tick(self, t: float) -> list[Event]:
+        """The first tick starts the call: a given language is decided at once, at 0 s."""
+        if self._started:
+            return []
+        self._started = True
+        if self._given is None or self.lang is not None:
             return []
         self.lang = self._given
         return [LanguageDecided(t=0.0, speaker="system", lang=self._given, source=self._source)]
 
-    def process(self, event: Transcript) -> list[LanguageDecided]:
-        if self.lang is not None or not event.final:
+    def on_event(self, event: Event) -> list[Event]:
+        if self.lang is not None or not isinstance(event, Transcript) or not event.final:
             return []
         # Sidecar and platform transcripts keep capitals, punctuation and typographic apostrophes.
         for word in re.findall(r"[\w']+", event.text.lower().replace("\u2019", "'")):

@@ -16,7 +16,7 @@ import numpy as np
 
 from callguard.audio.framing import SILENCE_DB, levels_db
 from callguard.core.config import LoudnessConfig
-from callguard.core.events import Frame, Role, Shouting
+from callguard.core.events import Event, Frame, Role, Shouting
 
 _FLOOR_DB = SILENCE_DB
 _BIN_DB = 0.5
@@ -29,7 +29,11 @@ def frame_level_db(pcm: bytes) -> float:
 
 
 class LoudnessTracker:
-    def __init__(self, config: LoudnessConfig, frame_ms: int, speaker: Role, margin_db: float | None = None):
+    """One speaker's loudness, a frame stage: every frame passes through unchanged, shouting comes out."""
+
+    def __init__(
+        self, config: LoudnessConfig, frame_ms: int, speaker: Role, margin_db: float | None = None
+    ) -> None:
         self._config = config
         self._speaker = speaker
         self._frame_s = frame_ms / 1000
@@ -51,15 +55,19 @@ class LoudnessTracker:
     def baseline_db(self) -> float | None:
         return self._baseline
 
-    def process(self, frame: Frame) -> tuple[Frame, list[Shouting]]:
+    def process(self, frame: Frame) -> tuple[list[Frame], list[Event]]:
         level = frame.level_db  # measured by the Framer, a block at a time
         if not frame.speech:
             self._reset_run()
-            return frame, []
+            return [frame], []
         if level > self._config.floor_dbfs:
             self._learn(level)
         smoothed = self._smooth(level)
-        return frame, self._judge(frame.t, smoothed)
+        return [frame], self._judge(frame.t, smoothed)
+
+    def flush(self, t: float) -> tuple[list[Frame], list[Event]]:
+        """Nothing is held back, and a loud run cut by the end of the call is judged as it stands."""
+        return [], []
 
     def _learn(self, level: float) -> None:
         self._histogram[min(_BINS - 1, int((level - _FLOOR_DB) / _BIN_DB))] += 1
@@ -79,7 +87,7 @@ class LoudnessTracker:
         self._window_power += power
         return 10.0 * math.log10(max(self._window_power / len(self._window), 1e-12))
 
-    def _judge(self, t: float, smoothed: float) -> list[Shouting]:
+    def _judge(self, t: float, smoothed: float) -> list[Event]:
         over_ceiling = smoothed >= self._config.ceiling_dbfs
         over_baseline = self._baseline is not None and smoothed >= self._baseline + self._margin
         if not (over_ceiling or over_baseline):

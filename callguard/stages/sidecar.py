@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from callguard.core.errors import ConfigError
-from callguard.core.events import ROLES, Role, Transcript, Word
+from callguard.core.events import ROLES, Event, Role, Transcript, Word
 
 UTTERANCE_GAP_S = 0.6
 
@@ -94,15 +94,20 @@ def _utterances(speaker: Role, words: list[Word]) -> list[Utterance]:
 
 
 class SidecarFeeder:
-    """Emits one speaker's sidecar words as partials and finals as call time passes."""
+    """Emits one speaker's sidecar words as partials and finals as call time passes: an event stage
+    that stands in for the recogniser, driven by time alone (`tick` at the speaker's audio clock)."""
 
     def __init__(self, utterances: list[Utterance]) -> None:
         self._utterances = utterances
         self._next_utterance = 0
         self._next_word = 0
 
-    def advance(self, t: float) -> list[Transcript]:
-        out: list[Transcript] = []
+    def on_event(self, event: Event) -> list[Event]:
+        return []  # the words are already written: nothing the call says changes them
+
+    def tick(self, t: float) -> list[Event]:
+        """The transcripts of the words that ended by `t` (math.inf: all that are left)."""
+        out: list[Event] = []
         while self._next_utterance < len(self._utterances):
             utterance = self._utterances[self._next_utterance]
             words = utterance.words

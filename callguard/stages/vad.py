@@ -20,6 +20,9 @@ from callguard.core.events import Event, Frame, Role, SpeechEnd, SpeechStart
 
 
 class VoiceActivityDetector:
+    """One speaker's padded VAD, a frame stage: frames come out decided (`speech` set) once the
+    window has judged them, with speech start and end events."""
+
     def __init__(self, config: VadConfig, rate: int, frame_ms: int, speaker: Role) -> None:
         # webrtcvad takes 8/16/32/48 kHz in 10/20/30 ms frames only, and fails later with no detail.
         if not webrtcvad.valid_rate_and_frame_length(rate, rate * frame_ms // 1000):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from callguard.core.config import DEFAULT_CONFIG_DIR, Config
 from callguard.core.errors import ConfigError
-from callguard.core.events import Transcript, Word
+from callguard.core.events import LanguageDecided, SpeechEnd, Transcript, Word
 from callguard.detector import (
     AbuseStage,
     TextDetector,
@@ -20,6 +21,7 @@ from callguard.detector import (
     normalise_word,
     tokenise,
 )
+from callguard.testing import run_events
 
 
 @pytest.fixture(scope="module")
@@ -366,6 +368,11 @@ def test_it_can_add_a_term_without_code(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- streaming stage
 
 
+def english() -> str:
+    """The call's language, as the session's language stage gives it to the abuse stage."""
+    return "en"
+
+
 def partial(text: str, t: float = 1.0, start: float = 1.0, speaker: str = "customer") -> Transcript:
     words = tuple(Word(w, start + i * 0.3, start + i * 0.3 + 0.25) for i, w in enumerate(text.split()))
     return Transcript(t=t, speaker=speaker, text=text, words=words, final=False)  # type: ignore[arg-type]
@@ -377,29 +384,29 @@ def final(text: str, t: float = 2.0, start: float = 1.0) -> Transcript:
 
 
 def test_partial_fires_once_stable_and_final_does_not_repeat(detector: TextDetector) -> None:
-    stage = AbuseStage(detector, stable_partials=2)
-    assert stage.process(partial("listen"), "en") == []
-    assert stage.process(partial("listen you idiot"), "en") == []  # seen once: may still change
-    fired = stage.process(partial("listen you idiot i"), "en")
+    stage = AbuseStage(detector, stable_partials=2, language=english)
+    assert stage.on_event(partial("listen")) == []
+    assert stage.on_event(partial("listen you idiot")) == []  # seen once: may still change
+    fired = stage.on_event(partial("listen you idiot i"))
     assert [(a.category, a.words, a.partial) for a in fired] == [("insult", ("idiot",), True)]
     assert fired[0].t == pytest.approx(1.6)  # start of "idiot", the third word
     assert fired[0].speaker == "customer"
-    assert stage.process(partial("listen you idiot i said"), "en") == []
-    assert stage.process(final("listen you idiot i said cancel"), "en") == []
+    assert stage.on_event(partial("listen you idiot i said")) == []
+    assert stage.on_event(final("listen you idiot i said cancel")) == []
 
 
 def test_unstable_partial_word_never_fires(detector: TextDetector) -> None:
-    stage = AbuseStage(detector, stable_partials=2)
-    assert stage.process(partial("you idiot"), "en") == []
-    assert stage.process(partial("you idiom"), "en") == []
-    assert stage.process(partial("you idiot"), "en") == []  # a new streak starts
-    assert stage.process(final("you idiom is wrong"), "en") == []
+    stage = AbuseStage(detector, stable_partials=2, language=english)
+    assert stage.on_event(partial("you idiot")) == []
+    assert stage.on_event(partial("you idiom")) == []
+    assert stage.on_event(partial("you idiot")) == []  # a new streak starts
+    assert stage.on_event(final("you idiom is wrong")) == []
 
 
 def test_final_fires_what_partials_did_not(detector: TextDetector) -> None:
-    stage = AbuseStage(detector)
-    assert stage.process(partial("i know where"), "en") == []
-    fired = stage.process(final("i know where you work you idiot"), "en")
+    stage = AbuseStage(detector, language=english)
+    assert stage.on_event(partial("i know where")) == []
+    fired = stage.on_event(final("i know where you work you idiot"))
     assert sorted(a.category for a in fired) == ["insult", "threat"]
     assert all(not a.partial for a in fired)
     threat = next(a for a in fired if a.category == "threat")
@@ -408,26 +415,49 @@ def test_final_fires_what_partials_did_not(detector: TextDetector) -> None:
 
 
 def test_each_utterance_starts_afresh(detector: TextDetector) -> None:
-    stage = AbuseStage(detector, stable_partials=1)
-    assert len(stage.process(partial("you idiot"), "en")) == 1
-    assert stage.process(final("you idiot"), "en") == []
-    assert len(stage.process(partial("you idiot"), "en")) == 1  # a new utterance
+    stage = AbuseStage(detector, stable_partials=1, language=english)
+    assert len(stage.on_event(partial("you idiot"))) == 1
+    assert stage.on_event(final("you idiot")) == []
+    assert len(stage.on_event(partial("you idiot"))) == 1  # a new utterance
 
 
 def test_same_words_twice_fire_twice(detector: TextDetector) -> None:
-    stage = AbuseStage(detector)
-    assert len(stage.process(final("you idiot you idiot"), "en")) == 2
+    stage = AbuseStage(detector, language=english)
+    assert len(stage.on_event(final("you idiot you idiot"))) == 2
 
 
 def test_agent_is_not_analysed(detector: TextDetector) -> None:
-    stage = AbuseStage(detector, stable_partials=1)
-    assert stage.process(partial("you idiot", speaker="agent"), "en") == []
+    stage = AbuseStage(detector, stable_partials=1, language=english)
+    assert stage.on_event(partial("you idiot", speaker="agent")) == []
 
 
 def test_partial_without_words_uses_event_time(detector: TextDetector) -> None:
-    stage = AbuseStage(detector, stable_partials=1)
-    fired = stage.process(Transcript(t=7.5, speaker="customer", text="espèce de connard"), "fr")
+    stage = AbuseStage(detector, stable_partials=1, language=lambda: "fr")
+    fired = stage.on_event(Transcript(t=7.5, speaker="customer", text="espèce de connard"))
     assert [(a.category, a.t) for a in fired] == [("insult", 7.5)]
+
+
+def test_the_language_is_asked_as_each_transcript_arrives(detector: TextDetector) -> None:
+    """The session's language stage may decide from the very transcript the abuse stage reads next."""
+    decided: list[str | None] = [None]
+    stage = AbuseStage(detector, stable_partials=1, language=lambda: decided[0])
+    insult = Transcript(t=1.0, speaker="customer", text="espèce de connard", final=True)
+    assert [a.category for a in stage.on_event(insult)] == ["insult"]  # undecided: every lexicon
+    decided[0] = "en"
+    assert stage.on_event(replace(insult, t=5.0)) == []  # English: the French lexicon is not read
+    decided[0] = "fr"
+    assert [a.category for a in stage.on_event(replace(insult, t=9.0))] == ["insult"]
+
+
+def test_stages_pass_over_other_events_and_time(detector: TextDetector) -> None:
+    stage = AbuseStage(detector, stable_partials=1, language=english)
+    others = [
+        SpeechEnd(t=1.0, speaker="customer", duration=1.0),
+        LanguageDecided(t=1.0, speaker="system", lang="en"),
+    ]
+    assert run_events(stage, others, tick_at=[0.0, 5.0, 60.0]) == []
+    fired = run_events(stage, [*others, final("you idiot")], tick_at=[0.5, 1.5])
+    assert [a.category for a in fired] == ["insult"]
 
 
 # ---------------------------------------------------------------- evaluation

@@ -26,6 +26,7 @@ from callguard.detector.semantic import HeadStep, encoder_text
 from callguard.detector.stage import AbuseStage, AgentActStage, AgentNames
 from callguard.detector.text_detector import TextDetector, load_agent_acts, load_detector, load_head
 from callguard.detector.train import RECIPES, Corpus, VectorCache, agent_rows, check_heads, train_heads
+from callguard.testing import run_events
 
 PACKAGED = Config().heads_dir()
 
@@ -224,30 +225,34 @@ def test_thresholds_follow_the_sensitivity() -> None:
 # ---------------------------------------------------------------- the streaming stages
 
 
+def english() -> str:
+    """The call's language, as the session's language stage gives it to the abuse stage."""
+    return "en"
+
+
 def test_a_threat_spanning_two_utterances_is_found_with_the_context(detector: TextDetector) -> None:
-    stage = AbuseStage(detector, context_s=15.0)
-    first = stage.process(transcript(10.0, "i know which branch you work at"), "en")
-    second = stage.process(transcript(13.0, "maybe i'll pop by and say hello"), "en")
+    stage = AbuseStage(detector, context_s=15.0, language=english)
+    first = stage.on_event(transcript(10.0, "i know which branch you work at"))
+    second = stage.on_event(transcript(13.0, "maybe i'll pop by and say hello"))
     assert [a.category for a in first + second] == ["threat"]
     assert second[0].matches[0].source == "context"
-    alone = AbuseStage(detector, context_s=15.0)
-    alone.process(transcript(10.0, "i know which branch you work at"), "en")
-    assert alone.process(transcript(40.0, "maybe i'll pop by and say hello"), "en") == []
+    alone = AbuseStage(detector, context_s=15.0, language=english)
+    alone.on_event(transcript(10.0, "i know which branch you work at"))
+    assert alone.on_event(transcript(40.0, "maybe i'll pop by and say hello")) == []
 
 
 def test_the_agents_words_are_never_the_customers_abuse(detector: TextDetector) -> None:
-    stage = AbuseStage(detector)
-    assert stage.process(transcript(1.0, "i know where you live", speaker="agent"), "en") == []
+    stage = AbuseStage(detector, language=english)
+    assert stage.on_event(transcript(1.0, "i know where you live", speaker="agent")) == []
 
 
 def test_stable_partials_are_read_every_few_words(detector: TextDetector) -> None:
-    stage = AbuseStage(detector, stable_partials=2, partial_step_words=3)
+    stage = AbuseStage(detector, stable_partials=2, partial_step_words=3, language=english)
     text = "you'd better hope we never meet in person"
-    fired = []
-    for n in (2, 2, 5, 5, 8, 8):
-        fired += stage.process(transcript(1.0, " ".join(text.split()[:n]), final=False), "en")
+    partials = [transcript(1.0, " ".join(text.split()[:n]), final=False) for n in (2, 2, 5, 5, 8, 8)]
+    fired = run_events(stage, partials)
     assert [a.category for a in fired] == ["threat"] and fired[0].partial
-    assert stage.process(transcript(1.0, text), "en") == []  # already fired in this utterance
+    assert stage.on_event(transcript(1.0, text)) == []  # already fired in this utterance
 
 
 def test_agent_acts_are_recognised_in_both_languages() -> None:
@@ -261,11 +266,12 @@ def test_agent_acts_are_recognised_in_both_languages() -> None:
         ("je vais mettre fin à cet appel maintenant", "release"),
     ]
     for text, act in cases:
-        out = stage.process(transcript(5.0, text, speaker="agent"))
+        out = stage.on_event(transcript(5.0, text, speaker="agent"))
         assert [e.act for e in out] == [act], text
-    named = stage.process(transcript(6.0, "okay mister dunn one moment", speaker="agent"))
+    named = stage.on_event(transcript(6.0, "okay mister dunn one moment", speaker="agent"))
     assert [e.act for e in named] in (["personalise"],)
-    assert stage.process(transcript(7.0, "i can keep helping you as long as you stay calm")) == []  # customer
+    customer = transcript(7.0, "i can keep helping you as long as you stay calm")
+    assert stage.on_event(customer) == []  # the customer's words are not the agent's acts
 
 
 def test_shared_resources_load_the_encoders_before_the_first_call(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,7 @@ from callguard.core.events import (
     Transcript,
 )
 from callguard.core.facts import CallFacts, load_call_info
+from callguard.detector import AbuseStage
 from callguard.pipeline.session import CallSession, SharedResources
 from callguard.qa.replay import replay_file
 from callguard.stages.asr import SpeechModel
@@ -267,3 +268,35 @@ def test_an_agent_who_ignores_the_prompts_is_told_in_the_playbook(
     assert "limits assumed stated" in reasons
     playbook = summary.playbook
     assert any("limits not heard (limits assumed stated)" in line for line in playbook), playbook
+
+
+def test_a_given_language_opens_the_call_through_the_event_stages(
+    config: Config, shared: SharedResources
+) -> None:
+    """The session ticks its event stages at 0 s: the language stage decides, the policy switches."""
+    session = CallSession(config, shared=shared, lang="fr", roles=("customer",))
+    assert session.event_stages == [session.language, session.abuse, session.agent_acts, session.policy]
+    opening = [(type(e), e.t) for e in session.events]
+    assert opening[0] == (LanguageDecided, 0.0) and session.policy.lang == "fr"
+    assert [e.type for e in session.events[1:]] == ["notice"]  # no model, no transcript: sound alone
+
+
+def test_the_stages_a_session_runs_come_from_its_attributes(
+    config: Config, shared: SharedResources, fixture_call: Callable[[str], Path]
+) -> None:
+    """A stage put in a session's place is the one its events reach (the bench meters stages so)."""
+    wav = fixture_call("abusive_en")
+    sidecar = wav.with_suffix(".transcript.json")
+
+    def finals_only(*args: Any, **options: Any) -> CallSession:
+        session = CallSession(*args, **options)
+        # partials never stable enough: the abuse comes from finals alone
+        session.abuse = AbuseStage(shared.detector, stable_partials=10_000, language=lambda: "en")
+        return session
+
+    plain = replay_file(wav, config, transcript=sidecar, shared=shared)
+    replaced = replay_file(wav, config, transcript=sidecar, shared=shared, session_factory=finals_only)
+    plain_abuse = [e for e in plain.events if isinstance(e, Abuse)]
+    replaced_abuse = [e for e in replaced.events if isinstance(e, Abuse)]
+    assert any(e.partial for e in plain_abuse)
+    assert replaced_abuse and not any(e.partial for e in replaced_abuse)

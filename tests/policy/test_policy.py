@@ -31,6 +31,7 @@ from callguard.policy.ladder import (
     load_catalogue,
     load_catalogues,
 )
+from callguard.testing import run_events, ticks
 
 EN_FILE = DEFAULT_CONFIG_DIR / "prompts_en.toml"
 FR_FILE = DEFAULT_CONFIG_DIR / "prompts_fr.toml"
@@ -78,16 +79,8 @@ def abuse(t: float, category: str = "insult", words: tuple[str, ...] = ("idiot",
 
 
 def feed(policy: EscalationPolicy, events: list[Event], until: float, step: float = 0.5) -> list[Event]:
-    """Process events in time order, ticking in between like the pipeline runner."""
-    pending = sorted(events, key=lambda e: e.t)
-    out: list[Event] = []
-    t = 0.0
-    while t <= until + 1e-9:
-        while pending and pending[0].t <= t + 1e-9:
-            out += policy.process(pending.pop(0))
-        out += policy.tick(t)
-        t = round(t + step, 6)
-    return out
+    """Process events in time order, ticking every `step` until `until` like the pipeline runner."""
+    return run_events(policy, sorted(events, key=lambda e: e.t), tick_at=ticks(until, step))
 
 
 def prompts(events: list[Event]) -> list[Prompt]:
@@ -284,7 +277,7 @@ def test_load_call_info(tmp_path: Path) -> None:
 
 def test_prompt_events_carry_the_filled_texts(catalogues: dict[str, PromptCatalogue]) -> None:
     policy = make_policy(catalogues)
-    out = policy.process(abuse(5.0))
+    out = policy.on_event(abuse(5.0))
     change, prompt = out
     assert isinstance(change, LevelChange) and (change.previous, change.level) == ("calm", "abusive")
     assert isinstance(prompt, Prompt)
@@ -362,31 +355,31 @@ def test_a_tip_is_not_repeated_within_the_cooldown(catalogues: dict[str, PromptC
 def test_agent_voice_only_in_a_tense_call(catalogues: dict[str, PromptCatalogue]) -> None:
     policy = make_policy(catalogues)
     loud = Shouting(t=5.0, speaker="agent", level_db=-10.0, baseline_db=-28.0)
-    assert policy.process(loud) == []
-    policy.process(abuse(8.0, "profanity", ("damn",)))
-    (voice,) = policy.process(Shouting(t=12.0, speaker="agent", level_db=-10.0, baseline_db=-28.0))
+    assert policy.on_event(loud) == []
+    policy.on_event(abuse(8.0, "profanity", ("damn",)))
+    (voice,) = policy.on_event(Shouting(t=12.0, speaker="agent", level_db=-10.0, baseline_db=-28.0))
     assert (
         isinstance(voice, Prompt)
         and voice.id == "agent_voice"
         and voice.title == "Lower your voice, slow down"
     )
-    assert policy.process(Shouting(t=20.0, speaker="agent", level_db=-10.0, baseline_db=-28.0)) == []
+    assert policy.on_event(Shouting(t=20.0, speaker="agent", level_db=-10.0, baseline_db=-28.0)) == []
 
 
 def test_actions_move_the_ladder(catalogues: dict[str, PromptCatalogue]) -> None:
     policy = make_policy(catalogues)
-    policy.process(abuse(5.0))
-    assert policy.process(AgentAction(t=7.0, speaker="agent", action="acknowledged")) == []
-    policy.process(AgentAction(t=8.0, speaker="agent", action="limits_stated"))
+    policy.on_event(abuse(5.0))
+    assert policy.on_event(AgentAction(t=7.0, speaker="agent", action="acknowledged")) == []
+    policy.on_event(AgentAction(t=8.0, speaker="agent", action="limits_stated"))
     assert prompts(policy.tick(12.0)) == []  # limits said: no limits prompt
-    (change, transfer) = policy.process(abuse(11.0))
+    (change, transfer) = policy.on_event(abuse(11.0))
     assert isinstance(change, LevelChange) and change.level == "transfer"
     assert isinstance(transfer, Prompt) and transfer.id == "transfer"
-    (change,) = policy.process(AgentAction(t=14.0, speaker="agent", action="released"))
+    (change,) = policy.on_event(AgentAction(t=14.0, speaker="agent", action="released"))
     assert isinstance(change, LevelChange) and change.level == "release" and "released" in change.reason
     # The agent ended it: the ladder stops, threats still alert.
-    assert policy.process(abuse(20.0)) == []
-    assert [p.id for p in prompts(policy.process(abuse(21.0, "threat", ("hurt",))))] == ["report_threat"]
+    assert policy.on_event(abuse(20.0)) == []
+    assert [p.id for p in prompts(policy.on_event(abuse(21.0, "threat", ("hurt",))))] == ["report_threat"]
     assert policy.tick(200.0) == [] and policy.level == "release"
 
 
@@ -397,7 +390,7 @@ def test_no_release_without_limits_unless_a_threat(catalogues: dict[str, PromptC
     out = feed(policy, [abuse(5.0 + i) for i in range(15)], until=19.5)
     assert policy.level == "abusive" and "release" not in [p.id for p in prompts(out)]
     policy = make_policy(catalogues, facts, threat_release_count=1)
-    policy.process(abuse(5.0, "threat", ("hurt",)))
+    policy.on_event(abuse(5.0, "threat", ("hurt",)))
     assert policy.level == "release"
 
 
@@ -420,7 +413,7 @@ def test_end_of_call_summary(catalogues: dict[str, PromptCatalogue]) -> None:
 
 def test_a_calm_call_ends_with_a_summary_and_no_break(catalogues: dict[str, PromptCatalogue]) -> None:
     policy = make_policy(catalogues)
-    policy.process(Shouting(t=3.0, speaker="customer", level_db=-9.0, baseline_db=-27.0))
+    policy.on_event(Shouting(t=3.0, speaker="customer", level_db=-9.0, baseline_db=-27.0))
     (summary,) = policy.end(30.0)
     assert isinstance(summary, CallSummary)
     assert (summary.level_reached, summary.prompts, summary.detections) == ("calm", (), {"shouting": 1})
@@ -429,15 +422,15 @@ def test_a_calm_call_ends_with_a_summary_and_no_break(catalogues: dict[str, Prom
 def test_language(catalogues: dict[str, PromptCatalogue]) -> None:
     policy = make_policy(catalogues, CallFacts(language="fr"), lang="")
     assert policy.lang == "fr"
-    policy.process(LanguageDecided(t=1.0, speaker="system", lang="en"))
+    policy.on_event(LanguageDecided(t=1.0, speaker="system", lang="en"))
     assert policy.lang == "en"
-    (_, prompt) = policy.process(abuse(5.0))
+    (_, prompt) = policy.on_event(abuse(5.0))
     assert prompt.title == "Make it personal"  # type: ignore[union-attr]
 
 
 def test_tick_is_cheap(catalogues: dict[str, PromptCatalogue]) -> None:
     policy = make_policy(catalogues)
-    policy.process(abuse(1.0, "profanity", ("damn",)))
+    policy.on_event(abuse(1.0, "profanity", ("damn",)))
     start = time.perf_counter()
     for i in range(100_000):
         policy.tick(1.0 + i * 0.0001)

@@ -28,6 +28,7 @@ from callguard.policy.ladder import (
     PromptCatalogue,
     load_catalogues,
 )
+from callguard.testing import run_events, ticks
 
 TABLE = Path(__file__).parents[1] / "data" / "scenarios.md"
 TICK_S = 0.1
@@ -123,7 +124,8 @@ def catalogues() -> dict[str, PromptCatalogue]:
 
 
 def run(scenario: Scenario, catalogues: dict[str, PromptCatalogue]) -> list[tuple[Event, str]]:
-    """Feed the events in time order, ticking every 0.1 s like the runner; note each output's language."""
+    """Feed the events in time order, ticking every 0.1 s like the runner; note each output's language
+    (so not `run_events`, which returns the events alone), and a hangup ends the call."""
     config = Config().with_overrides(policy=scenario.overrides) if scenario.overrides else Config()
     policy = EscalationPolicy(config.policy, catalogues, scenario.facts, scenario.lang)
     pending = sorted(scenario.events, key=lambda item: item[0])
@@ -135,7 +137,7 @@ def run(scenario: Scenario, catalogues: dict[str, PromptCatalogue]) -> list[tupl
         while pending and pending[0][0] <= now + 1e-9:
             t, what = pending.pop(0)
             event = make_event(t, what)
-            produced = policy.end(t) if event is None else policy.process(event)
+            produced = policy.end(t) if event is None else policy.on_event(event)
             out += [(e, policy.lang) for e in produced]
         if now >= end_t:
             return out
@@ -203,7 +205,7 @@ def test_real_detector_on_the_sample_call_climbs_the_ladder(catalogues: dict[str
     truth = json.loads((sample / "abusive_en_ulaw.truth.json").read_text(encoding="utf-8"))
     facts = load_call_info(sample / "abusive_en_ulaw.call.json")
     config = Config()
-    stage = AbuseStage(load_detector(config), config.detector.stable_partials)
+    stage = AbuseStage(load_detector(config), config.detector.stable_partials, language=lambda: "en")
     policy = EscalationPolicy(config.policy, catalogues, facts, "en")
     events: list[Event] = []
     for utterance in truth["utterances"]:
@@ -218,15 +220,9 @@ def test_real_detector_on_the_sample_call_climbs_the_ladder(catalogues: dict[str
         )
         if utterance["shouting"]:
             events.append(Shouting(t=start + 0.3, speaker="customer", level_db=-12.0, baseline_db=-30.0))
-        events += [final, *stage.process(final, "en"), SpeechEnd(t=end, speaker="customer")]
-    out: list[Event] = []
-    t = 0.0
+        events += [final, *stage.on_event(final), SpeechEnd(t=end, speaker="customer")]
     pending = sorted(events, key=lambda e: e.t)  # stable: abuse follows its final, as in the pipeline
-    while t <= truth["duration"]:
-        while pending and pending[0].t <= t:
-            out += policy.process(pending.pop(0))
-        out += policy.tick(t)
-        t = round(t + TICK_S, 6)
+    out = run_events(policy, pending, tick_at=ticks(truth["duration"], TICK_S))
     out += policy.end(truth["duration"])
     shown = [(e.t, e.id, e.level) for e in out if isinstance(e, Prompt)]
     first_at = {level: next(t for t, _, lv in shown if lv == level) for _, _, level in shown}

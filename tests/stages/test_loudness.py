@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,12 @@ import pytest
 import soundfile
 import soxr
 
-from callguard.audio.framing import Framer
 from callguard.core.config import LoudnessConfig, VadConfig
-from callguard.core.events import Frame, Shouting
+from callguard.core.events import Event, Frame, Shouting
+from callguard.stages.base import FrameChain
 from callguard.stages.loudness import LoudnessTracker, frame_level_db
 from callguard.stages.vad import VoiceActivityDetector
+from callguard.testing import frames_of, run_frames, tone
 
 RATE, FRAME_MS = 8000, 30
 FRAME_S = FRAME_MS / 1000
@@ -23,12 +23,9 @@ SAMPLES = RATE * FRAME_MS // 1000
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
 
 
-def sine(level_dbfs: float, samples: int = SAMPLES, hz: float = 400.0, clip: bool = False) -> bytes:
-    """A sine whose RMS is `level_dbfs` (a sine's peak is 3 dB above its RMS)."""
-    amplitude = np.sqrt(2) * 10 ** (level_dbfs / 20) * 32768
-    wave = amplitude * np.sin(2 * np.pi * hz * np.arange(samples) / RATE)
-    limit = 32767 if clip else np.inf
-    return np.clip(np.round(wave), -limit - 1, limit).astype(np.int16).tobytes()
+def sine(level_dbfs: float, hz: float = 400.0) -> bytes:
+    """One frame of a sine whose RMS is `level_dbfs` (its peak 3 dB above: over -3 dBFS it clips)."""
+    return tone(FRAME_S, RATE, level_dbfs, hz).tobytes()
 
 
 class Feed:
@@ -41,10 +38,10 @@ class Feed:
     def t(self) -> float:
         return len(self.frames) * FRAME_S
 
-    def add(self, seconds: float, level_dbfs: float, speech: bool = True, clip: bool = False) -> float:
+    def add(self, seconds: float, level_dbfs: float, speech: bool = True) -> float:
         """Append `seconds` of frames; returns the time they start."""
         start = self.t
-        pcm = sine(level_dbfs, clip=clip)
+        pcm = sine(level_dbfs)
         level = frame_level_db(pcm)  # what the Framer gives each frame
         for _ in range(round(seconds / FRAME_S)):
             self.frames.append(
@@ -57,12 +54,14 @@ def run(
     frames: Iterable[Frame], config: LoudnessConfig | None = None, **kwargs: float
 ) -> tuple[LoudnessTracker, list[Frame], list[Shouting]]:
     tracker = LoudnessTracker(config or LoudnessConfig(), FRAME_MS, "customer", **kwargs)
-    out, shouts = [], []
-    for frame in frames:
-        frame, events = tracker.process(frame)
-        out.append(frame)
-        shouts.extend(events)
-    return tracker, out, shouts
+    out, events = run_frames(tracker, frames)
+    return tracker, out, shouting(events)
+
+
+def shouting(events: list[Event]) -> list[Shouting]:
+    """The tracker's events, each checked to be shouting: it says nothing else."""
+    assert all(isinstance(e, Shouting) for e in events)
+    return [e for e in events if isinstance(e, Shouting)]
 
 
 # ---------------------------------------------------------------------------
@@ -201,7 +200,7 @@ def test_a_per_speaker_margin_overrides_the_config() -> None:
 
 def test_ceiling_before_any_baseline() -> None:
     feed = Feed()
-    onset = feed.add(1.0, 0.0, clip=True)  # an overdriven scream in the first second
+    onset = feed.add(1.0, 0.0)  # an overdriven scream in the first second
     tracker, _, shouts = run(feed.frames)
     assert tracker.baseline_db is None
     assert len(shouts) == 1
@@ -271,17 +270,11 @@ def call_with_a_shout() -> tuple[np.ndarray, float]:
 
 
 def vad_then_loudness(audio: np.ndarray) -> tuple[LoudnessTracker, list[Shouting]]:
-    framer = Framer("customer", RATE, FRAME_MS)
     vad = VoiceActivityDetector(VadConfig(), RATE, FRAME_MS, "customer")
     tracker = LoudnessTracker(LoudnessConfig(), FRAME_MS, "customer")
-    shouts: list[Shouting] = []
     pcm = (np.clip(audio, -1, 32767 / 32768) * 32768).astype(np.int16)
-    for frame in framer.push(pcm):
-        for decided in vad.process(frame)[0]:
-            shouts.extend(tracker.process(decided)[1])
-    for decided in vad.flush(framer.t)[0]:
-        shouts.extend(tracker.process(decided)[1])
-    return tracker, shouts
+    _, events = run_frames(FrameChain([vad, tracker]), frames_of(pcm, RATE, FRAME_MS))
+    return tracker, [e for e in events if isinstance(e, Shouting)]
 
 
 def test_real_voice_shout_is_found_whatever_the_line_gain(
@@ -311,7 +304,10 @@ def test_real_voice_at_normal_effort_is_not_shouting(call_with_a_shout: tuple[np
 
 def test_speaker_of_the_event_is_the_trackers() -> None:
     tracker = LoudnessTracker(LoudnessConfig(), FRAME_MS, "agent")
-    pcm = sine(0.0, clip=True)
-    frame = Frame(t=0.0, speaker="agent", pcm=pcm, speech=True, level_db=frame_level_db(pcm))
-    shouts = [s for _ in range(40) for s in tracker.process(replace(frame))[1]]
+    pcm = sine(0.0)
+    frames = [
+        Frame(t=i * FRAME_S, speaker="agent", pcm=pcm, speech=True, level_db=frame_level_db(pcm))
+        for i in range(40)
+    ]
+    shouts = shouting(run_frames(tracker, frames)[1])
     assert [s.speaker for s in shouts] == ["agent"]

@@ -12,6 +12,7 @@ import pytest
 from callguard.core.errors import ConfigError
 from callguard.core.events import Transcript
 from callguard.stages.sidecar import UTTERANCE_GAP_S, SidecarFeeder, Utterance, load_sidecar, load_transcript
+from callguard.testing import run_events
 
 
 def sidecar(tmp_path: Path, words: Any, name: str = "call.transcript.json") -> Path:
@@ -134,13 +135,14 @@ def test_missing_file(tmp_path: Path) -> None:
 def replay(
     utterances: list[Utterance], step: float = 0.03, until: float = 8.0
 ) -> list[tuple[float, Transcript]]:
-    """Advance a feeder frame by frame as the pipeline does; each transcript with the time it came out."""
+    """Tick a feeder frame by frame as the pipeline does; each transcript with the time it came out (the
+    times are the point: not `run_events`, which returns the events alone)."""
     feeder = SidecarFeeder(utterances)
     out = []
     for i in range(1, round(until / step) + 1):
         now = i * step
-        out.extend((now, transcript) for transcript in feeder.advance(now))
-    out.extend((math.inf, transcript) for transcript in feeder.advance(math.inf))
+        out.extend((now, transcript) for transcript in feeder.tick(now))
+    out.extend((math.inf, transcript) for transcript in feeder.tick(math.inf))
     return out
 
 
@@ -179,22 +181,31 @@ def test_one_feeder_per_speaker(tmp_path: Path) -> None:
 def test_a_big_step_emits_everything_due_in_order(tmp_path: Path) -> None:
     customer = load_transcript(sidecar(tmp_path, CALL))["customer"]
     feeder = SidecarFeeder(customer)
-    assert feeder.advance(1.9) == []
-    everything = feeder.advance(10.0)
+    assert feeder.tick(1.9) == []
+    everything = feeder.tick(10.0)
     assert [(t.text, t.final) for t in everything] == [
         ("you", False),
         ("you are", False),
         ("you are useless", True),
         ("again", True),
     ]
-    assert feeder.advance(20.0) == []
+    assert feeder.tick(20.0) == []
+
+
+def test_the_calls_events_change_nothing(tmp_path: Path) -> None:
+    """The words are written already: what the call says (its own words, a prompt...) is passed over."""
+    customer = load_transcript(sidecar(tmp_path, CALL))["customer"]
+    heard = [t for _, t in replay(customer)]
+    feeder = SidecarFeeder(customer)
+    assert run_events(feeder, heard, tick_at=[1.9]) == []  # nothing ended by 1.9 s, whatever was said
+    assert run_events(feeder, heard, tick_at=[math.inf]) == heard
 
 
 def test_the_end_of_the_call_flushes_the_rest(tmp_path: Path) -> None:
     customer = load_transcript(sidecar(tmp_path, CALL))["customer"]
     feeder = SidecarFeeder(customer)
-    assert [t.text for t in feeder.advance(2.3)] == ["you"]
-    assert [(t.text, t.final) for t in feeder.advance(math.inf)] == [
+    assert [t.text for t in feeder.tick(2.3)] == ["you"]
+    assert [(t.text, t.final) for t in feeder.tick(math.inf)] == [
         ("you are", False),
         ("you are useless", True),
         ("again", True),

@@ -14,6 +14,7 @@ from callguard.audio.framing import Framer
 from callguard.core.config import VadConfig
 from callguard.core.events import Event, Frame, SpeechEnd, SpeechStart
 from callguard.stages.vad import VoiceActivityDetector
+from callguard.testing import frames_of, run_frames, silence
 
 SOUNDS = Path("/usr/share/asterisk/sounds/en")
 NOISE_FLOOR_DBFS = -70.0  # a quiet telephone line, as the generated fixtures use
@@ -71,19 +72,12 @@ def two_utterances() -> dict[int, Call]:
 def run_vad(
     call: Call, frame_ms: int, config: VadConfig | None = None, block: int = 1000
 ) -> tuple[list[Frame], list[Frame], list[Event]]:
-    """The framer's frames, the frames the VAD released (flush included) and its events."""
+    """The framer's frames (the call pushed `block` samples at a time), the frames the VAD released
+    (flush included) and its events."""
     framer = Framer("customer", call.rate, frame_ms)
+    framed = [f for at in range(0, len(call.pcm), block) for f in framer.push(call.pcm[at : at + block])]
     vad = VoiceActivityDetector(config or VadConfig(), call.rate, frame_ms, "customer")
-    framed, released, events = [], [], []
-    for offset in range(0, len(call.pcm), block):
-        for frame in framer.push(call.pcm[offset : offset + block]):
-            framed.append(frame)
-            decided, produced = vad.process(frame)
-            released.extend(decided)
-            events.extend(produced)
-    decided, produced = vad.flush(framer.t)
-    released.extend(decided)
-    events.extend(produced)
+    released, events = run_frames(vad, framed, framer.t)
     return framed, released, events
 
 
@@ -194,15 +188,13 @@ def test_flush_closes_an_open_segment_at_the_end_of_the_call(two_utterances: dic
 
 
 def test_flush_releases_frames_still_waiting_in_the_window() -> None:
-    framer = Framer("agent", 8000, 30)
     vad = VoiceActivityDetector(VadConfig(), 8000, 30, "agent")
-    released = []
-    for frame in framer.push(np.zeros(240 * 4, dtype=np.int16)):  # fewer frames than the window holds
-        released.extend(vad.process(frame)[0])
+    frames = frames_of(silence(0.12, 8000), 8000, 30, "agent")  # fewer frames than the window holds
+    released = [f for frame in frames for f in vad.process(frame)[0]]
     assert released == []
-    frames, events = vad.flush(framer.t)
+    frames, events = vad.flush(0.12)
     assert [f.t for f in frames] == [0.0, 0.03, 0.06, 0.09] and events == []
-    assert vad.flush(framer.t) == ([], [])
+    assert vad.flush(0.12) == ([], [])
 
 
 def test_padding_is_configurable() -> None:
