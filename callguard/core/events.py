@@ -69,6 +69,17 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class AudioBlock:
+    """What a source hands the daemon: one speaker's mono PCM16 (a numpy int16 array) at the pipeline
+    rate, from `t`, the source's own audio time for that speaker (seconds since it started)."""
+
+    role: Role
+    pcm: Any  # numpy.ndarray of int16: core stays free of numpy's types
+    rate: int
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
 class Word:
     word: str
     start: float  # call time

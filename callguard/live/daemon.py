@@ -612,8 +612,8 @@ class Daemon:
             except queue.Empty:
                 continue
             try:
-                for role, pcm in self.capture.split(block):
-                    self._on_audio(role, pcm)
+                for audio in self.capture.split(block):
+                    self._on_audio(audio.role, audio.pcm)
             except Exception as exc:  # one bad block never stops the daemon
                 self.bad_blocks += 1
                 if self.bad_blocks <= 10 or self.bad_blocks % 1000 == 0:

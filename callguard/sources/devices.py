@@ -33,7 +33,7 @@ import numpy as np
 
 from callguard.core.config import Config
 from callguard.core.errors import AudioError
-from callguard.core.events import Role
+from callguard.core.events import AudioBlock, Role
 
 log = logging.getLogger("callguard.sources.devices")
 
@@ -202,6 +202,7 @@ class DeviceCapture:
     _resampler_generation: int = -1
     _split_generation: int = -1  # generation and callback time of the last block split
     _split_at: float = 0.0
+    _heard: dict[Role, int] = field(default_factory=dict)  # samples handed on per role: their audio time
 
     def callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         # Audio thread: no logging, no locks, no exceptions escape (they would stop the stream silently).
@@ -218,8 +219,8 @@ class DeviceCapture:
         except Exception:
             self.callback_errors += 1
 
-    def split(self, block: CapturedBlock) -> list[tuple[Role, np.ndarray]]:
-        """Worker side: one mono int16 array per role, at the pipeline rate."""
+    def split(self, block: CapturedBlock) -> list[AudioBlock]:
+        """Worker side: one mono int16 block per role, at the pipeline rate."""
         data = block.data
         if self.spec.channels == 1 and data.shape[1] > 1:
             # A mono role on a device that only opened in stereo: mix down.
@@ -242,7 +243,12 @@ class DeviceCapture:
         if gap:
             silence = np.zeros(gap, dtype=np.int16)
             out = [(role, np.concatenate((silence, pcm))) for role, pcm in out]
-        return out
+        blocks = []
+        for role, pcm in out:
+            heard = self._heard.get(role, 0)
+            blocks.append(AudioBlock(role, pcm, self.target_rate, heard / self.target_rate))
+            self._heard[role] = heard + len(pcm)
+        return blocks
 
     def _lost_samples(self, block: CapturedBlock) -> int:
         """Samples (at the pipeline rate) of silence standing in for the time a reopened device was lost."""
@@ -307,7 +313,7 @@ class CaptureSet:
                 self._close(device)
                 device.state = "closed"
 
-    def split(self, block: CapturedBlock) -> list[tuple[Role, np.ndarray]]:
+    def split(self, block: CapturedBlock) -> list[AudioBlock]:
         return self.devices[block.source].split(block)
 
     def health(self) -> list[dict[str, Any]]:

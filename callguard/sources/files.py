@@ -18,7 +18,7 @@ import numpy as np
 
 from callguard.audio.files import RecordingInfo, probe, read_blocks
 from callguard.core.config import Config
-from callguard.core.events import Role
+from callguard.core.events import AudioBlock, Role
 from callguard.sources.devices import CapturedBlock
 
 
@@ -34,6 +34,7 @@ class RecordingPlayback:
         self.block_samples = max(1, int(self.rate * block_s))
         self.finished = threading.Event()  # every block of the file is queued
         self.queued_s = 0.0
+        self._split_samples = 0  # samples handed on: the blocks' audio time
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="playback", daemon=True)
 
@@ -49,8 +50,12 @@ class RecordingPlayback:
         if self._thread.ident is not None:
             self._thread.join(timeout=5)
 
-    def split(self, block: CapturedBlock) -> list[tuple[Role, np.ndarray]]:
-        return [(role, np.ascontiguousarray(block.data[:, i])) for i, role in enumerate(self.info.roles)]
+    def split(self, block: CapturedBlock) -> list[AudioBlock]:
+        t, self._split_samples = self._split_samples / self.rate, self._split_samples + len(block.data)
+        return [
+            AudioBlock(role, np.ascontiguousarray(block.data[:, i]), self.rate, t)
+            for i, role in enumerate(self.info.roles)
+        ]
 
     def health(self) -> list[dict[str, Any]]:
         playing = self._thread.is_alive()

@@ -75,16 +75,21 @@ def test_split_resamples_and_downmixes() -> None:
     parts = []
     for _ in range(4):
         parts.append(stereo.split(CapturedBlock(0, 1, 48000, data)))
-    customer = np.concatenate([p[0][1] for p in parts])
-    agent = np.concatenate([p[1][1] for p in parts])
-    assert [r for r, _ in parts[0]] == ["customer", "agent"]
+    customer = np.concatenate([p[0].pcm for p in parts])
+    agent = np.concatenate([p[1].pcm for p in parts])
+    assert [block.role for block in parts[0]] == ["customer", "agent"]
+    # each block says where it starts in that speaker's audio, at the pipeline rate
+    assert (
+        parts[0][0].t == 0.0 and parts[1][0].t == len(parts[0][0].pcm) / 16000 and parts[0][0].rate == 16000
+    )
     # 48 kHz -> 16 kHz: a third of the samples, less what the streaming filter still holds
     assert 4 * 1600 - 1000 < customer.size <= 4 * 1600 and customer.dtype == np.int16
     assert np.median(customer) == pytest.approx(1000, abs=5) and np.median(agent) == pytest.approx(
         -1000, abs=5
     )
     mono = DeviceCapture(1, CaptureSpec("x", ("agent",), "k"), 16000, blocks)
-    [(role, pcm)] = mono.split(CapturedBlock(1, 1, 16000, data))
+    [block] = mono.split(CapturedBlock(1, 1, 16000, data))
+    role, pcm = block.role, block.pcm
     assert role == "agent" and pcm.shape == (4800,) and np.all(pcm == 0)  # a mono role on a stereo device
 
 
@@ -111,8 +116,8 @@ while time.monotonic() < deadline:
         block = blocks.get(timeout=0.1)
     except queue.Empty:
         continue
-    for role, pcm in capture.split(block):
-        got[role].append(pcm)
+    for audio in capture.split(block):
+        got[audio.role].append(audio.pcm)
 capture.watchdog()
 health = capture.health()[0]
 capture.stop()
@@ -242,7 +247,7 @@ def test_unplugged_headset_is_retried_and_the_call_goes_on() -> None:
         run_watchdog(seconds)
         seen = set()
         while not blocks.empty():
-            seen.update(role for role, _ in capture.split(blocks.get_nowait()))
+            seen.update(audio.role for audio in capture.split(blocks.get_nowait()))
         return seen
 
     assert roles_received(0.3) == {"customer", "agent"}
@@ -275,7 +280,8 @@ def test_an_unplugged_headsets_time_comes_back_as_silence() -> None:
             capture.watchdog()
             time.sleep(0.05)
             while not blocks.empty():
-                for role, pcm in capture.split(blocks.get_nowait()):
+                for audio in capture.split(blocks.get_nowait()):
+                    role, pcm = audio.role, audio.pcm
                     received[role] += len(pcm)
                     zeros = np.flatnonzero(pcm)  # the fake device's audio is never zero
                     silent_run[role] = max(silent_run[role], int(zeros[0]) if len(zeros) else len(pcm))
