@@ -330,7 +330,7 @@ async def get_notices(request: Request) -> Response:
                 if not waiter.done() and await request.is_disconnected():
                     return Response(status_code=204)
                 remaining = deadline - loop.time()
-            if notices or remaining <= 0:
+            if notices or remaining <= 0 or floor.notices.closed:  # closed: the floor is stopping
                 return JSONResponse({"notices": notices})
         finally:
             floor.notices.discard(ws.id, waiter)
