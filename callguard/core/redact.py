@@ -11,7 +11,7 @@ import difflib
 import re
 from dataclasses import replace
 
-from callguard.core.events import Abuse, Event, Transcript, Word
+from callguard.core.events import Abuse, Event, Match, Transcript, Word
 
 # Digits as vosk writes them (words), English and French. Value = how many digits the word stands for.
 _UNIT_WORDS = {
@@ -110,6 +110,12 @@ def redact_text(text: str, open_end: bool = False) -> str:
 def redact_words(words: tuple[str, ...]) -> tuple[str, ...]:
     """Flagged words, redacted as the sentence they came from would be."""
     return tuple(redact_text(" ".join(words)).split()) if words else words
+
+
+def shown_words(match: Match) -> tuple[str, ...]:
+    """The words of a match that may be shown to the agent or sent to the floor: a lexicon match's,
+    redacted; a semantic match names none (it read the whole utterance)."""
+    return redact_words(match.words) if match.source == "lexicon" else ()
 
 
 def _redact_timed(words: tuple[Word, ...], open_end: bool) -> tuple[Word, ...]:

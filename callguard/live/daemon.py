@@ -40,9 +40,9 @@ import numpy as np
 from callguard.audio.framing import Framer
 from callguard.core.config import Config, find_config, load_config
 from callguard.core.errors import CallguardError, ConfigError
-from callguard.core.events import ROLES, BreakTaken, CallEnd, CallStart, Event, HelpRequest, Role
+from callguard.core.events import ROLES, Abuse, BreakTaken, CallEnd, CallStart, Event, HelpRequest, Role
 from callguard.core.outcome import CallFold
-from callguard.core.redact import redact_words
+from callguard.core.redact import shown_words
 from callguard.live.floor_link import FloorEndpoint, FloorLink
 from callguard.live.server import ApiError, EventHub, PanelServer
 from callguard.live.speakers import STEPS, Degradation, SpeakerThreads
@@ -204,8 +204,8 @@ class LiveCall:
             "source": self.source,
             "level": outcome.level,
             "t": round(time.monotonic() - self.started, 3),
-            "prompt": panel_form(prompt.to_dict()) if prompt else None,
-            "alert": panel_form(alert.to_dict()) if alert else None,
+            "prompt": prompt.to_dict() if prompt else None,
+            "alert": alert.to_dict() if alert else None,
             "actions": list(outcome.actions),
             "timeline": list(self.timeline),
             "mode": self.mode,
@@ -269,20 +269,19 @@ def build_runtime(config: Config, model_override: str, previous: Runtime | None 
     return Runtime(config=config, shared=shared, models=models, model_errors=errors, token=token)
 
 
-def panel_form(data: dict[str, Any]) -> dict[str, Any]:
+def panel_form(event: Event) -> dict[str, Any]:
     """An event as the panel and the API get it: what the agent needs, no transcript. An abuse
-    event keeps its category, severity and reasons, and the flagged words of its lexicon matches,
-    redacted like the store; a semantic match names no words (it read the whole utterance)."""
-    if data["type"] != "abuse":
+    event keeps its category, severity and reasons, and the words each match may show
+    (shown_words: a lexicon match's, redacted like the store; a semantic match's none)."""
+    data = event.to_dict()
+    if not isinstance(event, Abuse):
         return data
-    matches = []
-    flagged: list[str] = []
-    for match in data["matches"]:
-        words = list(redact_words(tuple(match["words"]))) if match["source"] == "lexicon" else []
-        flagged += words
-        matches.append({**match, "words": words})
+    matches = [
+        {**m, "words": list(shown_words(match))}
+        for m, match in zip(data["matches"], event.matches, strict=True)
+    ]
     out = {k: v for k, v in data.items() if k != "text"}
-    return {**out, "words": flagged, "matches": matches}
+    return {**out, "words": [word for m in matches for word in m["words"]], "matches": matches}
 
 
 def token_file(config: Config) -> Path:
@@ -730,7 +729,7 @@ class Daemon:
         """The worker's share of each event is the panel's view, in memory; the sinks (store and
         outbox, log, notifications) run on their own thread."""
         for event in events:
-            wire = panel_form(event.to_dict())
+            wire = panel_form(event)
             with self._state_lock:
                 call.observe(event, wire)
             if wire["type"] in PANEL_EVENT_TYPES:

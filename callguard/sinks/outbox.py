@@ -32,7 +32,7 @@ from callguard.core.events import (
     Shouting,
     level_rank,
 )
-from callguard.core.redact import redact_text, redact_words
+from callguard.core.redact import redact_text, shown_words
 from callguard.sinks.base import CallInfo
 
 Share = Literal["none", "flagged", "all"]
@@ -142,12 +142,8 @@ class FloorMessages:
 
 
 def flagged_words(event: Abuse, share: Share) -> list[str]:
-    """The words the lexicon flagged, redacted; a semantic match names none (it read the whole
-    utterance, which only share = "all" sends)."""
+    """The words the agent's panel shows (shown_words), unless share = "none"; the whole utterance
+    of a semantic match goes only with share = "all", as `text`."""
     if share == "none":
         return []
-    words: list[str] = []
-    for match in event.matches:
-        if match.source == "lexicon":
-            words += redact_words(match.words)
-    return words
+    return [word for match in event.matches for word in shown_words(match)]
