@@ -230,6 +230,7 @@ class IncidentStore:
         self.redact = redact
         self._lock = threading.RLock()
         self._open_calls: dict[int, tuple[Any, ...]] = {}  # row -> its INSERT values, while it runs
+        self._grouping = False  # inside _transaction: the first write begins it
         self.recreated = ""  # when the file was deleted or replaced under us, and recreated
         self._open()
         self.last_error = ""
@@ -317,6 +318,8 @@ class IncidentStore:
             try:
                 if not self._db.in_transaction:
                     self._reopen_if_replaced()
+                    if self._grouping:  # the transaction starts with its first write
+                        self._db.execute("BEGIN IMMEDIATE")
                 cursor = self._db.execute(sql, tuple(params))
             except sqlite3.Error as exc:
                 self.last_error = f"{exc} ({sql.split()[0]} {sql.split()[2]})"
@@ -326,16 +329,22 @@ class IncidentStore:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """Every write inside commits together or not at all (an event and its outbox message)."""
+        """Every write inside commits together or not at all (an event and its outbox message). It
+        begins at the first write: most events (partials, speech starts) write nothing, and cost no
+        transaction."""
         with self._lock:
-            self._reopen_if_replaced()
-            self._db.execute("BEGIN IMMEDIATE")
+            self._grouping = True
             try:
                 yield
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            else:
+                if self._db.in_transaction:
+                    self._db.execute("COMMIT")
+            finally:
+                self._grouping = False
 
     def _queue_message(self, message: FloorMessage | None) -> None:
         if message is None:
@@ -519,8 +528,10 @@ class IncidentStore:
             return int(self._db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0])
 
     def mark_sent(self, seqs: list[int], sent_at: float) -> None:
-        with self._transaction():
-            self._db.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(sent_at, s) for s in seqs])
+        if not seqs:
+            return
+        marks = ",".join("?" * len(seqs))
+        self._write(f"UPDATE outbox SET sent_at = ? WHERE seq IN ({marks})", (sent_at, *seqs))
 
     def mark_rejected(self, seq: int, reason: str, at: float) -> None:
         self._write("UPDATE outbox SET sent_at = ?, rejected = ? WHERE seq = ?", (at, reason[:1000], seq))
