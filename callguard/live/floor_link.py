@@ -73,6 +73,13 @@ class FloorEndpoint:
         return http.client.HTTPSConnection(self.host, self.port, timeout=REQUEST_TIMEOUT_S, context=self.tls)
 
 
+def backed_off(ceiling: float, cap: float) -> tuple[float, float]:
+    """The next step of an exponential back-off: its ceiling (half a second, doubling, up to `cap`) and
+    a wait under it with equal jitter, so that a site's workstations do not all come back at once."""
+    ceiling = min(cap, max(0.5, ceiling * 2))
+    return ceiling, random.uniform(ceiling / 2, ceiling)
+
+
 def read_credential(path: Path, key: str) -> str:
     try:
         credential = path.read_text(encoding="utf-8").strip()
@@ -141,12 +148,12 @@ class FloorLink:
     # --- sending ---------------------------------------------------------------------------------
 
     def _send_loop(self) -> None:
-        delay = 0.0
+        ceiling = wait = 0.0  # the back-off while the floor cannot be reached (0: it can)
         connection: http.client.HTTPSConnection | None = None
         if (store := self._store()) is not None:
             store.prune_sent(time.time() - PRUNE_AFTER_S)
         while not self._stop.is_set():
-            self._wake.wait(delay if delay else self.settings.poll_s)
+            self._wake.wait(wait if wait else self.settings.poll_s)
             self._wake.clear()
             if self._stop.is_set():
                 break
@@ -159,12 +166,13 @@ class FloorLink:
                 if self.last_error:
                     log.info("floor reached again", extra={"fields": {"url": self.settings.url}})
                 self.last_error = ""
-                delay = 0.0
+                ceiling = wait = 0.0
             except (OSError, http.client.HTTPException, FloorRefused) as exc:
                 if connection is not None:
                     connection.close()
                 connection = None
-                delay = self._back_off(delay, exc)
+                self._note_failure(exc)
+                ceiling, wait = backed_off(ceiling, self.settings.retry_max_s)
         if connection is not None:
             connection.close()
 
@@ -225,14 +233,11 @@ class FloorLink:
         response = connection.getresponse()
         return response.status, response.read().decode("utf-8", "replace")
 
-    def _back_off(self, delay: float, exc: Exception) -> float:
+    def _note_failure(self, exc: Exception) -> None:
         error = str(exc) or type(exc).__name__
         if error != self.last_error:
             log.error("floor not reached; the outbox keeps every event", extra={"fields": {"error": error}})
         self.last_error = error
-        # exponential, with full jitter so that a site's workstations do not all come back at once
-        ceiling = min(self.settings.retry_max_s, max(0.5, delay * 2 if delay else 0.5))
-        return random.uniform(ceiling / 2, ceiling)
 
     def _watch_loop(self) -> None:
         """On a clock of its own: the sender may be waiting out a back-off or a floor that hangs."""
@@ -262,7 +267,7 @@ class FloorLink:
 
     def _listen_loop(self) -> None:
         # The first answer only tells where the floor's notices stand: older ones are of calls gone.
-        after, delay, caught_up = 0, 0.0, False
+        after, ceiling, caught_up = 0, 0.0, False
         while not self._stop.is_set():
             connection = self._polling = self.endpoint.connect()
             connection.timeout = NOTICE_WAIT_S + REQUEST_TIMEOUT_S
@@ -280,10 +285,10 @@ class FloorLink:
                     after = max(after, int(notice["id"]))
                     if caught_up:
                         self._publish({"kind": "floor", "state": "notice", "notice": notice})
-                caught_up, delay = caught_up or not notices, 0.0
+                caught_up, ceiling = caught_up or not notices, 0.0
             except (OSError, http.client.HTTPException, FloorRefused, ValueError, KeyError) as exc:
-                delay = min(self.settings.retry_max_s, max(0.5, delay * 2))
                 log.debug("floor notices poll failed", extra={"fields": {"error": str(exc)}})
-                self._stop.wait(random.uniform(delay / 2, delay))
+                ceiling, pause = backed_off(ceiling, self.settings.retry_max_s)
+                self._stop.wait(pause)
             finally:
                 connection.close()

@@ -448,12 +448,15 @@ class ApiHandler(BaseHTTPRequestHandler):
             return
         self.send_response(303)
         self.send_header("Location", "/panel/")
-        cookie = f"{COOKIE_NAME}={panel_session_value(self.app.token())}; HttpOnly; SameSite=Strict; Path=/"
-        self.send_header("Set-Cookie", cookie)
+        self.send_header("Set-Cookie", self._session_cookie())
         self.send_header("Cache-Control", "no-store")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _session_cookie(self) -> str:
+        """The panel's session cookie (for POST /api/v1/session and a one-time login link)."""
+        return f"{COOKIE_NAME}={panel_session_value(self.app.token())}; HttpOnly; SameSite=Strict; Path=/"
 
     def openapi(self) -> None:
         self._send_json(200, openapi_schema())
@@ -463,8 +466,7 @@ class ApiHandler(BaseHTTPRequestHandler):
         self._send_json(200 if report.get("status") != "failing" else 503, report)
 
     def session(self) -> None:
-        cookie = f"{COOKIE_NAME}={panel_session_value(self.app.token())}; HttpOnly; SameSite=Strict; Path=/"
-        self._send_json(200, {"ok": True}, {"Set-Cookie": cookie})
+        self._send_json(200, {"ok": True}, {"Set-Cookie": self._session_cookie()})
 
     def call_state(self) -> None:
         self._send_json(200, self.app.controller.call_state())
@@ -548,6 +550,10 @@ def _json_response(description: str, ref: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": {"$ref": ref}}}}
 
 
+def _json_object(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+
+
 def openapi_schema() -> dict[str, Any]:
     """The API as an OpenAPI 3.1 document (served at /openapi.json; a test checks it against ROUTES)."""
     return {
@@ -613,10 +619,7 @@ def openapi_schema() -> dict[str, Any]:
                 "post": {
                     "summary": "A one-time panel login link (bearer token only), valid for 120 s",
                     "responses": {
-                        "201": {
-                            "description": "the link",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
+                        "201": _json_object("the link"),
                         "401": _ERROR,
                         "403": _ERROR,
                     },
@@ -689,10 +692,9 @@ def openapi_schema() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": {
-                            "description": "queued for the floor; the panel's stream says when it got there",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
+                        "200": _json_object(
+                            "queued for the floor; the panel's stream says when it got there"
+                        ),
                         "401": _ERROR,
                         "404": _ERROR,
                         "422": _ERROR,
@@ -716,10 +718,7 @@ def openapi_schema() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": {
-                            "description": "recorded",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
+                        "200": _json_object("recorded"),
                         "401": _ERROR,
                         "409": _ERROR,
                         "422": _ERROR,
