@@ -9,6 +9,7 @@ hear English words), its events handed to the live call as the session would han
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -68,11 +69,8 @@ def floor_section(floor_port: int, credential: Path, tls: TlsCert, **settings: A
         "retry_max_s": 1.0,
         "poll_s": 0.2,
     } | settings
-    lines = "\n".join(
-        f"{key} = {value!r}" if isinstance(value, str) else f"{key} = {value}"
-        for key, value in values.items()
-    )
-    return "[floor]\n" + lines.replace("'", '"') + "\n"
+    # a JSON string is a TOML basic string, and its numbers are TOML's
+    return "[floor]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
 
 
 @pytest.fixture
