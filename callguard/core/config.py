@@ -19,7 +19,7 @@ import shutil
 import tomllib
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -239,6 +239,60 @@ class FloorConfig:
 
 
 @dataclass(frozen=True)
+class SiprecConfig:
+    enabled: bool = setting(False)
+    host: str = setting("127.0.0.1")  # SIP over UDP and TCP on the same port
+    port: int = setting(5060, lo=1, hi=65535)
+    rtp_ports: list[int] = setting([40000, 40999])  # first and last UDP port for the calls' RTP
+    # Which stream is the agent's when the metadata cannot say.
+    agent_side: Literal["second", "first"] = setting("second")
+    agent_aor_pattern: str = setting("")  # a regex: a participant whose AOR matches is the agent
+    allowed_peers: list[str] = setting([])  # source addresses (or CIDR) allowed to record; [] = loopback only
+    jitter_ms: int = setting(60, lo=0, hi=1000)  # how long the jitter buffer waits for a late packet
+
+
+@dataclass(frozen=True)
+class TwilioConfig:
+    enabled: bool = setting(False)
+    host: str = setting("127.0.0.1")
+    port: int = setting(8081, lo=1, hi=65535)
+    path: str = setting("/twilio")
+    auth_token_file: str = setting("twilio-auth-token")  # the account's auth token: signs the upgrade request
+    public_url: str = setting("")  # the wss:// URL as Twilio sees it (behind a proxy); "" = from the request
+
+
+@dataclass(frozen=True)
+class AudioHookConfig:
+    enabled: bool = setting(False)
+    host: str = setting("127.0.0.1")
+    port: int = setting(8082, lo=1, hi=65535)
+    path: str = setting("/audiohook")
+    keys_file: str = setting("audiohook-keys.toml")  # API key id -> client secret (base64), one per org
+
+
+@dataclass(frozen=True)
+class AudioSocketConfig:
+    enabled: bool = setting(False)
+    host: str = setting("127.0.0.1")
+    port: int = setting(8083, lo=1, hi=65535)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = setting("127.0.0.1")  # the panel and the API of `callguard serve`
+    port: int = setting(8766, lo=1, hi=65535)
+    max_calls: int = setting(8, lo=1, hi=10000)  # calls run at once; the next is refused, never queued
+    default_agent: str = setting("")  # the agent id of a stream whose metadata names none
+    agents_file: str = setting("agents.toml")  # agent id -> the SHA-256 of that agent's panel token
+    tls_cert: str = setting("")
+    tls_key: str = setting("")
+    siprec: SiprecConfig = field(default_factory=SiprecConfig)
+    twilio: TwilioConfig = field(default_factory=TwilioConfig)
+    audiohook: AudioHookConfig = field(default_factory=AudioHookConfig)
+    audiosocket: AudioSocketConfig = field(default_factory=AudioSocketConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -251,6 +305,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     floor: FloorConfig = field(default_factory=FloorConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     # The folder that relative paths (lexicons, prompts, models) are read from.
     base_dir: Path = DEFAULT_CONFIG_DIR
 
@@ -346,13 +401,3 @@ def _check(hint: Any, value: Any, meta: Any, key: str, source: str | Path) -> An
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         raise ConfigError(source, key, f"must be between {lo} and {hi}, got {value!r}")
     return value
-
-
-def default_of(section: str, key: str) -> Any:
-    """The built-in default of one key (used by the config-file consistency test)."""
-    cls = _section_type(next(f for f in fields(Config) if f.name == section))
-    f = next(f for f in fields(cls) if f.name == key)
-    if f.default is not MISSING:
-        return f.default
-    assert f.default_factory is not MISSING, f"{section}.{key} has no default"
-    return f.default_factory()

@@ -55,3 +55,16 @@ class CallLine(Protocol):
 class CallHost(Protocol):
     def open(self, start: StreamStart) -> CallLine:
         """A new call; raises CallRefused when the host cannot take it."""
+
+
+class Listener(Protocol):
+    """A protocol's server side, bound to its configured address: started on the host's asyncio loop,
+    it opens a CallLine per stream. One misbehaving peer costs a log line, never the listener."""
+
+    name: str  # "siprec", "twilio", "audiohook", "audiosocket"
+
+    async def start(self, host: CallHost) -> None:
+        """Bind and accept; raises OSError (address in use...) before any call is taken."""
+
+    async def stop(self) -> None:
+        """Stop accepting, end every open stream (reason "shutdown") and release the sockets."""
