@@ -259,6 +259,8 @@ class TwilioConfig:
     path: str = setting("/twilio")
     auth_token_file: str = setting("twilio-auth-token")  # the account's auth token: signs the upgrade request
     public_url: str = setting("")  # the wss:// URL as Twilio sees it (behind a proxy); "" = from the request
+    idle_timeout_s: float = setting(10.0, lo=1.0, hi=3600.0)  # no message this long: the call ends "timeout"
+    max_connections: int = setting(64, lo=1, hi=100000)  # streams open at once; the next upgrade gets 503
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,8 @@ class AudioHookConfig:
     port: int = setting(8082, lo=1, hi=65535)
     path: str = setting("/audiohook")
     keys_file: str = setting("audiohook-keys.toml")  # API key id -> client secret (base64), one per org
+    idle_timeout_s: float = setting(10.0, lo=1.0, hi=3600.0)  # no message (audio, ping) this long: "timeout"
+    max_connections: int = setting(64, lo=1, hi=100000)  # sessions open at once; the next upgrade gets 503
 
 
 @dataclass(frozen=True)
