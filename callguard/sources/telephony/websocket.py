@@ -294,6 +294,7 @@ class WebSocketListener:
 
     name = "websocket"
     send_timeout_s = 5.0  # a peer that has not taken a message in this long has stopped reading
+    handshake_timeout_s = 5.0  # a connection that has not finished its upgrade in this long is dropped
     max_message_bytes = 64 * 1024  # far above a protocol's own messages (Twilio 20 ms is ~400 bytes)
 
     def __init__(
@@ -343,7 +344,7 @@ class WebSocketListener:
             process_request=self._process_request,
             ssl=self.ssl,
             max_size=self.max_message_bytes,
-            open_timeout=5,  # a client that does not finish its handshake holds a socket this long at most
+            open_timeout=self.handshake_timeout_s,
             close_timeout=self.send_timeout_s,
             server_header=None,
             logger=logging.getLogger(f"callguard.sources.telephony.{self.name}.websockets"),

@@ -13,6 +13,8 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
+import subprocess
 import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -64,8 +66,11 @@ def excerpt(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.nd
 
 
 @asynccontextmanager
-async def listening(**settings: Any) -> AsyncIterator[tuple[TwilioListener, CallRecorder]]:
+async def listening(
+    handshake_timeout_s: float = 5.0, **settings: Any
+) -> AsyncIterator[tuple[TwilioListener, CallRecorder]]:
     listener = TwilioListener(replace(TwilioConfig(), port=0, **settings), TOKEN)
+    listener.handshake_timeout_s = handshake_timeout_s
     host = CallRecorder()
     await listener.start(host)
     try:
@@ -443,3 +448,61 @@ def test_stop_ends_every_open_stream_as_shutdown() -> None:
 
     call, code = asyncio.run(main())
     assert call.ends == ["shutdown"] and code == 1001
+
+
+def test_half_open_connections_are_dropped_after_the_handshake_timeout() -> None:
+    """A flood of sockets that never send their upgrade request: each is closed after the handshake
+    timeout, and a real stream is served meanwhile."""
+
+    async def main() -> tuple[list[bytes], RecordedCall]:
+        async with listening(handshake_timeout_s=0.3) as (listener, host):
+            silent = [await asyncio.open_connection("127.0.0.1", listener.bound_port) for _ in range(20)]
+            async with await raw_stream(listener) as ws:
+                await ws.send(start("MZreal"))
+                await ws.send(json.dumps({"event": "stop", "streamSid": "MZreal"}))
+                await ws.wait_closed()
+            eofs = [await asyncio.wait_for(reader.read(), 3) for reader, _ in silent]
+            for _, writer in silent:
+                writer.close()
+            return eofs, host.call("MZreal")
+
+    eofs, call = asyncio.run(main())
+    assert call.ends == ["stop"]
+    assert all(data == b"" for data in eofs)  # closed by the server, not a byte sent
+
+
+def test_wss_when_the_host_passes_a_tls_context(tmp_path: Path) -> None:
+    """[serve] tls_cert/tls_key set: the host hands the listener an SSL context; Twilio then connects
+    with wss:// and signs that URL."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+
+    async def main() -> tuple[RecordedCall, int]:
+        listener = TwilioListener(replace(TwilioConfig(), port=0), TOKEN, ssl=server_context)
+        host = CallRecorder()
+        await listener.start(host)
+        try:
+            url = f"wss://127.0.0.1:{listener.bound_port}/twilio"
+            with pytest.raises(InvalidStatus) as plain_signed:  # signed as ws://: not the URL Twilio used
+                await connect(url, ssl=client_context, additional_headers={
+                    "X-Twilio-Signature": twilio_signature(TOKEN, url.replace("wss:", "ws:"))})  # fmt: skip
+            signature = {"X-Twilio-Signature": twilio_signature(TOKEN, url)}
+            async with connect(url, ssl=client_context, additional_headers=signature) as ws:
+                await ws.send(start("MZtls"))
+                await ws.send(media("MZtls", 0, b"\xff" * FRAME))
+                await ws.send(json.dumps({"event": "stop", "streamSid": "MZtls"}))
+                await ws.wait_closed()
+            return host.call("MZtls"), plain_signed.value.response.status_code
+        finally:
+            await listener.stop()
+
+    call, status = asyncio.run(main())
+    assert status == 403 and call.ends == ["stop"] and len(call.pcm("customer")) == FRAME
