@@ -62,6 +62,7 @@ from callguard.sources.telephony.websocket import (
     WebSocketStream,
     facts_from_attributes,
     remote_of,
+    warn_if_others_can_read,
 )
 
 log = logging.getLogger("callguard.sources.telephony")
@@ -102,6 +103,7 @@ def load_keys(path: Path) -> dict[str, bytes]:
             raise ConfigError(path, api_key, "the client secret is empty: unsigned sessions are not accepted")
     if not keys:
         raise ConfigError(path, "", 'no API key: add `"API key" = "client secret (base64)"`')
+    warn_if_others_can_read(Path(path), "the AudioHook keys file")
     return keys
 
 
@@ -152,7 +154,7 @@ class AudioHookSession(WebSocketStream):
         self.correlation_id = headers.get("Audiohook-Correlation-Id", "")
         self.label = f"audiohook {self.session_id[:36] or self.remote}"
         self.complain.label = self.label
-        self.state = "opening"  # opening -> active <-> paused -> closed
+        self.state = "opening"  # opening -> active <-> paused -> closed; or opening -> disconnected
         self.seq = 0  # ours
         self.clientseq = 0  # the last the client sent
         self.media: MediaFormat | None = None
@@ -176,8 +178,9 @@ class AudioHookSession(WebSocketStream):
         return await self.send(json.dumps(message))
 
     async def disconnect(self, reason: str, info: str) -> None:
-        """Ask the client to end the session (it answers with its close transaction)."""
-        if self.state != "closed":
+        """Ask the client to end the session (it answers with its close transaction); once is enough."""
+        if self.state not in ("closed", "disconnected"):
+            self.state = "disconnected"
             await self.reply("disconnect", {"reason": reason, "info": info})
 
     async def goodbye(self, reason: str) -> None:
@@ -188,9 +191,10 @@ class AudioHookSession(WebSocketStream):
         close transaction (its close answered closed by the receive loop) before the socket goes."""
         if self.finished and self.ended:
             return
+        open_ = self.state in ("active", "paused")
         await self.disconnect("completed", "callguard is shutting down")
         self.end("shutdown")
-        if self.state in ("active", "paused"):
+        if open_:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closed.wait(), CLOSE_TRANSACTION_S)
         await self.close(1001, "callguard is shutting down")
@@ -238,7 +242,6 @@ class AudioHookSession(WebSocketStream):
                 self.organization_id,
             )
             await self.disconnect("unauthorized", "organizationId does not match audiohook-organization-id")
-            self.finished = True
             return
         media = choose_media(params.get("media"))
         if media is None:
@@ -246,7 +249,6 @@ class AudioHookSession(WebSocketStream):
                 "%s: no offered media is PCMU or L16 at 8 kHz: %s", self.label, str(params.get("media"))[:300]
             )
             await self.disconnect("error", "no supported media: PCMU or L16 at 8000 Hz, external/internal")
-            self.finished = True
             return
         self.attributes, self.open_params = _attributes(params), dict(params)
         facts, agent_id, extra = self._facts(params)

@@ -44,6 +44,7 @@ from callguard.sources.telephony.websocket import (
     WebSocketStream,
     facts_from_attributes,
     remote_of,
+    warn_if_others_can_read,
 )
 
 log = logging.getLogger("callguard.sources.telephony")
@@ -66,6 +67,7 @@ def read_auth_token(path: Path) -> str:
         raise ConfigError(path, "", f"Twilio auth token file cannot be read ({exc})") from None
     if not token or len(token.split()) != 1:
         raise ConfigError(path, "", "must hold the Twilio auth token alone, on one line")
+    warn_if_others_can_read(Path(path), "the Twilio auth token file")
     return token
 
 

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -142,6 +143,8 @@ def facts_from_attributes(
     known: dict[str, Any] = {}
     extra: dict[str, str] = {}
     agent_id = ""
+    if len(attributes) > MAX_ATTRIBUTES:
+        log.warning("%s: %d attributes, only the first %d are read", source, len(attributes), MAX_ATTRIBUTES)
     for key, value in list(attributes.items())[:MAX_ATTRIBUTES]:
         text = (value if isinstance(value, str) else json.dumps(value))[:MAX_VALUE_CHARS].strip()
         name = _fact_name(str(key))
@@ -167,6 +170,16 @@ def facts_from_attributes(
     if not facts.call_id:
         facts = replace(facts, call_id=call_id)
     return facts, agent_id, extra
+
+
+# ------------------------------------------------------------------------------------- secrets
+
+
+def warn_if_others_can_read(path: Path, what: str) -> None:
+    """A secret's file that its group or everyone can read is logged (it still works: IT decides)."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_mode & 0o077:
+            log.warning("%s %s can be read by other users: chmod 600 it", what, path)
 
 
 # ------------------------------------------------------------------------------------- streams

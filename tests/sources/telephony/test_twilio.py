@@ -255,7 +255,9 @@ def test_an_upgrade_twilio_did_not_sign_is_refused_before_it_happens() -> None:
     asyncio.run(main())
 
 
-def test_a_missing_auth_token_file_is_a_startup_error_naming_it(tmp_path: Path) -> None:
+def test_a_missing_auth_token_file_is_a_startup_error_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = replace(Config(), base_dir=tmp_path)
     with pytest.raises(ConfigError) as missing:
         TwilioListener.from_config(config)
@@ -264,7 +266,13 @@ def test_a_missing_auth_token_file_is_a_startup_error_naming_it(tmp_path: Path) 
     with pytest.raises(ConfigError, match="alone, on one line"):
         TwilioListener.from_config(config)
     (tmp_path / "twilio-auth-token").write_text(TOKEN + "\n")
+    (tmp_path / "twilio-auth-token").chmod(0o644)
     assert TwilioListener.from_config(config).name == "twilio"
+    assert "can be read by other users" in caplog.text
+    caplog.clear()
+    (tmp_path / "twilio-auth-token").chmod(0o600)
+    TwilioListener.from_config(config)
+    assert "can be read by other users" not in caplog.text
 
 
 # ------------------------------------------------------------------------------------ bad input
