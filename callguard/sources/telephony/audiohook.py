@@ -47,7 +47,7 @@ from callguard.core.config import AudioHookConfig, Config, read_toml
 from callguard.core.errors import ConfigError
 from callguard.core.events import Role
 from callguard.core.facts import CallFacts
-from callguard.sources.telephony.base import CallRefused, StreamStart
+from callguard.sources.telephony.base import CallRefused, Listener, StreamStart
 from callguard.sources.telephony.signatures import (
     NonceCache,
     SignaturePolicy,
@@ -469,3 +469,7 @@ class AudioHookListener(WebSocketListener):
 
     def stream(self, connection: ServerConnection) -> WebSocketStream:
         return AudioHookSession(self, connection)
+
+
+def _keeps_the_contract(listener: AudioHookListener) -> Listener:
+    return listener  # mypy's check that AudioHookListener is a base.Listener

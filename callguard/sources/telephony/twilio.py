@@ -35,7 +35,7 @@ from callguard.audio.g711 import decode_ulaw
 from callguard.core.config import Config, TwilioConfig
 from callguard.core.errors import ConfigError
 from callguard.core.events import Role
-from callguard.sources.telephony.base import CallRefused, StreamStart
+from callguard.sources.telephony.base import CallRefused, Listener, StreamStart
 from callguard.sources.telephony.signatures import twilio_signature_valid
 from callguard.sources.telephony.websocket import (
     TRY_AGAIN_LATER,
@@ -283,3 +283,7 @@ class TwilioListener(WebSocketListener):
 
     def stream(self, connection: ServerConnection) -> WebSocketStream:
         return TwilioStream(self, connection)
+
+
+def _keeps_the_contract(listener: TwilioListener) -> Listener:
+    return listener  # mypy's check that TwilioListener is a base.Listener
