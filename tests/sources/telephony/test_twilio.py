@@ -407,6 +407,20 @@ def test_a_stream_that_stops_mid_call_ends_as_timeout(caplog: pytest.LogCaptureF
     assert "no message for 0.5 s" in caplog.text
 
 
+def test_a_connection_that_vanishes_mid_call_ends_as_an_error() -> None:
+    async def main() -> RecordedCall:
+        async with listening() as (listener, host):
+            ws = await raw_stream(listener)
+            await ws.send(start("MZgone"))
+            await ws.send(media("MZgone", 0, b"\xff" * FRAME))
+            await until(lambda: len(host.calls) == 1 and len(host.calls[0].blocks) == 1)
+            ws.transport.abort()  # no close frame, no stop: the TCP connection is simply gone
+            await until(lambda: bool(host.calls[0].ends))
+            return host.calls[0]
+
+    assert asyncio.run(main()).ends == ["error: connection lost"]
+
+
 def test_a_flood_of_connections_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="callguard.sources.telephony")
 
