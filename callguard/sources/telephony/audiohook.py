@@ -154,7 +154,7 @@ class AudioHookSession(WebSocketStream):
         self.correlation_id = headers.get("Audiohook-Correlation-Id", "")
         self.label = f"audiohook {self.session_id[:36] or self.remote}"
         self.complain.label = self.label
-        self.state = "opening"  # opening -> active <-> paused -> closed; or opening -> disconnected
+        self.state = "opening"  # opening -> active <-> paused; disconnected once we ask; closed by the client
         self.seq = 0  # ours
         self.clientseq = 0  # the last the client sent
         self.media: MediaFormat | None = None
