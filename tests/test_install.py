@@ -89,7 +89,7 @@ def test_the_wheel_holds_what_the_commands_read(installed: tuple[Path, dict[str,
     init = _run(["callguard", "config", "init"], elsewhere, env)
     assert init.returncode == 0, init.stderr
     mine = Path(env["XDG_CONFIG_HOME"]) / "callguard" / "callguard.toml"
-    mine.write_text(mine.read_text().replace("threat_sensitivity = 0.2", "threat_sensitivity = 0.3"))
+    mine.write_text(mine.read_text().replace("threat_sensitivity = 0.4", "threat_sensitivity = 0.5"))
     check = _run(["callguard", "config", "check"], elsewhere, env)
     assert check.returncode == 0 and str(mine) in check.stdout, check.stdout + check.stderr
     trained = _run(["callguard", "detector", "train", "--help"], elsewhere, env)

@@ -162,9 +162,9 @@ class DetectorConfig:
     semantic: bool = setting(True)
     heads: str = setting("")  # a folder of trained heads; empty: the ones shipped with callguard
     site_corpus: str = setting("labelled")
-    profanity_sensitivity: float = setting(0.2, lo=0.0, hi=1.0)
-    insult_sensitivity: float = setting(0.15, lo=0.0, hi=1.0)
-    threat_sensitivity: float = setting(0.2, lo=0.0, hi=1.0)
+    profanity_sensitivity: float = setting(0.3, lo=0.0, hi=1.0)
+    insult_sensitivity: float = setting(0.35, lo=0.0, hi=1.0)
+    threat_sensitivity: float = setting(0.4, lo=0.0, hi=1.0)
     screen_gate: float = setting(0.1, lo=0.0, hi=1.0)
     context_s: float = setting(15.0, lo=0.0, hi=120.0)
     partial_step_words: int = setting(3, lo=1, hi=50)

@@ -117,7 +117,7 @@ class SemanticClassifier:
             batch = [texts[i] for i in pending]
             v = step.vectors(batch)
             p = step.head.scores(v, batch)
-            bank_width = step.head.bank.vectors.shape[1]
+            bank_width = step.head.bank.width
             for row, i in enumerate(pending):
                 probabilities[i], vectors[i], used[i] = p[row], v[row, :bank_width], step
             if reached + 1 < len(steps):

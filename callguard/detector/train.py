@@ -19,7 +19,7 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -195,9 +195,11 @@ def train_head(
         kind,
         settings,
     )
-    # the nearest examples are looked up in the first encoder's space
-    bank_lines = [x for x in lines if x.main_label not in ("clean", "none")]
+    # the nearest examples are looked up in the first encoder's space; a head whose neighbours vote
+    # keeps every line (the clean ones outvote a harmless twin), else only those it names as reasons
+    bank_lines = [x for x in lines if settings.neighbours or x.main_label not in ("clean", "none")]
     bank_vectors = cache.vectors(encoders[:1], [encoder_text(x.text) for x in bank_lines])
+    bank_targets = np.array([[label in x.labels for label in labels] for x in bank_lines], np.uint8)
     return Head(
         kind=kind,
         labels=labels,
@@ -210,7 +212,11 @@ def train_head(
         corpus_lines=len(lines),
         settings=settings,
         bank=ExampleBank.build(
-            [x.text for x in bank_lines], [x.main_label for x in bank_lines], bank_vectors
+            [x.text for x in bank_lines],
+            [x.main_label for x in bank_lines],
+            bank_vectors,
+            bank_targets.reshape(len(bank_lines), len(labels)),
+            settings.bank_rank,
         ),
     )
 
@@ -222,14 +228,14 @@ class HeadRecipe:
     name: str
     encoders: tuple[EncoderName, ...]
     side: Literal["customer", "agent"]
+    settings: TrainingSettings = field(default_factory=TrainingSettings)
 
 
 RECIPES = (
-    HeadRecipe("customer_screen", ("use",), "customer"),
-    HeadRecipe("customer", ("e5", "use"), "customer"),
+    HeadRecipe("customer_screen", ("use",), "customer"),  # the gate: cheap, linear
+    HeadRecipe("customer", ("e5", "use"), "customer", TrainingSettings(neighbours=25)),
     HeadRecipe("agent", ("use",), "agent"),
 )
-SETTINGS = TrainingSettings()
 
 
 def train_heads(
@@ -244,12 +250,12 @@ def train_heads(
         if recipe.side == "customer":
             lines, rows = corpus.customer, customer_rows(corpus.customer)
             heads[recipe.name] = train_head(
-                "multilabel", CUSTOMER_LABELS, encoders, lines, rows, cache, SETTINGS
+                "multilabel", CUSTOMER_LABELS, encoders, lines, rows, cache, recipe.settings
             )
         else:
             lines, rows = corpus.agent, agent_rows(corpus.agent)
             heads[recipe.name] = train_head(
-                "multiclass", AGENT_LABELS, encoders, lines, rows, cache, SETTINGS
+                "multiclass", AGENT_LABELS, encoders, lines, rows, cache, recipe.settings
             )
     return heads
 

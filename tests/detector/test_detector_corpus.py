@@ -1,8 +1,10 @@
 """The labelled corpora hold the detector to its numbers, in each language.
 
 tests/data/corpus_*.tsv is the corpus the lexicons were tuned on: the lexicons alone must keep
-their figures there. dev_*.tsv and frozen_*.tsv were written blind (frozen_*: after the heads
-were frozen); the whole detector is held there to the figures it reached when it was frozen,
+their figures there. dev_*.tsv, frozen_*.tsv and blind2_*.tsv were written blind (frozen_*: after
+the first heads were frozen; blind2_*: by another hand, opened only after the neighbours' vote and
+the sensitivities were chosen); the whole detector is held there to the figures it reached when it
+was frozen,
 so that a change that loses recall or adds false alarms fails. Issue 16's target (insult and
 threat recall 0.95, profanity 0.9, at most 1 false alarm per 100 clean) is not met yet: see
 README, "Detection".
@@ -56,10 +58,12 @@ def test_corpus_thresholds(lang: str, lexicons: TextDetector) -> None:
 # prints them), less a small margin for the last digit of a BLAS sum on another CPU.
 FROZEN_FIGURES = {
     # (set, lang): (profanity, insult, threat recall at least; false alarms per 100 clean at most)
-    ("dev", "en"): (0.95, 0.85, 0.78, 6.7),
-    ("dev", "fr"): (0.82, 0.73, 0.72, 2.3),
-    ("frozen", "en"): (0.96, 0.85, 0.76, 6.0),
-    ("frozen", "fr"): (0.81, 0.71, 0.68, 2.0),
+    ("dev", "en"): (0.98, 0.91, 0.92, 1.2),
+    ("dev", "fr"): (0.98, 0.84, 0.87, 1.2),
+    ("frozen", "en"): (0.98, 0.95, 0.90, 5.1),
+    ("frozen", "fr"): (0.92, 0.74, 0.86, 4.1),
+    ("blind2", "en"): (0.96, 0.95, 0.92, 6.8),
+    ("blind2", "fr"): (0.98, 0.87, 0.82, 0.1),
 }
 
 

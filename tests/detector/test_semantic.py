@@ -105,6 +105,27 @@ def test_fit_is_deterministic_and_learns() -> None:
     assert accuracy >= 0.95
 
 
+def test_the_nearest_lines_vote_beside_the_linear_head(tmp_path: Path) -> None:
+    """Two tight clusters the linear part cannot tell apart (its weights are zero): the vote of the
+    nearest bank lines decides, and survives the file's float16 projection and int8 vectors."""
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((2, 16))
+    x = np.vstack([c + 0.05 * rng.standard_normal((20, 16)) for c in centres]).astype(np.float32)
+    targets = np.array([[1, 0]] * 20 + [[0, 1]] * 20, np.uint8)
+    labels = ["threat"] * 20 + ["clean"] * 20
+    bank = ExampleBank.build([f"l{i}" for i in range(40)], labels, x, targets, rank=8)
+    settings = TrainingSettings(neighbours=5, neighbour_weight=0.5)
+    zeros = (np.zeros((16, 2), np.float32), np.zeros(2, np.float32), np.zeros(0, np.int64), np.zeros((0, 2)))
+    head = Head("multilabel", ("threat", "other"), (), *zeros, settings=settings, bank=bank)
+    probe = np.vstack([centres[0], centres[1]]).astype(np.float32)
+    scores = head.scores(probe, ["", ""])
+    # the linear half says 0.5 for everything, the vote 1 or 0 where all five neighbours agree
+    assert np.allclose(scores, [[0.75, 0.25], [0.25, 0.75]], atol=0.02)
+    head.save(tmp_path / "voting.npz")
+    assert np.allclose(Head.load(tmp_path / "voting.npz").scores(probe, ["", ""]), scores, atol=0.02)
+    assert np.allclose(Head(**{**head.__dict__, "settings": TrainingSettings()}).scores(probe, ["", ""]), 0.5)
+
+
 def test_head_file_round_trip_and_encoder_pinning(tmp_path: Path) -> None:
     x, y, w = _toy_problem()
     texts = [f"line {i}" for i in range(len(x))]
@@ -175,8 +196,8 @@ def test_retraining_reproduces_the_shipped_customer_heads(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("text", "lang", "category"),
     [
-        ("you'd better hope we never meet in person", "en", "threat"),
-        ("people like you end up getting hurt", "en", "threat"),
+        ("you better pray we never cross paths", "en", "threat"),
+        ("i hope you enjoy your drive home tonight because it might be your last", "en", "threat"),
         ("you've got the brains of a goldfish", "en", "insult"),
         ("tu ferais mieux de ne jamais croiser mon chemin", "fr", "threat"),
         ("t'as un petit pois à la place du cerveau", "fr", "insult"),
@@ -248,7 +269,8 @@ def test_the_agents_words_are_never_the_customers_abuse(detector: TextDetector) 
 
 def test_stable_partials_are_read_every_few_words(detector: TextDetector) -> None:
     stage = AbuseStage(detector, stable_partials=2, partial_step_words=3, language=english)
-    text = "you'd better hope we never meet in person"
+    text = "you better pray we never cross paths"
+    assert detector.lexicon_detection(text, "en").categories == ()  # the head's alone
     partials = [transcript(1.0, " ".join(text.split()[:n]), final=False) for n in (2, 2, 5, 5, 8, 8)]
     fired = run_events(stage, partials)
     assert [a.category for a in fired] == ["threat"] and fired[0].partial
