@@ -277,7 +277,7 @@ class AudioSocketConfig:
     port: int = setting(8083, lo=1, hi=65535)
     # One direction per connection: a UUID's first connection is this speaker, its second the other.
     first_role: Literal["customer", "agent"] = setting("customer")
-    read_timeout_s: float = setting(5.0, lo=0.5, hi=600.0)  # no whole frame within it: the call ends "timeout"
+    read_timeout_s: float = setting(5.0, lo=0.5, hi=600.0)  # no whole frame within it: ends "timeout"
     max_connections: int = setting(64, lo=1, hi=100000)  # held at once; beyond it a new one is closed at once
 
 
@@ -291,7 +291,7 @@ class ServeConfig:
     tls_cert: str = setting("")
     tls_key: str = setting("")
     token: str = setting("")  # the admin/CTI token; "" = generated once, kept in serve-token beside the store
-    call_queue_s: float = setting(30.0, lo=1.0, hi=600.0)  # audio a call may have waiting; beyond, blocks drop
+    call_queue_s: float = setting(30.0, lo=1.0, hi=600.0)  # audio a call may hold waiting
     cti_hold_s: float = setting(600.0, lo=1.0, hi=86400.0)  # how long a CTI call start waits for its stream
     siprec: SiprecConfig = field(default_factory=SiprecConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
