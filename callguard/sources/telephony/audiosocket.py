@@ -155,9 +155,12 @@ class AudioSocketListener:
             await _hangup(writer)
             return
         call, role = joined
-        reason = "hangup"
+        reason = "shutdown"  # unless the stream says otherwise: cancelled, the listener is stopping
         try:
             reason = await self._stream(reader, call, role, call_uuid, peer)
+        except Exception as exc:
+            reason = f"error: {exc}"
+            raise
         finally:
             self._leave(call_uuid, call, role, reason)
         if reason.startswith("error") or reason == "timeout":
