@@ -26,6 +26,7 @@ from callguard.pipeline.session import SharedResources
 from callguard.sources.telephony.base import Listener
 
 log = logging.getLogger("callguard.live.serve")
+HTTP_CONNECTIONS = 2048  # panels (one stream each), the CTI and scripts
 
 
 def token_file(config: Config) -> Path:
@@ -118,6 +119,9 @@ class ServeRunner:
             log_level="warning",
             proxy_headers=False,
             server_header=False,
+            # every panel's stream holds a connection; past this a new one gets 503, the open ones go on
+            limit_concurrency=HTTP_CONNECTIONS,
+            timeout_keep_alive=5,
             timeout_graceful_shutdown=3,
             lifespan="off",
             log_config=None,
