@@ -266,3 +266,63 @@ def test_the_panel_in_chromium_shows_the_agents_call_and_its_prompts(
             assert page.locator("li.call").count() == 1
         finally:
             browser.close()
+
+
+def test_a_call_that_falls_behind_degrades_in_steps_and_the_others_keep_up(
+    site_factory: Callable[..., Site],
+    ko_shared: dict[str, SharedResources],
+    fixture_call: Callable[[str], Path],
+) -> None:
+    """A call sent ten times faster than it was spoken, on the real recogniser, cannot be kept up with:
+    it steps down (and says so) while bob's call beside it runs at its own pace, undegraded."""
+    site = site_factory(ko_shared, serve='default_agent = "carol"')
+    typical, threat = fixture_call("real_typical_en"), fixture_call("threat_en")
+    flood, calm = uuid.uuid4(), site.call_with_words(threat)
+    site.admin.request("POST", "/api/v1/calls", {"call_id": str(calm), "agent_id": "bob"})
+    everyone = PanelStream(site.port, ADMIN)  # the admin's stream sees every agent's calls
+    streams = [
+        threading.Thread(
+            target=stream_call,
+            args=(site.audiosocket, typical, flood),
+            kwargs={"speed": 10.0, "seconds": 40.0},
+        ),
+        threading.Thread(target=stream_call, args=(site.audiosocket, threat, calm), kwargs={"speed": 2.0}),
+    ]
+    for thread in streams:
+        thread.start()
+    for thread in streams:
+        thread.join(60)
+    for call in (flood, calm):
+        everyone.wait_for(
+            lambda m, c=call: m.get("kind") == "call" and m["call_id"] == str(c) and not m["active"], 60
+        )
+
+    def notices(call: uuid.UUID) -> list[str]:
+        events = [m["event"] for m in everyone.messages if m.get("call_id") == str(call) and "event" in m]
+        return [e["code"] for e in events if e["type"] == "notice"]
+
+    assert "degraded_partials" in notices(flood)  # the first step, reported on the call's own stream
+    assert not any(code.startswith("degraded") for code in notices(calm))
+    assert any(p.get("alert") for p in everyone.prompts(str(calm)))
+    ended = {s["call_id"]: s for s in site.admin.request("GET", "/api/v1/calls")[1]["calls"]}
+    assert ended[str(flood)]["agent_id"] == "carol" and ended[str(flood)]["ended"] == "hangup"
+
+
+def test_agent_add_prints_a_token_once_and_keeps_only_its_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from callguard.cli.main import main
+    from callguard.live.serve.agents import AgentDirectory, token_hash
+
+    config = serve_config(tmp_path)
+    assert main(["--config", str(config), "serve", "agent", "add", "dave"]) == 0
+    token = capsys.readouterr().out.splitlines()[0]
+    stored = (tmp_path / "agents.toml").read_text()
+    assert token not in stored and token_hash(token) in stored
+    assert (tmp_path / "agents.toml").stat().st_mode & 0o777 == 0o600
+    assert AgentDirectory(tmp_path / "agents.toml").agent_for_token(token) == "dave"
+    assert main(["--config", str(config), "serve", "agent", "add", "no/slash"]) == 1
+    assert "agent id" in capsys.readouterr().err
+    (tmp_path / "agents.toml").write_text('[agents]\n"eve" = "not-a-hash"\n')
+    assert main(["--config", str(config), "serve", "agent", "add", "frank"]) == 1
+    assert "agents.eve" in capsys.readouterr().err
