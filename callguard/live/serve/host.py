@@ -10,8 +10,9 @@ to the sinks (the incident store and the floor's outbox, on their own thread). v
 GIL: calls run side by side on every core. All of a call's computation is on its worker, so the
 worker's thread CPU time is the call's CPU.
 
-A call that falls behind (its oldest waiting block older than 1, 2, 4 s: the daemon's steps, in wall
-time, so a stream sent faster than real time is not mistaken for a slow worker) degrades in steps it
+A call that falls behind (its oldest waiting block older than 1, 2, 4 s for a whole second: the
+daemon's steps, in wall time, so that a stream sent faster than real time is not mistaken for a slow
+worker, and sustained, so that one slow final result of the recogniser is not either) degrades in steps it
 reports to its agent and the log (partials less often, the agent's words, then all words), and
 recovers a step after 5 s caught up: it never delays the other calls' workers. Past
 `[serve] call_queue_s` of waiting audio its blocks are dropped and counted.
@@ -56,6 +57,7 @@ SINK_QUEUE = 200_000  # store writes of every call waiting for a slow disk
 RECENT_CALLS = 200  # ended calls kept for the panels' lists (each agent sees their own)
 WORKER_POLL_S = 0.25
 COMMAND_TIMEOUT_S = 15.0
+LAG_WINDOW_S = 1.0  # a call steps down when its audio waited this long above a step's threshold
 
 
 def _fields(**values: Any) -> dict[str, Any]:
@@ -94,6 +96,7 @@ class ServeCall:
         self.live: LiveCall | None = None  # built on the worker
         self.inputs: dict[Role, SpeakerInput] = {role: SpeakerInput() for role in ROLES}
         self.degradation = Degradation()
+        self._lag_samples: collections.deque[tuple[float, float]] = collections.deque()
         self.cpu_s = 0.0
         self.dropped = 0
         self.bad_blocks = 0
@@ -155,6 +158,16 @@ class ServeCall:
         """How long the oldest waiting block has waited (wall seconds)."""
         with self._lock:
             return time.monotonic() - self._oldest[0] if self._oldest else 0.0
+
+    def sustained_lag_s(self, now: float) -> float:
+        """The least lag over the last LAG_WINDOW_S (counting the sample in force when it began): a
+        recogniser's slow final result is a burst that the worker catches up on, not a call falling
+        behind, and stepping down would not shorten it."""
+        samples = self._lag_samples
+        samples.append((now, self.lag_s()))
+        while len(samples) > 1 and samples[1][0] <= now - LAG_WINDOW_S:
+            samples.popleft()
+        return min(lag for _, lag in samples) if samples[0][0] <= now - LAG_WINDOW_S else 0.0
 
     def state(self) -> dict[str, Any]:
         live = self.live
@@ -335,8 +348,9 @@ class ServeCall:
         live = self.live
         if live is None or not self.host.config.daemon.degrade:
             return
-        lag = self.lag_s()
-        step = self.degradation.update(lag, time.monotonic())
+        now = time.monotonic()
+        lag = self.sustained_lag_s(now)
+        step = self.degradation.update(lag, now)
         if step is None:
             return
         closed: list[Event] = []

@@ -104,15 +104,19 @@ def stream_call(
     speed: float = 1.0,
     seconds: float | None = None,
     frame_ms: int = 20,
+    started_at: list[float] | None = None,
 ) -> None:
     """Play a fixture call as Asterisk would fork it: a connection per channel (the left, customer,
-    connects first), 20 ms frames paced at `speed` times real time, then a hangup on each."""
+    connects first), 20 ms frames paced at `speed` times real time, then a hangup on each.
+    `started_at` gets the wall time (time.time()) at which stream time 0 was sent."""
     pcm, rate = sf.read(str(wav), dtype="int16", always_2d=True)
     if seconds is not None:
         pcm = pcm[: int(seconds * rate)]
     peers = [AudioSocketPeer(port, call_uuid) for _ in range(pcm.shape[1])]
     step = rate * frame_ms // 1000
     started = time.perf_counter()
+    if started_at is not None:
+        started_at.append(time.time())
     for i, offset in enumerate(range(0, len(pcm), step)):
         due = started + i * frame_ms / 1000 / speed
         wait = due - time.perf_counter()
@@ -160,6 +164,7 @@ class PanelStream:
 
     def __init__(self, port: int, token: str) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.received_at: list[float] = []  # time.time() each message was read
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         self.connection.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {token}"})
         self.response = self.connection.getresponse()
@@ -172,6 +177,7 @@ class PanelStream:
             for raw in self.response:
                 line = raw.decode().strip()
                 if line.startswith("data: "):
+                    self.received_at.append(time.time())
                     self.messages.append(json.loads(line[6:]))
         except (OSError, ValueError):
             return
