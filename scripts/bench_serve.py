@@ -13,7 +13,7 @@ Figures: per level, the most a call lagged, steps and drops, each call's CPU per
 that fired a prompt (its call time, when that audio was sent) to the prompt on alice's panel.
 The sidecar gives the words, so that delay leaves out an English recogniser's own latency.
 
-    python scripts/bench_serve.py [--levels 1,2,3,4] [--seconds 30] [--json bench-serve.json]
+    python scripts/bench_serve.py [--levels 1,2,3,4] [--seconds 30] [--all] [--json bench-serve.json]
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ def main() -> int:
     parser.add_argument("--levels", default="1,2,3,4", help="load calls per level, in order")
     parser.add_argument("--seconds", type=float, default=30.0, help="call seconds streamed at each level")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--all", action="store_true", help="run every level, past the first that degrades")
     parser.add_argument("--keep", type=Path, help="keep each level's folder (config, store, serve.log) here")
     args = parser.parse_args()
     fixtures = build(["abusive_stereo_en_ulaw", "real_typical_en"], DEFAULT_OUT_DIR)
@@ -154,7 +155,7 @@ def main() -> int:
             result = run_level(level, args.seconds, (args.keep or Path(tmp)) / f"level{level}", fixtures)
             results.append(result)
             print(json.dumps(result), flush=True)
-            if result["degraded"]:
+            if result["degraded"] and not args.all:
                 break
     document = {"machine": {"cpus": os.cpu_count()}, "levels": results}
     if args.json:
