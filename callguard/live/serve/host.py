@@ -222,6 +222,8 @@ class ServeCall:
         except Exception as exc:  # the call cannot run: say so, keep the others
             log.exception("call could not start", extra=_fields(call_id=self.call_id, error=str(exc)))
             self.ended_reason = f"error: {exc}"
+            with self._lock:
+                self._ending = True  # what the protocol still sends is not kept
             self.host._finished(self)
             return
         reason = ""

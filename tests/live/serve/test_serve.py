@@ -47,7 +47,7 @@ def ko_shared(ko_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 class Site:
     """A server of its own, its agents' tokens, and its folders."""
 
-    def __init__(self, folder: Path, shared: dict[str, SharedResources] | None, **config: str) -> None:
+    def __init__(self, folder: Path, shared: dict[str, SharedResources], **config: str) -> None:
         self.folder = folder
         self.config = load_config(serve_config(folder, **config))
         self.tokens = {
@@ -56,9 +56,7 @@ class Site:
         }
         self.transcripts = folder / "transcripts"
         self.transcripts.mkdir()
-        self.runner = ServeRunner(
-            self.config, transcripts=self.transcripts, shared=shared or load_shared(self.config)
-        )
+        self.runner = ServeRunner(self.config, transcripts=self.transcripts, shared=shared)
         self.runner.start()
         self.port = self.runner.port
         self.audiosocket = self.runner.listener("audiosocket").port  # type: ignore[attr-defined]
@@ -74,12 +72,18 @@ class Site:
         self.runner.stop()
 
 
+@pytest.fixture(scope="module")
+def plain_shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SharedResources]:
+    """No speech model (the calls with a sidecar need none): the detector and catalogues, once."""
+    return load_shared(load_config(serve_config(tmp_path_factory.mktemp("plain"))))
+
+
 @pytest.fixture
-def site_factory(tmp_path: Path) -> Iterator[Callable[..., Site]]:
+def site_factory(tmp_path: Path, plain_shared: dict[str, SharedResources]) -> Iterator[Callable[..., Site]]:
     sites: list[Site] = []
 
     def make(shared: dict[str, SharedResources] | None = None, **config: str) -> Site:
-        site = Site(tmp_path / f"site{len(sites)}", shared, **config)
+        site = Site(tmp_path / f"site{len(sites)}", shared or plain_shared, **config)
         sites.append(site)
         return site
 
@@ -326,3 +330,38 @@ def test_agent_add_prints_a_token_once_and_keeps_only_its_hash(
     (tmp_path / "agents.toml").write_text('[agents]\n"eve" = "not-a-hash"\n')
     assert main(["--config", str(config), "serve", "agent", "add", "frank"]) == 1
     assert "agents.eve" in capsys.readouterr().err
+
+
+def test_newer_facts_from_a_stream_move_its_call_and_one_call_id_twice_stays_apart(
+    site_factory: Callable[..., Site],
+) -> None:
+    """The contract's path as every protocol takes it (`host.open`, `CallLine.audio/update/end`)."""
+    import numpy as np
+
+    from callguard.core.events import AudioBlock
+    from callguard.core.facts import CallFacts
+    from callguard.sources.telephony.base import StreamStart
+
+    site = site_factory()
+    alice, bob = PanelStream(site.port, site.tokens["alice"]), PanelStream(site.port, site.tokens["bob"])
+    host = site.runner.host
+    line = host.open(StreamStart("test", "s-1", CallFacts(call_id="c-1"), agent_id="alice"))
+    twin = host.open(StreamStart("test", "s-2", CallFacts(call_id="c-1"), agent_id="alice"))
+    assert (line.call_id, twin.call_id) == ("c-1", "c-1~s-2")  # type: ignore[attr-defined]
+    line.audio(AudioBlock(role="customer", pcm=np.zeros(1600, np.int16), rate=8000, t=0.0))
+    line.audio(
+        AudioBlock(role="agent", pcm=np.zeros(4800, np.int16), rate=48000, t=0.5)
+    )  # joins later, at 48 kHz
+    alice.wait_for(lambda m: m.get("kind") == "call" and m["call_id"] == "c-1")
+    line.update(CallFacts(customer_name="Dana"), "bob")
+    bob.wait_for(
+        lambda m: m.get("kind") == "call" and m["call_id"] == "c-1" and m["facts"]["customer_name"] == "Dana"
+    )
+    alice.wait_for(lambda m: m.get("kind") == "gone" and m["call_id"] == "c-1")
+    line.end("stop")
+    line.end("stop again")  # idempotent
+    twin.end("stop")
+    ended = bob.wait_for(lambda m: m.get("kind") == "call" and m["call_id"] == "c-1" and not m["active"])
+    assert ended["ended"] == "stop" and ended["agent_id"] == "bob"
+    assert alice.wait_for(lambda m: m.get("kind") == "call" and m["call_id"] == "c-1~s-2" and not m["active"])
+    assert "c-1~s-2" not in bob.call_ids()
