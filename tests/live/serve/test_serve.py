@@ -365,3 +365,27 @@ def test_newer_facts_from_a_stream_move_its_call_and_one_call_id_twice_stays_apa
     assert ended["ended"] == "stop" and ended["agent_id"] == "bob"
     assert alice.wait_for(lambda m: m.get("kind") == "call" and m["call_id"] == "c-1~s-2" and not m["active"])
     assert "c-1~s-2" not in bob.call_ids()
+
+
+def test_https_with_the_configured_certificate(site_factory: Callable[..., Site], tmp_path: Path) -> None:
+    import http.client
+    import json
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    site = site_factory(serve=f'tls_cert = "{cert}"\ntls_key = "{key}"')
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    connection = http.client.HTTPSConnection("127.0.0.1", site.port, context=context, timeout=10)
+    connection.request("GET", "/health", headers={"Authorization": f"Bearer {ADMIN}"})
+    response = connection.getresponse()
+    assert response.status == 200 and json.loads(response.read())["calls"]["open"] == 0
+    connection.close()
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        Http(site.port).request("GET", "/health")  # plain HTTP is not spoken
