@@ -111,6 +111,9 @@ class ServeRunner:
             def handle_exit(self, sig: int, frame: Any) -> None:
                 hub.close()  # the panels' streams would hold the stop for the whole grace period
                 super().handle_exit(sig, frame)
+                # uvicorn raises the signal again once it has stopped, which would kill the process
+                # before the listeners, the calls and the store are closed: serve() ends instead
+                self._captured_signals.clear()
 
         config = uvicorn.Config(
             self.app,

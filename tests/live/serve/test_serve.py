@@ -389,3 +389,52 @@ def test_https_with_the_configured_certificate(site_factory: Callable[..., Site]
     connection.close()
     with pytest.raises((http.client.HTTPException, ConnectionError)):
         Http(site.port).request("GET", "/health")  # plain HTTP is not spoken
+
+
+def test_the_command_stops_on_sigterm_and_stores_the_open_call(tmp_path: Path) -> None:
+    """`callguard serve` as a process: SIGTERM ends the open call ("shutdown"), stores it, exits 0."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    config_path = serve_config(tmp_path)
+    config = load_config(config_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callguard.cli", "--config", str(config_path), "serve"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                if Http(config.serve.port).request("GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "callguard serve did not come up"
+            time.sleep(0.2)
+        call = uuid.uuid4()
+        peer = AudioSocketPeer(config.serve.audiosocket.port, call)
+        peer.audio(bytes_of_silence(), 8000)
+        while Http(config.serve.port).request("GET", "/health")[1]["calls"]["open"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    logs = [
+        json.loads(line)
+        for line in (process.stderr.read() if process.stderr else "").splitlines()
+        if line.startswith("{")
+    ]
+    assert any(e["msg"] == "call ended" and e["reason"] == "shutdown" for e in logs)
+    assert logs[-1]["msg"] == "stopped"
+    with sqlite3.connect(config.path(config.store.path)) as db:
+        assert db.execute("SELECT call_id, end_reason FROM calls").fetchall() == [(str(call), "shutdown")]
+    peer.close()
