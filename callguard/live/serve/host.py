@@ -57,6 +57,7 @@ SINK_QUEUE = 200_000  # store writes of every call waiting for a slow disk
 RECENT_CALLS = 200  # ended calls kept for the panels' lists (each agent sees their own)
 WORKER_POLL_S = 0.25
 COMMAND_TIMEOUT_S = 15.0
+MAX_GAP_S = 10.0  # the most silence a gap in a speaker's stream becomes
 LAG_WINDOW_S = 1.0  # a call steps down when its audio waited this long above a step's threshold
 
 
@@ -336,6 +337,13 @@ class ServeCall:
         # The speaker's blocks on their stream times: a gap (a late second connection, a lost
         # stretch the protocol could not conceal) is silence, an overlap is cut.
         gap = block.t - speaker.fed_s
+        if gap > MAX_GAP_S:  # a protocol's clock that jumped: a bounded silence, and a line saying so
+            log.warning(
+                "stream time jumped ahead: silence capped",
+                extra=_fields(call_id=self.call_id, role=role, gap_s=round(gap, 2), filled_s=MAX_GAP_S),
+            )
+            speaker.fed_s = block.t - MAX_GAP_S
+            gap = MAX_GAP_S
         if gap > 0.02:
             pcm = np.concatenate([np.zeros(round(gap * block.rate), np.int16), pcm])
         elif gap < -0.02:

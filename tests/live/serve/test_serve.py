@@ -438,3 +438,37 @@ def test_the_command_stops_on_sigterm_and_stores_the_open_call(tmp_path: Path) -
     with sqlite3.connect(config.path(config.store.path)) as db:
         assert db.execute("SELECT call_id, end_reason FROM calls").fetchall() == [(str(call), "shutdown")]
     peer.close()
+
+
+def test_bad_blocks_from_a_protocol_cost_a_log_line_not_the_call(
+    site_factory: Callable[..., Site], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import numpy as np
+
+    from callguard.core.events import AudioBlock
+    from callguard.core.facts import CallFacts
+    from callguard.sources.telephony.base import StreamStart
+
+    site = site_factory()
+    alice = PanelStream(site.port, site.tokens["alice"])
+    line = site.runner.host.open(StreamStart("test", "s-9", CallFacts(call_id="c-9"), agent_id="alice"))
+    good = np.zeros(160, np.int16)
+    with caplog.at_level(logging.WARNING, logger="callguard.live.serve"):
+        line.audio(AudioBlock(role="customer", pcm=good, rate=8000, t=0.0))
+        line.audio(AudioBlock(role="customer", pcm=good, rate=8000, t=3600.0))  # a clock that jumped an hour
+        line.audio(AudioBlock(role="boss", pcm=good, rate=8000, t=0.0))  # type: ignore[arg-type]
+        line.audio(AudioBlock(role="agent", pcm=good, rate=0, t=0.0))
+        line.audio(AudioBlock(role="agent", pcm=good, rate=8000, t=0.0))
+        deadline = time.monotonic() + 10
+        while line.bad_blocks < 2 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.02)
+        line.end("stop")
+        ended = alice.wait_for(
+            lambda m: m.get("kind") == "call" and m["call_id"] == "c-9" and not m["active"]
+        )
+    assert line.bad_blocks == 2  # type: ignore[attr-defined]
+    assert ended["ended"] == "stop"
+    assert "stream time jumped ahead: silence capped" in caplog.text
+    assert caplog.text.count("bad block skipped") == 2
