@@ -159,7 +159,15 @@ def test_concurrent_calls_reach_only_their_own_agents_panel_in_ladder_order(
     site.runner.host.sinks.flush(10)
     with sqlite3.connect(site.config.path(site.config.store.path)) as db:
         rows = dict(db.execute("SELECT call_id, end_reason FROM calls").fetchall())
+        stored = dict(
+            db.execute(
+                "SELECT calls.call_id, COUNT(prompts.call) FROM calls"
+                " LEFT JOIN prompts ON prompts.call = calls.id GROUP BY calls.id"
+            ).fetchall()
+        )
     assert rows == {str(call_a): "hangup", str(call_b): "hangup", str(call_c): "hangup"}
+    # each call's prompts under its own row, as its agent's panel got them
+    assert stored == {str(call_a): len(prompts_a), str(call_b): len(bob.prompts(str(call_b))), str(call_c): 0}
 
 
 def test_credentials_and_bad_requests(site_factory: Callable[..., Site]) -> None:
