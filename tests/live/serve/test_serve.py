@@ -268,6 +268,8 @@ def test_the_panel_in_chromium_shows_the_agents_call_and_its_prompts(
             page.wait_for_selector(f"li.call[data-call-id='{call_a}'][data-level='transfer']", timeout=30000)
             assert "Transfer" in card.locator(".prompt-title").inner_text()
             assert "Dana" in card.locator(".call-facts").inner_text()
+            page.keyboard.press("t")  # the daemon panel's key for "transferred", on the newest open call
+            card.locator("button.done[data-action='transferred']").wait_for(timeout=10000)
             for thread in streams:
                 thread.join(60)
             page.wait_for_selector(f"li.call[data-call-id='{call_a}'][data-active='false']", timeout=15000)
@@ -276,6 +278,9 @@ def test_the_panel_in_chromium_shows_the_agents_call_and_its_prompts(
             levels = [ladder_rank(p["level"]) for p in shown]
             assert levels == sorted(levels)
             assert page.locator("li.call").count() == 1
+            page.goto(f"http://127.0.0.1:{site.port}/panel/?lang=fr")  # the cookie still holds
+            page.wait_for_selector("body[data-connected='true']", timeout=15000)
+            assert page.locator("li.call button[data-action='transferred']").inner_text() == "Transféré"
         finally:
             browser.close()
 

@@ -4,7 +4,36 @@
 // /panel/#token=<agent token> is exchanged for it and removed from the address bar.
 "use strict";
 
-const LEVELS = { calm: "Calm", tense: "Tense", abusive: "Abusive", transfer: "Transfer", release: "Release" };
+const STRINGS = {
+  en: {
+    calm: "Calm", tense: "Tense", abusive: "Abusive", transfer: "Transfer", release: "Release",
+    no_call: "No call", waiting: "Waiting for a call", ended: "Calls ended", call: "call",
+    all_calm: "All calm", listen: "Listen, and let the customer explain.", next: "Next",
+    acknowledged: "Got it", limits_stated: "Limits stated", transferred: "Transferred", released: "Released",
+    help: "Need help", shouting: "Shouting", you: "You", level: "Level", started: "Call started",
+    call_end: "Call ended", asked_help: "You asked for a supervisor", threat: "Threat",
+    unreached: "Supervisor not reached: call them now.", failed: "Could not record it",
+    offline: "Connection to callguard lost, retrying…",
+  },
+  fr: {
+    calm: "Calme", tense: "Tendu", abusive: "Abusif", transfer: "Transfert", release: "Libérer",
+    no_call: "Pas d'appel", waiting: "En attente d'un appel", ended: "Appels terminés", call: "appel",
+    all_calm: "Tout est calme", listen: "Écoutez, laissez le client s'expliquer.", next: "Ensuite",
+    acknowledged: "Compris", limits_stated: "Limites posées", transferred: "Transféré", released: "Appel libéré",
+    help: "Besoin d'aide", shouting: "Cris", you: "Vous", level: "Niveau", started: "Appel commencé",
+    call_end: "Appel terminé", asked_help: "Vous avez demandé un superviseur", threat: "Menace",
+    unreached: "Superviseur non joint : appelez-le maintenant.", failed: "Action non enregistrée",
+    offline: "Connexion à callguard perdue, nouvelle tentative…",
+  },
+};
+const LANG = (() => {
+  const forced = new URLSearchParams(location.search).get("lang");
+  const lang = forced || (navigator.language || "en").slice(0, 2);
+  return STRINGS[lang] ? lang : "en";
+})();
+const tr = (key) => STRINGS[LANG][key] ?? STRINGS.en[key] ?? key;
+const LEVELS = Object.fromEntries(["calm", "tense", "abusive", "transfer", "release"].map((l) => [l, tr(l)]));
+const KEYS = { a: "acknowledged", l: "limits_stated", t: "transferred", r: "released" };
 const TIMELINE_MAX = 8;
 const calls = new Map();  // call_id -> { state, timeline, el }
 const $ = (id) => document.getElementById(id);
@@ -20,13 +49,13 @@ function describe(ev) {
   switch (ev.type) {
     case "prompt": return ev.title;
     case "abuse": return `${ev.category} (${(ev.words || []).join(" ")})`;
-    case "shouting": return "Shouting";
-    case "action": return `You: ${ev.action}`;
-    case "level": return `Level: ${LEVELS[ev.level] || ev.level}`;
+    case "shouting": return tr("shouting");
+    case "action": return `${tr("you")}: ${tr(ev.action)}`;
+    case "level": return `${tr("level")}: ${LEVELS[ev.level] || ev.level}`;
     case "notice": return ev.message;
-    case "call_start": return "Call started";
-    case "call_end": return "Call ended";
-    case "help": return "You asked for a supervisor";
+    case "call_start": return tr("started");
+    case "call_end": return tr("call_end");
+    case "help": return tr("asked_help");
     default: return null;
   }
 }
@@ -36,6 +65,8 @@ function card(callId) {
   if (entry) return entry;
   const el = $("call-template").content.firstElementChild.cloneNode(true);
   el.dataset.callId = callId;
+  for (const button of el.querySelectorAll("button[data-action]")) button.textContent = tr(button.dataset.action);
+  el.querySelector("button[data-help]").textContent = tr("help");
   for (const button of el.querySelectorAll("button[data-action]")) {
     button.addEventListener("click", () => post(callId, "actions", { action: button.dataset.action }));
   }
@@ -48,8 +79,8 @@ function card(callId) {
 function showPrompt(entry, prompt) {
   const el = entry.el;
   el.querySelector(".prompt").dataset.promptId = prompt ? prompt.id || "" : "";
-  el.querySelector(".prompt-title").textContent = prompt ? prompt.title || "" : "All calm";
-  el.querySelector(".prompt-instruction").textContent = prompt ? prompt.instruction || "" : "Listen, and let the customer explain.";
+  el.querySelector(".prompt-title").textContent = prompt ? prompt.title || "" : tr("all_calm");
+  el.querySelector(".prompt-instruction").textContent = prompt ? prompt.instruction || "" : tr("listen");
   const text = el.querySelector(".prompt-text");
   text.textContent = prompt ? prompt.text || "" : "";
   text.hidden = !(prompt && prompt.text);
@@ -62,7 +93,7 @@ function showAlert(entry, prompt) {
   box.hidden = !prompt;
   if (!prompt) return;
   box.dataset.promptId = prompt.id || "";
-  box.querySelector(".alert-title").textContent = prompt.title || "Threat";
+  box.querySelector(".alert-title").textContent = prompt.title || tr("threat");
   box.querySelector(".alert-instruction").textContent = prompt.instruction || "";
   box.querySelector(".alert-text").textContent = prompt.text || "";
 }
@@ -93,7 +124,7 @@ function renderCall(s) {
   entry.timeline = s.timeline || [];
   const f = s.facts || {};
   const who = [f.customer_name, f.company, f.queue].filter(Boolean).join(" · ");
-  entry.el.querySelector(".call-facts").textContent = `${who ? who + " · " : ""}call ${s.call_id}`;
+  entry.el.querySelector(".call-facts").textContent = `${who ? who + " · " : ""}${tr("call")} ${s.call_id}`;
   entry.el.dataset.active = String(Boolean(s.active));
   setLevel(entry, s.level);
   showPrompt(entry, s.prompt || null);
@@ -112,11 +143,12 @@ function place() {
   const sorted = [...calls.values()].sort((a, b) => (b.state?.opened_at || 0) - (a.state?.opened_at || 0));
   list.replaceChildren(...sorted.map((e) => e.el));
   $("empty").hidden = sorted.length > 0;
+  $("empty").textContent = tr("waiting");
   const order = Object.keys(LEVELS);
   const open = sorted.filter((e) => e.state && e.state.active).map((e) => e.el.dataset.level);
   const top = open.sort((a, b) => order.indexOf(b) - order.indexOf(a))[0];
   document.body.dataset.level = top || "none";
-  $("level").textContent = top ? LEVELS[top] : (sorted.length ? "Calls ended" : "No call");
+  $("level").textContent = top ? LEVELS[top] : tr(sorted.length ? "ended" : "no_call");
 }
 
 function onEvent(message) {
@@ -130,6 +162,9 @@ function onEvent(message) {
   } else if (ev.type === "level") {
     setLevel(entry, ev.level);
     place();
+  } else if (ev.type === "action") {
+    const button = entry.el.querySelector(`button[data-action="${ev.action}"]`);
+    if (button) button.classList.add("done");
   }
   renderTimeline(entry);
 }
@@ -151,7 +186,7 @@ function onMessage(raw) {
     if (!entry) return;
     const line = entry.el.querySelector(".supervisor");
     line.hidden = false;
-    line.textContent = message.state === "notice" ? `${message.notice.by || "A supervisor"}: ${message.notice.kind}` : "Supervisor not reached: call them now.";
+    line.textContent = message.state === "notice" ? `${message.notice.by || "A supervisor"}: ${message.notice.kind}` : tr("unreached");
   }
 }
 
@@ -163,7 +198,7 @@ async function post(callId, what, body) {
   if (!response.ok) {
     const answer = await response.json().catch(() => ({ error: response.statusText }));
     $("offline").hidden = false;
-    $("offline").textContent = `Could not record it: ${answer.error}`;
+    $("offline").textContent = `${tr("failed")}: ${answer.error}`;
   }
 }
 
@@ -185,6 +220,7 @@ function connect() {
   source.onmessage = onMessage;
   source.onerror = async () => {
     document.body.dataset.connected = "false";
+    $("offline").textContent = tr("offline");
     $("offline").hidden = false;
     if (source.readyState === EventSource.CLOSED) {
       if (!(await authenticate().catch(() => true))) { $("auth").hidden = false; return; }
@@ -193,7 +229,23 @@ function connect() {
   };
 }
 
+// Keys as on the daemon's panel (A, L, T, R, H): for the newest open call, the top card.
+function newestOpen() {
+  return [...calls.values()].filter((e) => e.state && e.state.active)
+    .sort((a, b) => b.state.opened_at - a.state.opened_at)[0];
+}
+
 async function main() {
+  document.documentElement.lang = LANG;
+  document.addEventListener("keydown", (e) => {
+    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
+    const entry = newestOpen();
+    if (!entry) return;
+    const key = e.key.toLowerCase();
+    if (key === "h") { e.preventDefault(); post(entry.state.call_id, "help", {}); return; }
+    const action = KEYS[key];
+    if (action) { e.preventDefault(); post(entry.state.call_id, "actions", { action }); }
+  });
   let ok = false;
   try { ok = await authenticate(); } catch { ok = true; }
   if (!ok) { $("auth").hidden = false; return; }
