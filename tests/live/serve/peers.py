@@ -31,7 +31,12 @@ def free_port() -> int:
 
 
 def serve_config(
-    folder: Path, *, serve: str = "", audiosocket: str = "", daemon: dict[str, Any] | None = None
+    folder: Path,
+    *,
+    serve: str = "",
+    audiosocket: str = "",
+    daemon: dict[str, Any] | None = None,
+    floor: str = "",
 ) -> Path:
     """A config of its own in `folder`: the store there, [serve] on a free port with the admin token,
     AudioSocket enabled on another free port; `serve` and `audiosocket` add lines to their sections."""
@@ -46,6 +51,7 @@ def serve_config(
             "enabled = true",
             f"port = {free_port()}",
             audiosocket,
+            *(["[floor]", floor] if floor else []),
         ]
     )
     return daemon_config_file(

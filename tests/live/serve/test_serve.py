@@ -48,6 +48,7 @@ class Site:
     """A server of its own, its agents' tokens, and its folders."""
 
     def __init__(self, folder: Path, shared: dict[str, SharedResources], **config: str) -> None:
+        """`config`: serve_config's keyword sections (serve=, audiosocket=, floor=)."""
         self.folder = folder
         self.config = load_config(serve_config(folder, **config))
         self.tokens = {
@@ -485,3 +486,21 @@ def test_bad_blocks_from_a_protocol_cost_a_log_line_not_the_call(
     assert ended["ended"] == "stop"
     assert "stream time jumped ahead: silence capped" in caplog.text
     assert caplog.text.count("bad block skipped") == 2
+
+
+def test_a_floor_that_cannot_be_reached_is_in_health_and_calls_still_run(
+    site_factory: Callable[..., Site],
+) -> None:
+    site = site_factory(floor='url = "https://127.0.0.1:9/"\ncredential_file = "missing-credential"')
+    health = site.admin.request("GET", "/health")[1]
+    assert health["status"] == "degraded" and not health["floor"]["ok"]
+    assert "missing-credential" in health["floor"]["error"]
+    call = uuid.uuid4()
+    peer = AudioSocketPeer(site.audiosocket, call)
+    peer.audio(bytes_of_silence(), 8000)
+    peer.hangup()
+    assert peer.received() == b""
+    deadline = time.monotonic() + 10
+    while site.admin.request("GET", "/health")[1]["calls"]["taken"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert site.admin.request("GET", "/health")[1]["calls"]["taken"] == 1
