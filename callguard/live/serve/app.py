@@ -234,7 +234,11 @@ def create_app(
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream; charset=utf-8", headers=headers)
 
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_schema())
+
     routes = [
+        Route("/openapi.json", openapi),
         Route("/", redirect_panel),
         Route("/panel", redirect_panel),
         Route("/panel/", panel_file),
@@ -295,3 +299,68 @@ def _sse(message: dict[str, Any]) -> bytes:
     seq = message.get("seq")
     head = f"id: {seq}\n" if seq is not None else ""
     return f"{head}data: {json.dumps(message, ensure_ascii=False)}\n\n".encode()
+
+
+# What each API route is, for /openapi.json (a test checks it against the app's routes).
+API: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "GET",
+        "/health",
+        "admin",
+        "Open calls with each one's CPU, lag, step and drops; process CPU; store, floor",
+    ),
+    ("POST", "/api/v1/session", "agent", "Exchange an agent's bearer token for the panel's session cookie"),
+    (
+        "POST",
+        "/api/v1/panel-links",
+        "bearer",
+        "A one-time panel login link: the admin for {agent_id}, an agent for themselves",
+    ),
+    ("GET", "/api/v1/calls", "any", "The caller's calls, newest first (the admin: every call)"),
+    (
+        "POST",
+        "/api/v1/calls",
+        "admin",
+        "A CTI call start: {call_id, agent_id, call facts} joins that call's stream",
+    ),
+    (
+        "POST",
+        "/api/v1/calls/{call_id}/actions",
+        "any",
+        "Record the agent's action {action} on their open call",
+    ),
+    ("POST", "/api/v1/calls/{call_id}/help", "any", "The agent asks for a supervisor {message}"),
+    (
+        "GET",
+        "/api/v1/events",
+        "any",
+        "Server-sent events: the caller's calls (kind=calls), then call, event, gone, floor",
+    ),
+)
+
+
+def openapi_schema() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, who, summary in API:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "description": f"Credential: {who} ('any': an agent's token or cookie, or the admin token).",
+            "responses": {"200": {"description": "JSON"}, "401": {"description": "no or wrong credential"}},
+        }
+        if "{call_id}" in path:
+            operation["parameters"] = [
+                {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ]
+        paths.setdefault(path, {})[method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "callguard serve API", "version": "1"},
+        "security": [{"bearer": []}, {"panelCookie": []}],
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "panelCookie": {"type": "apiKey", "in": "cookie", "name": COOKIE_NAME},
+            }
+        },
+        "paths": paths,
+    }

@@ -504,3 +504,17 @@ def test_a_floor_that_cannot_be_reached_is_in_health_and_calls_still_run(
     while site.admin.request("GET", "/health")[1]["calls"]["taken"] < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert site.admin.request("GET", "/health")[1]["calls"]["taken"] == 1
+
+
+def test_openapi_lists_every_api_route(site_factory: Callable[..., Site]) -> None:
+    site = site_factory()
+    status, schema = Http(site.port, None).request("GET", "/openapi.json")
+    assert status == 200
+    documented = {(m.upper(), path) for path, ops in schema["paths"].items() for m in ops}
+    served = {
+        (method, route.path)
+        for route in site.runner.app.routes
+        if route.path.startswith(("/api/", "/health"))  # type: ignore[attr-defined]
+        for method in (route.methods or set()) - {"HEAD"}  # type: ignore[attr-defined]
+    }
+    assert documented == served
