@@ -254,6 +254,13 @@ class ServeCall:
         self._close(reason)
         self.cpu_s = time.thread_time() - cpu_start
         self.host._finished(self)
+        while True:  # a panel's command that came after the end: answered, not left to time out
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item.kind == "command" and item.value[1].set_running_or_notify_cancel():
+                item.value[1].set_exception(ApiError(404, f"call {self.call_id!r} has ended"))
 
     def _open_session(self) -> None:
         host, config = self.host, self.host.config
@@ -529,7 +536,8 @@ class ServeHost:
 
     def join_facts(self, call: ServeCall, facts: CallFacts, agent_id: str) -> None:
         """On the call's worker: newer facts from the stream or the CTI; the agent's panel follows."""
-        given = {k: v for k, v in facts.as_dict().items() if v not in ("", None) and k != "call_id"}
+        unset = CallFacts().as_dict()  # a CallFacts cannot say what was not given: its defaults were not
+        given = {k: v for k, v in facts.as_dict().items() if v != unset[k] and k != "call_id"}
         call.facts = replace(call.facts, **given)
         if call.live is not None:
             call.live.facts = call.facts.as_dict()
