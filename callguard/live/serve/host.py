@@ -279,7 +279,14 @@ class ServeCall:
             facts=facts,
             source=self.start.protocol,
             session=session,
-            info=CallInfo(self.call_id, facts, self.start.protocol, self.opened_wall),
+            # the store and the floor name the agent by their id when the facts give no name (not
+            # the prompts: a phrase that says "I am a-1042" would not do)
+            info=CallInfo(
+                self.call_id,
+                {**facts, "agent_name": self.facts.agent_name or self.agent_id},
+                self.start.protocol,
+                self.opened_wall,
+            ),
             mode="speech" if shared.model is not None or transcript is not None else "loudness-only",
             timeline=collections.deque(maxlen=config.daemon.timeline_length),
             language=lang,

@@ -160,6 +160,7 @@ def test_concurrent_calls_reach_only_their_own_agents_panel_in_ladder_order(
     site.runner.host.sinks.flush(10)
     with sqlite3.connect(site.config.path(site.config.store.path)) as db:
         rows = dict(db.execute("SELECT call_id, end_reason FROM calls").fetchall())
+        agents = dict(db.execute("SELECT call_id, agent_name FROM calls").fetchall())
         stored = dict(
             db.execute(
                 "SELECT calls.call_id, COUNT(prompts.call) FROM calls"
@@ -167,6 +168,8 @@ def test_concurrent_calls_reach_only_their_own_agents_panel_in_ladder_order(
             ).fetchall()
         )
     assert rows == {str(call_a): "hangup", str(call_b): "hangup", str(call_c): "hangup"}
+    # a row keeps the agent known at the call's start: bob's CTI start came after his stream opened
+    assert agents == {str(call_a): "alice", str(call_b): "carol", str(call_c): "carol"}
     # each call's prompts under its own row, as its agent's panel got them
     assert stored == {str(call_a): len(prompts_a), str(call_b): len(bob.prompts(str(call_b))), str(call_c): 0}
 
