@@ -285,6 +285,12 @@ def test_the_panel_in_chromium_shows_the_agents_call_and_its_prompts(
             page.goto(f"http://127.0.0.1:{site.port}/panel/?lang=fr")  # the cookie still holds
             page.wait_for_selector("body[data-connected='true']", timeout=15000)
             assert page.locator("li.call button[data-action='transferred']").inner_text() == "Transféré"
+            other = browser.new_page()  # bob, by the token in the fragment (an integration's way)
+            other.goto(f"http://127.0.0.1:{site.port}/panel/#token={site.tokens['bob']}")
+            other.wait_for_selector("body[data-connected='true']", timeout=15000)
+            assert "token" not in other.url  # exchanged for the cookie and taken out of the address bar
+            other.locator(f"li.call[data-call-id='{call_b}']").wait_for(timeout=10000)
+            assert other.locator("li.call").count() == 1 and other.locator("#agent").inner_text() == "bob"
         finally:
             browser.close()
 
