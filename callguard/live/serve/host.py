@@ -200,7 +200,10 @@ class ServeCall:
         return base
 
     def figures(self) -> dict[str, Any]:
-        session = self.live.session if self.live is not None else None
+        live = self.live
+        session = live.session if live is not None else None
+        with self._state_lock:
+            level = live.level if live is not None else "calm"
         return {
             "call_id": self.call_id,
             "agent_id": self.agent_id,
@@ -211,7 +214,7 @@ class ServeCall:
             "step": self.degradation.step,
             "dropped": self.dropped,
             "bad_blocks": self.bad_blocks,
-            "level": self.live.level if self.live is not None else "calm",
+            "level": level,
         }
 
     # --- the worker ----------------------------------------------------------------------------
