@@ -5,10 +5,12 @@ methods only queue and return (the protocol's loop never waits for the pipeline)
 worker thread, at most `[serve] max_calls` of them (beyond it `CallRefused`): it builds the call's
 `CallSession` on the shared resources (one speech model, detector and catalogues for every call),
 lines each speaker's blocks up on their stream times (a gap is silence), resamples them to
-`[audio] rate` (soxr), runs the stages, and hands the events to the panel of the call's agent and
+`[audio] rate` (soxr), and hands each speaker's audio to that speaker's thread (the daemon's split:
+frames to transcripts, `CallSession.hear`); what they heard comes back to the worker, which runs the
+word-level stages and the ladder (`take`) and hands the events to the panel of the call's agent and
 to the sinks (the incident store and the floor's outbox, on their own thread). vosk releases the
-GIL: calls run side by side on every core. All of a call's computation is on its worker, so the
-worker's thread CPU time is the call's CPU.
+GIL: calls, and a call's two speakers, run side by side on every core. A call's CPU is its three
+threads' CPU time.
 
 A call that falls behind (its oldest waiting block older than 1, 2, 4 s for a whole second: the
 daemon's steps, in wall time, so that a stream sent faster than real time is not mistaken for a slow
@@ -58,6 +60,7 @@ RECENT_CALLS = 200  # ended calls kept for the panels' lists (each agent sees th
 WORKER_POLL_S = 0.25
 COMMAND_TIMEOUT_S = 15.0
 MAX_GAP_S = 10.0  # the most silence a gap in a speaker's stream becomes
+DEGRADE_CHECK_S = 0.05
 LAG_WINDOW_S = 1.0  # a call steps down when its audio waited this long above a step's threshold
 
 
@@ -74,9 +77,49 @@ class SpeakerInput:
     resampler: Any = None  # soxr.ResampleStream, or None at the pipeline's rate
 
 
+class _SpeakerThread:
+    """One speaker's stages (`CallSession.hear`, and the degradation steps that touch its recogniser)
+    on a thread of its own; what it heard goes back to the call's worker, in order."""
+
+    def __init__(self, call: ServeCall, role: Role) -> None:
+        self.call = call
+        self.role = role
+        self.cpu_s = 0.0
+        self.wanted_step = 0  # set by the worker, applied before the next block (not behind the backlog)
+        self._applied_step = 0
+        self.inbox: queue.Queue[tuple[np.ndarray, int, float] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name=f"{role}-{call.call_id[:24]}", daemon=True)
+        self.thread.start()
+
+    def hear(self, pcm: np.ndarray, seq: int, seconds: float) -> None:
+        self.inbox.put((pcm, seq, seconds))
+
+    def _run(self) -> None:
+        started = time.thread_time()
+        live = self.call.live
+        assert live is not None
+        session = live.session
+        while (item := self.inbox.get()) is not None:
+            pcm, seq, seconds = item
+            try:
+                heard: list[Event] = []
+                step = self.wanted_step
+                if step != self._applied_step:
+                    heard += apply_step(session, self.role, step)
+                    self._applied_step = step
+                heard += session.hear(self.role, pcm)
+                if heard:
+                    self.call._inbox.put(_Queued("heard", heard))
+            except Exception as exc:  # one bad block never stops the speaker
+                self.call._bad_block(exc)
+            finally:
+                self.call._done(seq, seconds)
+                self.cpu_s = time.thread_time() - started
+
+
 @dataclass
 class _Queued:
-    kind: str  # "audio", "dtmf", "update", "command", "end"
+    kind: str  # "audio", "heard", "dtmf", "update", "command", "end"
     value: Any
     at: float = field(default_factory=time.monotonic)
 
@@ -98,14 +141,17 @@ class ServeCall:
         self.inputs: dict[Role, SpeakerInput] = {role: SpeakerInput() for role in ROLES}
         self.degradation = Degradation()
         self._lag_samples: collections.deque[tuple[float, float]] = collections.deque()
-        self.cpu_s = 0.0
+        self._checked = 0.0  # when the degradation step was last checked
+        self._worker_cpu_s = 0.0
+        self._speakers: dict[Role, _SpeakerThread] = {}
         self.dropped = 0
         self.bad_blocks = 0
         self.dtmf_digits = 0
         self.ended_reason = ""
         self._ending = False
         self._waiting_s = 0.0  # stream seconds queued, not yet heard
-        self._oldest: collections.deque[float] = collections.deque()  # arrival of each waiting block
+        self._pending: dict[int, float] = {}  # blocks not yet heard -> when they arrived (oldest first)
+        self._seq = 0
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()  # the worker changes the panel's view, HTTP threads read it
         self._inbox: queue.Queue[_Queued] = queue.Queue()
@@ -128,8 +174,10 @@ class ServeCall:
                 return
             self._waiting_s += seconds
             now = time.monotonic()
-            self._oldest.append(now)
-        self._inbox.put(_Queued("audio", block, now))
+            self._seq += 1
+            seq = self._seq
+            self._pending[seq] = now
+        self._inbox.put(_Queued("audio", (block, seq), now))
 
     def dtmf(self, digit: str, t: float) -> None:
         self._inbox.put(_Queued("dtmf", (digit, t)))
@@ -158,7 +206,26 @@ class ServeCall:
     def lag_s(self) -> float:
         """How long the oldest waiting block has waited (wall seconds)."""
         with self._lock:
-            return time.monotonic() - self._oldest[0] if self._oldest else 0.0
+            oldest = next(iter(self._pending.values()), None)
+        return time.monotonic() - oldest if oldest is not None else 0.0
+
+    @property
+    def cpu_s(self) -> float:
+        """The CPU time of the call's worker and its speakers' threads."""
+        return self._worker_cpu_s + sum(s.cpu_s for s in list(self._speakers.values()))
+
+    def _done(self, seq: int, seconds: float) -> None:
+        """A block was heard (or will never be): it no longer waits."""
+        with self._lock:
+            if self._pending.pop(seq, None) is not None:
+                self._waiting_s = max(0.0, self._waiting_s - seconds)
+
+    def _bad_block(self, exc: Exception) -> None:
+        with self._lock:
+            self.bad_blocks += 1
+            count = self.bad_blocks
+        if count <= 10 or count % 1000 == 0:
+            log.exception("bad block skipped", extra=_fields(call_id=self.call_id, error=str(exc)))
 
     def sustained_lag_s(self, now: float) -> float:
         """The least lag over the last LAG_WINDOW_S (counting the sample in force when it began): a
@@ -231,31 +298,32 @@ class ServeCall:
             self.host._finished(self)
             return
         reason = ""
-        while not reason:
+        speakers = list(self._speakers.values())
+        # Until the stream ends, and then until its speakers have heard all they were handed: what
+        # they hear meanwhile is taken (prompts do not wait for the backlog) and the steps still apply.
+        while not reason or any(s.thread.is_alive() for s in speakers):
             try:
-                item = self._inbox.get(timeout=WORKER_POLL_S)
+                item = self._inbox.get(timeout=WORKER_POLL_S if not reason else 0.02)
             except queue.Empty:
                 self._degrade()
                 continue
-            try:
-                reason = self._do(item)
-            except Exception as exc:  # one bad block never stops the call
-                self.bad_blocks += 1
-                if self.bad_blocks <= 10 or self.bad_blocks % 1000 == 0:
-                    log.exception("bad block skipped", extra=_fields(call_id=self.call_id, error=str(exc)))
-            finally:
-                if item.kind == "audio":
-                    with self._lock:
-                        self._waiting_s = max(
-                            0.0, self._waiting_s - len(item.value.pcm) / max(1, item.value.rate)
-                        )
-                        if self._oldest:
-                            self._oldest.popleft()
-                self.cpu_s = time.thread_time() - cpu_start
-            if item.kind == "audio":
+            ended = self._step(item)
+            if ended and not reason:
+                reason = ended
+                for speaker in speakers:
+                    speaker.inbox.put(None)  # after every block already handed over
+            self._worker_cpu_s = time.thread_time() - cpu_start
+            if time.monotonic() - self._checked >= DEGRADE_CHECK_S:  # whatever the worker is busy with
                 self._degrade()
+        while True:  # what the speakers heard last
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item.kind in ("heard", "command"):
+                self._step(item)
         self._close(reason)
-        self.cpu_s = time.thread_time() - cpu_start
+        self._worker_cpu_s = time.thread_time() - cpu_start
         self.host._finished(self)
         while True:  # a panel's command that came after the end: answered, not left to time out
             try:
@@ -295,6 +363,7 @@ class ServeCall:
             language=lang,
         )
         self.live.timeline.append({"type": "call_start", "t": 0.0, "speaker": "system"})
+        self._speakers = {role: _SpeakerThread(self, role) for role in session.channels}
         log.info(
             "call started",
             extra=_fields(
@@ -310,13 +379,25 @@ class ServeCall:
         host.publish_state(self)
         self._handle([CallStart(t=0.0, speaker="system"), *session.events])
 
+    def _step(self, item: _Queued) -> str:
+        try:
+            return self._do(item)
+        except Exception as exc:  # one bad block never stops the call
+            if item.kind == "audio":
+                block, seq = item.value
+                self._done(seq, len(block.pcm) / block.rate if block.rate > 0 else 0.0)
+            self._bad_block(exc)
+            return ""
+
     def _do(self, item: _Queued) -> str:
         """One queued item on the worker; returns the end reason when the call is over."""
         live = self.live
         assert live is not None
         match item.kind:
             case "audio":
-                self._hear(item.value)
+                self._hear(*item.value)
+            case "heard":
+                self._handle(live.session.take(item.value))
             case "dtmf":
                 _digit, t = item.value
                 self.dtmf_digits += 1
@@ -337,7 +418,8 @@ class ServeCall:
                 return str(item.value) or "end"
         return ""
 
-    def _hear(self, block: AudioBlock) -> None:
+    def _hear(self, block: AudioBlock, seq: int) -> None:
+        """Line the block up on its speaker's stream time, resample it, hand it to the speaker's thread."""
         live = self.live
         assert live is not None
         role: Role = block.role
@@ -368,10 +450,14 @@ class ServeCall:
         speaker.fed_s += len(pcm) / block.rate
         if speaker.resampler is not None:
             pcm = speaker.resampler.resample_chunk(pcm)
+        seconds = len(block.pcm) / block.rate
         if len(pcm):
-            self._handle(live.session.take(live.session.hear(role, pcm)))
+            self._speakers[role].hear(pcm, seq, seconds)
+        else:
+            self._done(seq, seconds)
 
     def _degrade(self) -> None:
+        self._checked = time.monotonic()
         live = self.live
         if live is None or not self.host.config.daemon.degrade:
             return
@@ -380,12 +466,11 @@ class ServeCall:
         step = self.degradation.update(lag, now)
         if step is None:
             return
-        closed: list[Event] = []
-        for role in live.session.channels:
-            closed += apply_step(live.session, role, step)
+        for speaker in self._speakers.values():  # on each speaker's own thread: its recogniser
+            speaker.wanted_step = step
         code, message = STEPS[step]
         log.warning(message, extra=_fields(call_id=self.call_id, step=step, lag_s=round(lag, 2)))
-        self._handle([*live.session.take(closed), *live.session.notice(message, code)])
+        self._handle(live.session.notice(message, code))
 
     def _handle(self, events: list[Event]) -> None:
         live = self.live
