@@ -21,7 +21,7 @@ from callguard.live.serve.agents import AgentDirectory
 from callguard.live.serve.app import create_app
 from callguard.live.serve.host import ServeHost
 from callguard.live.serve.hub import AgentHub
-from callguard.live.serve.listeners import LISTENERS, enabled_listeners
+from callguard.live.serve.listeners import LISTENERS, enabled_listeners, server_tls
 from callguard.pipeline.session import SharedResources
 from callguard.sources.telephony.base import Listener
 
@@ -88,7 +88,7 @@ class ServeRunner:
             config, shared or load_shared(config, model_override), hub=self.hub, transcripts=transcripts
         )
         self.listeners: list[Listener] = enabled_listeners(
-            config, LISTENERS if registry is None else registry
+            config, LISTENERS if registry is None else registry, ssl=server_tls(config)
         )
         self.app = create_app(
             self.host, self.agents, self.token, bound_host=config.serve.host, port=config.serve.port
