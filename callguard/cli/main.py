@@ -207,6 +207,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     daemon.set_defaults(handler=_daemon)
 
+    from callguard.cli import serve as serve_cli
+
+    serve_cli.add_parser(sub)
+
     panel = sub.add_parser("panel", help="print a one-time login link to the running daemon's panel")
     panel.add_argument("--open", action="store_true", help="also open it in the desktop's browser")
     panel.set_defaults(handler=_panel)

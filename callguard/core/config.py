@@ -279,6 +279,10 @@ class AudioSocketConfig:
     enabled: bool = setting(False)
     host: str = setting("127.0.0.1")
     port: int = setting(8083, lo=1, hi=65535)
+    # One direction per connection: a UUID's first connection is this speaker, its second the other.
+    first_role: Literal["customer", "agent"] = setting("customer")
+    read_timeout_s: float = setting(5.0, lo=0.5, hi=600.0)  # no whole frame within it: ends "timeout"
+    max_connections: int = setting(64, lo=1, hi=100000)  # held at once; beyond it a new one is closed at once
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,9 @@ class ServeConfig:
     agents_file: str = setting("agents.toml")  # agent id -> the SHA-256 of that agent's panel token
     tls_cert: str = setting("")
     tls_key: str = setting("")
+    token: str = setting("")  # the admin/CTI token; "" = generated once, kept in serve-token beside the store
+    call_queue_s: float = setting(30.0, lo=1.0, hi=600.0)  # audio a call may hold waiting
+    cti_hold_s: float = setting(600.0, lo=1.0, hi=86400.0)  # how long a CTI call start waits for its stream
     siprec: SiprecConfig = field(default_factory=SiprecConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
     audiohook: AudioHookConfig = field(default_factory=AudioHookConfig)
