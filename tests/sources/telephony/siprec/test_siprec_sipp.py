@@ -1,0 +1,170 @@
+"""The SIPREC listener against SIPp (Debian's sip-tester), a real SIP peer, as the recording client.
+
+SIPp sends the multipart INVITE of scenarios/siprec_call.xml, ACKs, plays the call's two directions
+from a pcap that the test builds from a fixture call (abusive_stereo_en_ulaw, μ-law, 7 s with both
+speakers), and hangs up. On the other side of the listener, RecordingHost keeps what the contract
+hands over: the StreamStart, each role's blocks, the end. SIPp's play_pcap_audio sends through raw
+sockets: these tests run as root, as the rest of the suite does here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from callguard.core.config import SiprecConfig
+from callguard.sources.telephony.siprec import SiprecListener
+from scripts.make_fixtures import DEFAULT_OUT_DIR, build
+from tests.sources.telephony.siprec.siprec_pcap import Impairment, write_pcap
+from tests.sources.telephony.siprec.siprec_peer import (
+    SIPP,
+    RecordingHost,
+    free_port,
+    rtp_range,
+    run_sipp,
+    sipp_report,
+)
+
+pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+
+EXCERPT = (8.0, 15.0)  # the customer shouting (8.0-10.4 s), then the agent (12.0-14.6 s)
+
+
+@pytest.fixture(scope="module")
+def call_excerpt() -> dict[str, np.ndarray]:
+    """Both channels of the fixture's excerpt, as the int16 PCM its μ-law codes decode to."""
+    path = build(["abusive_stereo_en_ulaw"], DEFAULT_OUT_DIR)["abusive_stereo_en_ulaw"]
+    pcm, rate = sf.read(str(path), dtype="int16")
+    assert rate == 8000 and pcm.shape[1] == 2
+    a, b = (int(x * rate) for x in EXCERPT)
+    return {"customer": np.ascontiguousarray(pcm[a:b, 0]), "agent": np.ascontiguousarray(pcm[a:b, 1])}
+
+
+def config(sip_port: int, **overrides: Any) -> SiprecConfig:
+    values: dict[str, Any] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": sip_port,
+        "rtp_ports": rtp_range(),
+        "agent_aor_pattern": r"^sip:agent-",
+        "jitter_ms": 60,
+        "rtp_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return SiprecConfig(**values)
+
+
+def serve(
+    listener: SiprecListener, host: RecordingHost, client: Callable[[], Coroutine[Any, Any, Any]]
+) -> Any:
+    async def run() -> Any:
+        await listener.start(host)
+        try:
+            return await client()
+        finally:
+            await listener.stop()
+
+    return asyncio.run(run())
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    return float(np.corrcoef(a[:n].astype(np.float64), b[:n].astype(np.float64))[0, 1])
+
+
+def test_a_forked_call_is_recorded_with_roles_facts_and_its_audio(
+    call_excerpt: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """UDP. The agent's stream is the first m-line: agent_aor_pattern, not agent_side ("second"),
+    decides it. The audio of each role is the fixture's, sample for sample, contiguous in stream time."""
+    # m-line 1 (label 1) carries the agent, m-line 2 the customer: pcap channel 0 -> port, 1 -> port + 2
+    write_pcap(tmp_path / "call.pcap", [call_excerpt["agent"], call_excerpt["customer"]])
+    sip_port = free_port(both=True)
+    host = RecordingHost()
+    listener = SiprecListener(config(sip_port))
+    result = serve(
+        listener,
+        host,
+        lambda: run_sipp(
+            "siprec_call.xml",
+            sip_port,
+            tmp_path,
+            keys={"pcap": str(tmp_path / "call.pcap")},
+            duration_ms=7600,
+        ),
+    )
+    assert result.returncode == 0, sipp_report(tmp_path, result)
+    assert len(host.lines) == 1
+    line = host.lines[0]
+    start = line.start
+    assert start.protocol == "siprec" and start.stream_id and start.remote.startswith("127.0.0.1:")
+    assert start.facts.call_id == "UCID-0001"  # the original call's id, from the metadata's extension data
+    assert (start.facts.customer_name, start.facts.agent_name, start.agent_id) == (
+        "Dana Smith",
+        "Sam Agent",
+        "agent-1042",
+    )
+    assert start.extra["customer_aor"] == "sip:+15551230001@carrier.example.net"
+    assert start.extra["agent_aor"] == "sip:agent-1042@pbx.example.com"
+    assert line.ends == ["bye"]
+    for role in ("customer", "agent"):
+        pcm, rate = line.role_audio(role)
+        assert rate == 8000
+        assert abs(len(pcm) / rate - 7.0) < 0.03, f"{role}: {len(pcm) / rate:.3f} s"
+        assert correlation(pcm, call_excerpt[role]) > 0.999, role
+        assert np.array_equal(pcm, call_excerpt[role][: len(pcm)]), role
+    # the roles are not swapped: the customer's stream does not look like the agent's audio
+    assert correlation(line.role_audio("customer")[0], call_excerpt["agent"]) < 0.5
+
+
+def test_reordered_lost_and_duplicated_rtp_over_tcp_sip(
+    call_excerpt: dict[str, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIP over TCP; the pcap swaps 30 pairs of packets, drops a burst of 5 and 10 scattered ones and
+    repeats 8: each role still comes out contiguous and 7 s long, the reordered packets in place."""
+    customer = Impairment(
+        swap_after=set(range(20, 320, 10)), drop={100, 101, 102, 103, 104}, duplicate={50, 60, 70, 80}
+    )
+    agent = Impairment(drop=set(range(30, 330, 30)), duplicate={11, 22, 33, 44}, swap_after={200, 240})
+    done = write_pcap(
+        tmp_path / "impaired.pcap", [call_excerpt["agent"], call_excerpt["customer"]], [agent, customer]
+    )
+    assert done["swapped"] == 32 and done["dropped"] == 15 and done["duplicated"] == 8
+    sip_port = free_port(both=True)
+    host = RecordingHost()
+    listener = SiprecListener(config(sip_port))
+    with caplog.at_level(logging.INFO, logger="callguard.sources.telephony.siprec"):
+        result = serve(
+            listener,
+            host,
+            lambda: run_sipp(
+                "siprec_call.xml",
+                sip_port,
+                tmp_path,
+                transport="t1",
+                keys={"pcap": str(tmp_path / "impaired.pcap")},
+                duration_ms=7600,
+            ),
+        )
+    assert result.returncode == 0, sipp_report(tmp_path, result)
+    line = host.lines[0]
+    assert line.ends == ["bye"]
+    for role in ("customer", "agent"):
+        pcm, _ = line.role_audio(role)
+        assert abs(len(pcm) / 8000 - 7.0) < 0.03, f"{role}: {len(pcm) / 8000:.3f} s"
+        assert correlation(pcm, call_excerpt[role]) > 0.95, role
+    # the customer's reordered packets came back in place: outside the lost burst, sample for sample
+    pcm, _ = line.role_audio("customer")
+    assert np.array_equal(pcm[: 100 * 160], call_excerpt["customer"][: 100 * 160])
+    assert np.array_equal(pcm[105 * 160 :], call_excerpt["customer"][105 * 160 : len(pcm)])
+    ended = [r.getMessage() for r in caplog.records if "ended (bye)" in r.getMessage()]
+    assert len(ended) == 1
+    assert "customer: 345 packets" in ended[0] and "lost 5" in ended[0] and "duplicates 4" in ended[0]
+    assert "agent: 340 packets" in ended[0] and "lost 10" in ended[0]
