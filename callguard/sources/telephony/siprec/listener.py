@@ -113,6 +113,33 @@ class _TcpTransport(TcpSipTransport):
         super().send_reply(response)
 
 
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: _UdpTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.owner.received(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("siprec: UDP error: %s", exc)
+
+
+class _UdpTransport(UdpSipTransport):
+    """aiosipua's UDP transport with a protocol of its own: aiosipua's asserts that the loop's transport
+    is an asyncio.DatagramTransport, which Python 3.11's selector transport is not (an error logged by
+    every start, though harmless)."""
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=self.local_addr
+        )
+        self._udp_transport = transport
+
+    def received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self._dispatch(data, addr)
+
+
 def _branch(request: SipRequest) -> str:
     vias = request.via
     return (vias[0].branch or "") if vias else ""
@@ -165,7 +192,7 @@ class SiprecListener:
     async def start(self, host: CallHost) -> None:
         self._host = host
         address = (self.config.host, self.config.port)
-        for transport in (UdpSipTransport(local_addr=address), _TcpTransport(local_addr=address)):
+        for transport in (_UdpTransport(local_addr=address), _TcpTransport(local_addr=address)):
             uas = _RecorderUAS(transport, self)
             uas.on_invite = lambda call, uas=uas: self._on_invite(uas, call)
             uas.on_reinvite = lambda call, uas=uas: self._on_reinvite(uas, call)

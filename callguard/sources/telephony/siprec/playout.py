@@ -176,13 +176,18 @@ class Playout:
             self.stats.bad_events += 1
             log.info("siprec %s: bad telephone-event packet: %s", self._name, exc)
             return []
-        # an event is repeated in several packets with the same timestamp: one digit per timestamp
-        if packet.timestamp in self._events_seen or not event.digit:
+        # an event is repeated in several packets with the same timestamp: one digit per timestamp.
+        # A zero duration is no event yet (SIPp's start packet; RTP no-op fillers look the same).
+        if (
+            packet.timestamp in self._events_seen
+            or not event.digit
+            or (event.duration == 0 and not event.end)
+        ):
             return []
         self._events_seen.add(packet.timestamp)
         if len(self._events_seen) > 64:
             self._events_seen = {packet.timestamp}
-        if self._ssrc is None:
+        if packet.ssrc != self._ssrc:  # events from a source of their own: now, in stream time
             return [Digit(event.digit, self._pos / CLOCK)]
         offset = _signed32(packet.timestamp - self._ts)
         return [Digit(event.digit, max(0.0, (self._pos + offset) / CLOCK))]

@@ -168,3 +168,118 @@ def test_reordered_lost_and_duplicated_rtp_over_tcp_sip(
     assert len(ended) == 1
     assert "customer: 345 packets" in ended[0] and "lost 5" in ended[0] and "duplicates 4" in ended[0]
     assert "agent: 340 packets" in ended[0] and "lost 10" in ended[0]
+
+
+def short_pcap(call_excerpt: dict[str, np.ndarray], path: Path, seconds: float = 3.0) -> Path:
+    n = int(seconds * 8000)
+    write_pcap(path, [call_excerpt["agent"][:n], call_excerpt["customer"][:n]])
+    return path
+
+
+def test_reinvite_updates_the_facts_keeps_the_call_and_carries_dtmf(
+    call_excerpt: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """A re-INVITE with new metadata (the agent's name changed) keeps the same call and ports; SIPp's
+    RFC 4733 digits after it, from an SSRC of their own, reach the line as DTMF."""
+    pcap = short_pcap(call_excerpt, tmp_path / "short.pcap")
+    sip_port = free_port(both=True)
+    host = RecordingHost()
+    listener = SiprecListener(config(sip_port))
+    result = serve(
+        listener,
+        host,
+        lambda: run_sipp(
+            "siprec_reinvite.xml",
+            sip_port,
+            tmp_path,
+            duration_ms=2500,
+            keys={"pcap": str(pcap), "agent_name2": "Alex Transfer", "digits": "42#"},
+        ),
+    )
+    assert result.returncode == 0, sipp_report(tmp_path, result)
+    assert len(host.lines) == 1, "the re-INVITE opened a second call"
+    line = host.lines[0]
+    assert [(f.agent_name, f.customer_name, agent) for f, agent in line.updates] == [
+        ("Alex Transfer", "Dana Smith", "agent-1042")
+    ]
+    assert "".join(d for d, _ in line.digits) == "42#"
+    assert all(3.0 <= t < 8.0 for _, t in line.digits), line.digits
+    assert line.ends == ["bye"]
+    agent, _ = line.role_audio("agent")  # contiguous across the re-INVITE and the DTMF source
+    assert correlation(agent[: 3 * 8000], call_excerpt["agent"][: 3 * 8000]) > 0.999
+
+
+def test_a_stream_that_stops_ends_the_call_with_a_timeout_and_a_bye(
+    call_excerpt: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    """The pcap ends after 2 s and the SRC says nothing more: after rtp_timeout_s the recorder ends the
+    call ("timeout") and sends a BYE, which SIPp's scenario waits for and answers."""
+    pcap = short_pcap(call_excerpt, tmp_path / "short.pcap", seconds=2.0)
+    sip_port = free_port(both=True)
+    host = RecordingHost()
+    listener = SiprecListener(config(sip_port, rtp_timeout_s=1.5))
+    result = serve(
+        listener, host, lambda: run_sipp("siprec_timeout.xml", sip_port, tmp_path, keys={"pcap": str(pcap)})
+    )
+    assert result.returncode == 0, sipp_report(tmp_path, result)
+    line = host.lines[0]
+    assert line.ends == ["timeout"]
+    for role in ("customer", "agent"):
+        assert abs(len(line.role_audio(role)[0]) / 8000 - 2.0) < 0.03
+
+
+def test_a_call_the_host_refuses_gets_503_with_retry_after(tmp_path: Path) -> None:
+    sip_port = free_port(both=True)
+    host = RecordingHost()
+    host.refuse = "at max_calls (8)"
+    listener = SiprecListener(config(sip_port))
+    result = serve(listener, host, lambda: run_sipp("siprec_refused.xml", sip_port, tmp_path))
+    assert result.returncode == 0, sipp_report(tmp_path, result)
+    assert host.refused == 1 and host.lines == []
+    messages = (tmp_path / "sipp-messages.log").read_text(errors="replace")
+    assert "SIP/2.0 503" in messages and "Retry-After: 10" in messages and "at max_calls (8)" in messages
+    assert listener.ports.free_blocks == 20, "the refused call kept its RTP ports"
+
+
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_options_keep_alive_is_answered(transport: str, tmp_path: Path) -> None:
+    sip_port = free_port(both=True)
+    listener = SiprecListener(config(sip_port))
+    result = serve(
+        listener, RecordingHost(), lambda: run_sipp("options.xml", sip_port, tmp_path, transport=transport)
+    )
+    assert result.returncode == 0, sipp_report(tmp_path, result)
+    messages = (tmp_path / "sipp-messages.log").read_text(errors="replace")
+    assert "Supported: siprec" in messages
+
+
+def test_an_unknown_codec_rejects_its_stream_and_records_the_other(
+    call_excerpt: dict[str, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The second m-line offers only Opus: the answer gives it port 0, with a log line naming it, and
+    the first stream (the agent's) is recorded alone."""
+    pcap = short_pcap(call_excerpt, tmp_path / "short.pcap", seconds=2.0)
+    sip_port = free_port(both=True)
+    host = RecordingHost()
+    listener = SiprecListener(config(sip_port))
+    with caplog.at_level(logging.INFO, logger="callguard.sources.telephony.siprec"):
+        result = serve(
+            listener,
+            host,
+            lambda: run_sipp(
+                "siprec_call.xml",
+                sip_port,
+                tmp_path,
+                duration_ms=2300,
+                keys={"pcap": str(pcap), "pt2": "97", "codec2": "opus", "rate2": "48000"},
+            ),
+        )
+    assert result.returncode == 0, sipp_report(tmp_path, result)
+    assert any("m-line 2" in r.getMessage() and "OPUS/48000" in r.getMessage() for r in caplog.records)
+    messages = (tmp_path / "sipp-messages.log").read_text(errors="replace")
+    assert "m=audio 0 RTP/AVP 97 96" in messages
+    line = host.lines[0]
+    # one stream: a mixed recording is the customer's, whatever the metadata says of its sender
+    assert {b.role for b in line.blocks} == {"customer"}
+    pcm, _ = line.role_audio("customer")
+    assert correlation(pcm, call_excerpt["agent"]) > 0.999
