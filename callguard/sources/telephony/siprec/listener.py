@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosipua import IncomingCall, SipRequest, SipResponse, SipUAS, parse_sdp
+from aiosipua import IncomingCall, SipMessage, SipRequest, SipResponse, SipUAS, parse_sdp
 from aiosipua.dialog import DialogState
 from aiosipua.transport import SipTransport, TcpSipTransport, UdpSipTransport
 
@@ -75,6 +75,43 @@ class Recording:
     local: str = ""  # the address in our SDP answers
 
 
+class Throttle:
+    """One warning per key per `every_s`, with the count of those it held back: a flood of bad input
+    costs a log line every few seconds, not one per packet."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warn(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        last, held = self._last.get(key, (-1e9, 0))
+        if now - last < self.every_s:
+            self._last[key] = (last, held + 1)
+            return
+        if len(self._last) > 10000:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        log.warning(
+            "siprec: %s%s", text, f" ({held} more like it in the last {self.every_s:.0f} s)" if held else ""
+        )
+
+
+_unreadable = Throttle()
+
+
+def _readable(data: bytes, addr: tuple[str, int]) -> bool:
+    """Whether aiosipua will parse it: a message it cannot is one short line here (its own log line
+    carries a traceback per message)."""
+    try:
+        SipMessage.parse(data)
+    except Exception as exc:
+        text = f"unreadable SIP message from {addr[0]}:{addr[1]}: {str(exc)[:120]}"
+        _unreadable.warn(f"unreadable {addr[0]}", text)
+        return False
+    return True
+
+
 class _RecorderUAS(SipUAS):
     """aiosipua's UAS with INVITE retransmissions answered from the transaction (RFC 3261 17.2.1)
     rather than taken as a new call or a re-INVITE with a stale CSeq."""
@@ -98,6 +135,10 @@ class _RecorderUAS(SipUAS):
 class _TcpTransport(TcpSipTransport):
     """Answers go back on the connection the request came on (RFC 3261 18.2.2), even when the Via's
     sent-by port is the peer's listening port rather than that connection's source port."""
+
+    def _dispatch(self, data: bytes, addr: tuple[str, int]) -> None:
+        if _readable(data, addr):
+            super()._dispatch(data, addr)
 
     def send_reply(self, response: SipResponse) -> None:
         vias = response.via
@@ -137,7 +178,8 @@ class _UdpTransport(UdpSipTransport):
         self._udp_transport = transport
 
     def received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._dispatch(data, addr)
+        if data.strip() and _readable(data, addr):  # a bare CRLF is a keep-alive (RFC 5626)
+            self._dispatch(data, addr)
 
 
 def _branch(request: SipRequest) -> str:
@@ -184,7 +226,7 @@ class SiprecListener:
         self._host: CallHost | None = None
         self._uases: list[_RecorderUAS] = []
         self._recordings: dict[str, Recording] = {}
-        self._refused_log: dict[str, float] = {}
+        self._refusals = Throttle()
         self.refused = 0  # requests refused (any status), for the host's figures
 
     # --- Listener ---------------------------------------------------------------------------------
@@ -231,6 +273,32 @@ class SiprecListener:
     def calls(self) -> int:
         return sum(1 for r in self._recordings.values() if r.line is not None and not r.ended)
 
+    def describe(self) -> list[dict[str, object]]:
+        """The open recordings, for the host's health page and the log: who, where, how much."""
+        out: list[dict[str, object]] = []
+        for r in self._recordings.values():
+            if r.ended or r.media is None:
+                continue
+            streams = {
+                s.role: {
+                    "port": s.port,
+                    "packets": s.packets,
+                    "seconds": round(s.playout.t, 2),
+                    "lost": s.jitter.stats.lost,
+                    "bad": s.bad_packets,
+                }
+                for s in r.media.streams.values()
+            }
+            out.append(
+                {
+                    "call_id": r.call_id,
+                    "remote": r.remote,
+                    "streams": streams,
+                    "seconds": round(time.monotonic() - r.started, 1),
+                }
+            )
+        return out
+
     # --- screening --------------------------------------------------------------------------------
 
     def _allowed(self, address: str) -> bool:
@@ -256,12 +324,7 @@ class SiprecListener:
 
     def _note_refusal(self, key: str, text: str) -> None:
         self.refused += 1
-        now = time.monotonic()
-        if now - self._refused_log.get(key, -60.0) >= 10.0:  # one line per peer per 10 s in a flood
-            self._refused_log[key] = now
-            if len(self._refused_log) > 10000:
-                self._refused_log.clear()
-            log.warning("siprec: %s", text)
+        self._refusals.warn(key, text)
 
     def _reply(
         self,
@@ -313,7 +376,7 @@ class SiprecListener:
         self._send(uas, response)
         call.dialog.terminate()
         self._note_refusal(
-            call.source_addr[0],
+            f"{call.source_addr[0]} {status}",
             f"INVITE {call.call_id} from {call.source_addr[0]}: {status} {reason}: {detail}",
         )
         recording = self._recordings.get(call.call_id)
@@ -458,11 +521,11 @@ class SiprecListener:
                 why = "a third audio stream (one customer and one agent are recorded)"
             if why:
                 log.warning(
-                    "siprec %s: m-line %d (%s %s) rejected: %s",
+                    "siprec %s: m-line %d (%s, label %s) rejected: %s",
                     call_id,
                     m.index + 1,
                     m.kind,
-                    m.label or "no label",
+                    m.label or "none",
                     why,
                 )
                 answers.append(AnsweredMedia())

@@ -12,8 +12,15 @@ import ipaddress
 import time
 from dataclasses import dataclass, field
 
-# Static payload types (RFC 3551) this recorder decodes, by encoding name and clock rate.
-STATIC_TYPES: dict[int, tuple[str, int]] = {0: ("PCMU", 8000), 8: ("PCMA", 8000), 9: ("G722", 8000)}
+# Static payload types (RFC 3551) by encoding name and clock rate; DECODED says which this recorder takes.
+STATIC_TYPES: dict[int, tuple[str, int]] = {
+    0: ("PCMU", 8000),
+    3: ("GSM", 8000),
+    4: ("G723", 8000),
+    8: ("PCMA", 8000),
+    9: ("G722", 8000),
+    18: ("G729", 8000),
+}
 DECODED = {"PCMU", "PCMA", "G722"}  # G.722's RTP clock is 8000 by RFC 3551, its audio 16 kHz
 EVENTS = "TELEPHONE-EVENT"  # RFC 4733 DTMF
 

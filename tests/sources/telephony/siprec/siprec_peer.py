@@ -191,3 +191,101 @@ def sipp_report(tmp: Path, result: subprocess.CompletedProcess[str]) -> str:
         if path.exists():
             logs += f"\n--- {name}\n" + path.read_text(errors="replace")[-6000:]
     return f"sipp exit {result.returncode}\nstderr: {result.stderr[-3000:]}{logs}"
+
+
+SDP_TWO_STREAMS = (
+    "v=0\r\no=probe 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio {port} RTP/AVP 0\r\na=label:1\r\na=sendonly\r\n"
+    "m=audio {port2} RTP/AVP 0\r\na=label:2\r\na=sendonly\r\n"
+)
+METADATA = (
+    '<?xml version="1.0"?><recording xmlns="urn:ietf:params:xml:ns:recording:1">'
+    '<participant participant_id="a"><nameID aor="sip:+15550000001@carrier.example"/></participant>'
+    '<participant participant_id="b"><nameID aor="sip:agent-7@pbx.example"/></participant>'
+    '<stream stream_id="s1"><label>1</label></stream><stream stream_id="s2"><label>2</label></stream>'
+    '<participantstreamassoc participant_id="a"><send>s1</send></participantstreamassoc>'
+    '<participantstreamassoc participant_id="b"><send>s2</send></participantstreamassoc></recording>'
+)
+
+
+def multipart_body(sdp: str, metadata: str = METADATA, boundary: str = "probe-b") -> tuple[str, bytes]:
+    body = (
+        f"--{boundary}\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n"
+        f"--{boundary}\r\nContent-Type: application/rs-metadata+xml\r\n"
+        f"Content-Disposition: recording-session\r\n\r\n{metadata}\r\n--{boundary}--\r\n"
+    )
+    return f"multipart/mixed;boundary={boundary}", body.encode()
+
+
+class SipProbe:
+    """A bare SIP-over-UDP client for the cases SIPp's scenarios cannot say: garbage, floods, odd bodies.
+    Blocking: run it in a thread (asyncio.to_thread) beside the listener's loop."""
+
+    def __init__(self, sip_port: int) -> None:
+        self.server = ("127.0.0.1", sip_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(3.0)
+        self.port = int(self.sock.getsockname()[1])
+        self.count = 0
+        self.finals: dict[str, str] = {}
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendto(data, self.server)
+
+    def request(
+        self,
+        method: str,
+        *,
+        call_id: str = "",
+        content_type: str = "",
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        to_tag: str = "",
+        cseq: int = 1,
+    ) -> str:
+        self.count += 1
+        call_id = call_id or f"probe-{self.port}-{self.count}"
+        lines = [
+            f"{method} sip:srs@127.0.0.1:{self.server[1]} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK-probe-{self.count};rport",
+            f"From: <sip:probe@127.0.0.1:{self.port}>;tag=probe{self.port}",
+            f"To: <sip:srs@127.0.0.1:{self.server[1]}>" + (f";tag={to_tag}" if to_tag else ""),
+            f"Call-ID: {call_id}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:probe@127.0.0.1:{self.port}>",
+            "Max-Forwards: 70",
+        ]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        if content_type:
+            lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(body)}")
+        self.send_raw(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        return call_id
+
+    def final(self, call_id: str) -> str:
+        """The final response (>= 200) to the last request of `call_id`; '' if none within 3 s.
+        Finals of other calls that arrive meanwhile are kept for their own turn."""
+        if call_id in self.finals:
+            return self.finals.pop(call_id)
+        while True:
+            try:
+                data, _ = self.sock.recvfrom(65535)
+            except TimeoutError:
+                return ""
+            text = data.decode(errors="replace")
+            status = text.split(" ", 2)[1] if text.startswith("SIP/2.0 ") else ""
+            if not status.isdigit() or int(status) < 200:
+                continue
+            lines = text.split("\r\n")
+            got = next((line[len("Call-ID: ") :] for line in lines if line.startswith("Call-ID: ")), "")
+            if got == call_id:
+                return text
+            self.finals.setdefault(got, text)
+
+    def ack(self, response: str, call_id: str) -> None:
+        to_tag = response.split("To:", 1)[1].split("\r\n", 1)[0].split("tag=", 1)[1].strip()
+        self.request("ACK", call_id=call_id, to_tag=to_tag)

@@ -1,0 +1,226 @@
+"""Bad input and too much of it: the listener answers each with a clear status and a log line, and a
+real call recorded by SIPp beside them comes through whole. The bare UDP client (SipProbe) sends what
+SIPp's scenarios cannot: garbage datagrams, odd bodies, a flood of INVITEs, broken RTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from callguard.core.config import SiprecConfig
+from callguard.core.errors import ConfigError
+from callguard.sources.telephony.siprec import SiprecListener
+from tests.sources.telephony.siprec.siprec_pcap import write_pcap
+from tests.sources.telephony.siprec.siprec_peer import (
+    SDP_TWO_STREAMS,
+    SIPP,
+    RecordingHost,
+    SipProbe,
+    free_port,
+    multipart_body,
+    rtp_range,
+    run_sipp,
+    sipp_report,
+)
+from tests.sources.telephony.siprec.test_siprec_sipp import call_excerpt, config, serve
+
+__all__ = ["call_excerpt"]  # the module fixture, shared
+
+
+def status(response: str) -> int:
+    return int(response.split(" ", 2)[1]) if response else 0
+
+
+def probe_session(
+    sip_port: int,
+    *,
+    listener_config: SiprecConfig | None = None,
+    host: RecordingHost | None = None,
+    script: object = None,
+) -> tuple[RecordingHost, object]:
+    host = host or RecordingHost()
+    listener = SiprecListener(listener_config or config(sip_port))
+
+    async def client() -> object:
+        probe = SipProbe(sip_port)
+        try:
+            return await asyncio.to_thread(script, probe)  # type: ignore[arg-type]
+        finally:
+            probe.close()
+
+    return host, serve(listener, host, client)
+
+
+def test_bodies_that_are_no_recording_session_get_clear_refusals(caplog: pytest.LogCaptureFixture) -> None:
+    sip_port = free_port(both=True)
+    sdp = SDP_TWO_STREAMS.format(port=30000, port2=30002)
+
+    def script(probe: SipProbe) -> dict[str, str]:
+        answers = {}
+        cid = probe.request("INVITE", content_type="application/sdp", body=sdp.encode())
+        answers["plain call"] = probe.final(cid)
+        cid = probe.request("INVITE", content_type="text/plain", body=b"hello", headers={"Require": "siprec"})
+        answers["text"] = probe.final(cid)
+        kind, body = multipart_body("v=0\r\nm=audio nope RTP/AVP 0\r\n")
+        cid = probe.request("INVITE", content_type=kind, body=body)
+        answers["bad sdp"] = probe.final(cid)
+        kind, body = multipart_body(
+            SDP_TWO_STREAMS.format(port=30000, port2=30002).replace("RTP/AVP 0", "RTP/AVP 18")
+        )
+        cid = probe.request("INVITE", content_type=kind, body=body)
+        answers["g729 only"] = probe.final(cid)
+        cid = probe.request("INVITE", content_type=kind, body=body, headers={"Require": "siprec, 100rel"})
+        answers["100rel"] = probe.final(cid)
+        return answers
+
+    with caplog.at_level(logging.INFO, logger="callguard.sources.telephony.siprec"):
+        host, answers = probe_session(sip_port, script=script)
+    assert isinstance(answers, dict)
+    assert status(answers["plain call"]) == 488 and "not a recording session" in answers["plain call"]
+    assert status(answers["text"]) == 415 and "Accept: application/sdp" in answers["text"]
+    assert status(answers["bad sdp"]) == 400 and "SDP: line 2: m= needs" in answers["bad sdp"]
+    assert (
+        status(answers["g729 only"]) == 488
+        and "no audio stream in PCMU, PCMA or G722" in answers["g729 only"]
+    )
+    assert status(answers["100rel"]) == 420 and "Unsupported: 100rel" in answers["100rel"]
+    assert host.lines == []
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "G729/8000" in logged and "415 Unsupported Media Type" in logged
+
+
+def test_unreadable_metadata_still_records_with_roles_by_agent_side(caplog: pytest.LogCaptureFixture) -> None:
+    sip_port = free_port(both=True)
+
+    def script(probe: SipProbe) -> str:
+        kind, body = multipart_body(
+            SDP_TWO_STREAMS.format(port=30000, port2=30002), metadata="<recording><oops>"
+        )
+        cid = probe.request("INVITE", content_type=kind, body=body)
+        answer = probe.final(cid)
+        if status(answer) == 200:
+            probe.ack(answer, cid)
+        return answer
+
+    with caplog.at_level(logging.INFO, logger="callguard.sources.telephony.siprec"):
+        host, answer = probe_session(
+            sip_port, listener_config=config(sip_port, agent_side="first"), script=script
+        )
+    assert isinstance(answer, str) and status(answer) == 200 and "a=recvonly" in answer
+    assert any("unreadable metadata" in r.getMessage() for r in caplog.records)
+    assert host.lines[0].start.facts.call_id.startswith("probe-")  # the SIP Call-ID: nothing better
+    assert host.lines[0].ends == ["shutdown"]
+
+
+def test_a_peer_outside_allowed_peers_gets_403_on_every_request() -> None:
+    sip_port = free_port(both=True)
+    kind, body = multipart_body(SDP_TWO_STREAMS.format(port=30000, port2=30002))
+
+    def script(probe: SipProbe) -> list[int]:
+        codes = [status(probe.final(probe.request("OPTIONS")))]
+        codes.append(status(probe.final(probe.request("INVITE", content_type=kind, body=body))))
+        return codes
+
+    host, codes = probe_session(
+        sip_port, listener_config=config(sip_port, allowed_peers=["192.0.2.0/24"]), script=script
+    )
+    assert codes == [403, 403] and host.lines == []
+
+
+def test_bad_settings_name_their_key() -> None:
+    with pytest.raises(ConfigError, match="agent_aor_pattern"):
+        SiprecListener(SiprecConfig(agent_aor_pattern="(unclosed"))
+    with pytest.raises(ConfigError, match="allowed_peers"):
+        SiprecListener(SiprecConfig(allowed_peers=["sbc.example.com"]))
+    with pytest.raises(ConfigError, match="rtp_ports"):
+        SiprecListener(SiprecConfig(rtp_ports=[40000]))
+
+
+@pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+def test_garbage_a_flood_of_invites_and_broken_rtp_leave_a_real_call_whole(
+    call_excerpt: dict[str, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While SIPp records a 4-second call: garbage datagrams, 12 INVITEs at once against max_dialogs=4
+    (three more fit beside SIPp's call, the rest get 503 + Retry-After), a CANCEL, and broken RTP
+    packets into the real call's ports. The real call's audio is still the fixture's, sample for sample."""
+    n = 4 * 8000
+    write_pcap(tmp_path / "call.pcap", [call_excerpt["agent"][:n], call_excerpt["customer"][:n]])
+    sip_port = free_port(both=True)
+    host = RecordingHost()
+    listener = SiprecListener(config(sip_port, max_dialogs=4, rtp_ports=rtp_range()))
+    kind, body = multipart_body(SDP_TWO_STREAMS.format(port=30000, port2=30002))
+
+    def attack(probe: SipProbe) -> dict[str, object]:
+        import socket
+        import time
+
+        time.sleep(1.0)  # SIPp's call is up
+        for junk in (
+            b"",
+            b"\x00" * 40,
+            b"INVITE\r\n\r\n",
+            b"SIP/2.0 200 OK\r\n\r\n",
+            bytes(range(256)) * 4,
+            b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx\r\n\r\n",
+        ):
+            probe.send_raw(junk)
+        ids = [probe.request("INVITE", content_type=kind, body=body) for _ in range(12)]
+        answers = [probe.final(cid) for cid in ids]
+        for cid, answer in zip(ids, answers, strict=True):
+            if status(answer) == 200:
+                probe.ack(answer, cid)
+        live = [c for c in listener.describe() if str(c["remote"]).split(":")[1] != str(probe.port)]
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for stream in live[0]["streams"].values():  # type: ignore[union-attr]
+            for junk in (b"\x00", b"\x40" + bytes(20), b"\x8f" + bytes(13), b"\xa0" + bytes(11) + b"\x00"):
+                rtp.sendto(junk, ("127.0.0.1", stream["port"]))
+        rtp.close()
+        options = status(probe.final(probe.request("OPTIONS")))
+        return {
+            "answers": [status(a) for a in answers],
+            "retry": sum("Retry-After: 10" in a for a in answers),
+            "options": options,
+        }
+
+    async def both() -> tuple[object, dict[str, object]]:
+        real = asyncio.ensure_future(
+            run_sipp(
+                "siprec_call.xml",
+                sip_port,
+                tmp_path,
+                duration_ms=4600,
+                keys={"pcap": str(tmp_path / "call.pcap")},
+            )
+        )
+        probe = SipProbe(sip_port)
+        try:
+            flood = await asyncio.to_thread(attack, probe)
+        finally:
+            probe.close()
+        return await real, flood
+
+    with caplog.at_level(logging.INFO, logger="callguard.sources.telephony.siprec"):
+        result, flood = serve(listener, host, both)
+    assert result.returncode == 0, sipp_report(tmp_path, result)  # type: ignore[attr-defined]
+    assert sorted(flood["answers"]) == [200] * 3 + [503] * 9, flood  # type: ignore[arg-type]
+    assert flood["retry"] == 9 and flood["options"] == 200
+    real = next(line for line in host.lines if line.start.facts.call_id == "UCID-0001")
+    assert real.ends == ["bye"]
+    for role in ("customer", "agent"):
+        pcm, _ = real.role_audio(role)
+        assert abs(len(pcm) / 8000 - 4.0) < 0.03
+        assert np.array_equal(pcm, call_excerpt[role][: len(pcm)]), role
+    assert any("bad RTP packet" in r.getMessage() for r in caplog.records)
+    assert any("max_dialogs" in r.getMessage() for r in caplog.records)
+    ended = next(
+        r.getMessage()
+        for r in caplog.records
+        if "UCID" not in r.getMessage()
+        and "ended (bye)" in r.getMessage()
+        and real.start.stream_id in r.getMessage()
+    )
+    assert "bad 4" in ended or "bad 3" in ended
