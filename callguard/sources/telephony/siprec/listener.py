@@ -30,6 +30,7 @@ from aiosipua.transport import SipTransport, TcpSipTransport, UdpSipTransport
 
 from callguard.core.config import SiprecConfig
 from callguard.core.errors import ConfigError
+from callguard.core.events import Role
 from callguard.sources.telephony.base import CallHost, CallLine, CallRefused, StreamStart
 from callguard.sources.telephony.siprec.body import BodyError, split_body
 from callguard.sources.telephony.siprec.codecs import can_decode
@@ -65,7 +66,7 @@ class Recording:
     line: CallLine | None = None
     media: CallMedia | None = None
     ports: list[int] = field(default_factory=list)
-    roles: dict[int, str] = field(default_factory=dict)  # m-line index -> role
+    roles: dict[int, Role] = field(default_factory=dict)  # m-line index -> role
     answer: SipResponse | None = None  # the last final response to its current INVITE
     branch: str = ""
     cseq: int = 0
@@ -564,7 +565,13 @@ class SiprecListener:
                 self.config.rtp_timeout_s,
                 lambda: self._end(call.call_id, "timeout", bye=True),
             )
-            sources = {call.source_addr[0]} | {m.address for m in offer.media if m.address}
+            # RTP from the SRC, the addresses of its SDP, or any allowed peer (an SBC's media address may
+            # differ from its signalling one); anything else is dropped and counted
+            known = {call.source_addr[0]} | {m.address for m in offer.media if m.address}
+
+            def sources(address: str) -> bool:
+                return address in known or self._allowed(address)
+
             by_index = dict(zip((s.index for s in streams), recording.ports, strict=True))
             local = self._local_address(call)
             for stream in streams:
@@ -675,6 +682,7 @@ class SiprecListener:
             self._reply(uas, call.invite, 481, "Call/Transaction Does Not Exist")
             return
         recording.branch, recording.cseq = _branch(call.invite), _cseq(call.invite)
+        recording.answer = None  # a retransmission of this re-INVITE waits for its own answer
         recording.task = asyncio.get_running_loop().create_task(self._reanswer_safely(recording))
 
     async def _reanswer_safely(self, recording: Recording) -> None:
@@ -733,12 +741,14 @@ class SiprecListener:
                 )
                 final[stream.index] = AnsweredMedia()
         if meta is not None:
+            kept_streams = [StreamPlan(i, offer.media[i].label) for i in sorted(media.streams)]
             plan = plan_call(
-                [StreamPlan(i, offer.media[i].label) for i in sorted(media.streams)] or streams[:1],
+                kept_streams or streams[:1],
                 meta,
                 call.call_id,
                 agent_side=self.config.agent_side,
                 agent_pattern=self._agent_pattern,
+                keep=recording.roles if kept_streams else None,  # a stream's role is set at the start
             )
             line.update(plan.facts, plan.agent_id)
             log.info(

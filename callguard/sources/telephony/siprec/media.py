@@ -81,7 +81,7 @@ class MediaStream:
     role: Role
     port: int
     line: CallLine
-    sources: set[str]  # addresses RTP may come from
+    sources: Callable[[str], bool]  # whether RTP may come from this address
     jitter: JitterBuffer
     playout: Playout
     transport: asyncio.DatagramTransport | None = None
@@ -92,7 +92,7 @@ class MediaStream:
     _logged_bad: int = 0
 
     def received(self, data: bytes, source: str) -> None:
-        if source not in self.sources:
+        if not self.sources(source):
             self.foreign_packets += 1
             if self.foreign_packets in (1, 100, 10000):
                 log.warning(
@@ -167,7 +167,13 @@ class CallMedia:
         self._quiet_since = time.monotonic()
 
     async def open(
-        self, index: int, role: Role, host: str, port: int, codecs: list[Codec], sources: set[str]
+        self,
+        index: int,
+        role: Role,
+        host: str,
+        port: int,
+        codecs: list[Codec],
+        sources: Callable[[str], bool],
     ) -> MediaStream:
         factories, event = decoder_factories(codecs)
         name = f"{self.name}/{role}"

@@ -39,14 +39,19 @@ def plan_call(
     *,
     agent_side: str,
     agent_pattern: re.Pattern[str] | None,
+    keep: dict[int, Role] | None = None,
 ) -> CallPlan:
+    """Roles and facts; with `keep` (a re-INVITE's new metadata) the roles stay, only the facts are new."""
     if not 1 <= len(streams) <= 2:
         raise ValueError(f"a recording plan needs one or two streams, got {len(streams)}")
     senders: dict[int, Participant | None] = {
         s.index: (meta.sender_of_label(s.label) if meta is not None and s.label else None) for s in streams
     }
     roles: dict[int, Role]
-    if len(streams) == 1:
+    if keep is not None:
+        roles = {s.index: keep[s.index] for s in streams if s.index in keep}
+        reason = "roles kept from the call's start"
+    elif len(streams) == 1:
         roles = {streams[0].index: "customer"}
         reason = "one stream (mixed): customer"
     else:

@@ -290,3 +290,17 @@ def test_agent_side_decides_when_the_metadata_cannot(side: str, roles: dict[int,
         [StreamPlan(0, "1"), StreamPlan(1, "2")], None, "sip-call-3", agent_side=side, agent_pattern=None
     )
     assert no_meta.facts.call_id == "sip-call-3" and no_meta.agent_id == ""
+
+
+def test_new_metadata_in_a_reinvite_changes_the_facts_not_the_roles() -> None:
+    meta = parse_metadata(RFC_STYLE.replace("Agent Two", "Agent Three"))
+    plan = plan_call(
+        [StreamPlan(0, "10"), StreamPlan(1, "11")],
+        meta,
+        "sip-call-4",
+        agent_side="second",
+        agent_pattern=re.compile("alice"),
+        keep={0: "customer", 1: "agent"},
+    )
+    assert plan.roles == {0: "customer", 1: "agent"}  # the pattern would have made stream 0 the agent's
+    assert (plan.facts.agent_name, plan.agent_id) == ("Agent Three", "2001")
