@@ -58,12 +58,23 @@ def _ipv4_udp(payload: bytes, src_port: int, dst_port: int) -> bytes:
     return ethernet + header + udp
 
 
-def stream_packets(pcm: np.ndarray, ssrc: int, *, seq0: int = 0, ts0: int = 0) -> list[bytes]:
-    """μ-law RTP packets of 20 ms for one channel (int16 PCM at 8 kHz)."""
+def stream_packets(
+    pcm: np.ndarray, ssrc: int, *, seq0: int = 0, ts0: int = 0, codec: str = "PCMU"
+) -> list[bytes]:
+    """RTP packets of 20 ms for one channel: μ-law of 8 kHz PCM (payload type 0), or G.722 of 16 kHz
+    PCM (payload type 9, the `G722` package's encoder; 160 bytes and 160 clock ticks a packet)."""
+    if codec == "G722":
+        import G722
+
+        encoded = G722.G722(16000, 64000).encode(pcm[: len(pcm) // 320 * 320])
+        payloads = [encoded[i : i + 160] for i in range(0, len(encoded), 160)]
+        pt = 9
+    else:
+        payloads = [encode_ulaw(pcm[i * SAMPLES : (i + 1) * SAMPLES]) for i in range(len(pcm) // SAMPLES)]
+        pt = 0
     packets = []
-    for i in range(len(pcm) // SAMPLES):
-        payload = encode_ulaw(pcm[i * SAMPLES : (i + 1) * SAMPLES])
-        packet = RtpPacket(0, (seq0 + i) & 0xFFFF, (ts0 + i * SAMPLES) & 0xFFFFFFFF, ssrc, i == 0, payload)
+    for i, payload in enumerate(payloads):
+        packet = RtpPacket(pt, (seq0 + i) & 0xFFFF, (ts0 + i * SAMPLES) & 0xFFFFFFFF, ssrc, i == 0, payload)
         packets.append(build_rtp(packet))
     return packets
 
@@ -75,13 +86,15 @@ def write_pcap(
     *,
     seq0: int = 0,
     ts0: int = 0,
+    codecs: list[str] | None = None,
 ) -> dict[str, int]:
     """One stream per channel, interleaved in time; returns what was done to them (counts)."""
     impairments = impairments or [Impairment() for _ in channels]
     frames: list[tuple[float, bytes]] = []
     done = {"packets": 0, "dropped": 0, "swapped": 0, "duplicated": 0}
     for number, (pcm, impairment) in enumerate(zip(channels, impairments, strict=True)):
-        packets = stream_packets(pcm, 0x1000 + number, seq0=seq0 + 1000 * number, ts0=ts0)
+        codec = (codecs or ["PCMU"] * len(channels))[number]
+        packets = stream_packets(pcm, 0x1000 + number, seq0=seq0 + 1000 * number, ts0=ts0, codec=codec)
         order = list(range(len(packets)))
         for i in sorted(impairment.swap_after):
             if i + 1 < len(order):

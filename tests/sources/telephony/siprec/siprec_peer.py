@@ -10,14 +10,18 @@ import random
 import shutil
 import socket
 import subprocess
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from callguard.core.config import SiprecConfig
 from callguard.core.events import AudioBlock
 from callguard.core.facts import CallFacts
 from callguard.sources.telephony.base import CallRefused, StreamStart
+from callguard.sources.telephony.siprec import SiprecListener
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 SIPP = shutil.which("sipp")
@@ -289,3 +293,35 @@ class SipProbe:
     def ack(self, response: str, call_id: str) -> None:
         to_tag = response.split("To:", 1)[1].split("\r\n", 1)[0].split("tag=", 1)[1].strip()
         self.request("ACK", call_id=call_id, to_tag=to_tag)
+
+
+def config(sip_port: int, **overrides: Any) -> SiprecConfig:
+    values: dict[str, Any] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": sip_port,
+        "rtp_ports": rtp_range(),
+        "agent_aor_pattern": r"^sip:agent-",
+        "jitter_ms": 60,
+        "rtp_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return SiprecConfig(**values)
+
+
+def serve(
+    listener: SiprecListener, host: RecordingHost, client: Callable[[], Coroutine[Any, Any, Any]]
+) -> Any:
+    async def run() -> Any:
+        await listener.start(host)
+        try:
+            return await client()
+        finally:
+            await listener.stop()
+
+    return asyncio.run(run())
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    return float(np.corrcoef(a[:n].astype(np.float64), b[:n].astype(np.float64))[0, 1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +21,14 @@ from tests.sources.telephony.siprec.siprec_peer import (
     SIPP,
     RecordingHost,
     SipProbe,
+    config,
     free_port,
     multipart_body,
     rtp_range,
     run_sipp,
+    serve,
     sipp_report,
 )
-from tests.sources.telephony.siprec.test_siprec_sipp import call_excerpt, config, serve
-
-__all__ = ["call_excerpt"]  # the module fixture, shared
 
 
 def status(response: str) -> int:
@@ -141,6 +141,7 @@ def test_bad_settings_name_their_key() -> None:
 
 
 @pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
+@pytest.mark.skipif(os.geteuid() != 0, reason="SIPp's pcap player needs raw sockets (root)")
 def test_garbage_a_flood_of_invites_and_broken_rtp_leave_a_real_call_whole(
     call_excerpt: dict[str, np.ndarray], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,74 +9,31 @@ sockets: these tests run as root, as the rest of the suite does here.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from callguard.core.config import SiprecConfig
 from callguard.sources.telephony.siprec import SiprecListener
-from scripts.make_fixtures import DEFAULT_OUT_DIR, build
 from tests.sources.telephony.siprec.siprec_pcap import Impairment, write_pcap
 from tests.sources.telephony.siprec.siprec_peer import (
     SIPP,
     RecordingHost,
+    config,
+    correlation,
     free_port,
-    rtp_range,
     run_sipp,
+    serve,
     sipp_report,
 )
 
-pytestmark = pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed")
-
-EXCERPT = (8.0, 15.0)  # the customer shouting (8.0-10.4 s), then the agent (12.0-14.6 s)
-
-
-@pytest.fixture(scope="module")
-def call_excerpt() -> dict[str, np.ndarray]:
-    """Both channels of the fixture's excerpt, as the int16 PCM its μ-law codes decode to."""
-    path = build(["abusive_stereo_en_ulaw"], DEFAULT_OUT_DIR)["abusive_stereo_en_ulaw"]
-    pcm, rate = sf.read(str(path), dtype="int16")
-    assert rate == 8000 and pcm.shape[1] == 2
-    a, b = (int(x * rate) for x in EXCERPT)
-    return {"customer": np.ascontiguousarray(pcm[a:b, 0]), "agent": np.ascontiguousarray(pcm[a:b, 1])}
-
-
-def config(sip_port: int, **overrides: Any) -> SiprecConfig:
-    values: dict[str, Any] = {
-        "enabled": True,
-        "host": "127.0.0.1",
-        "port": sip_port,
-        "rtp_ports": rtp_range(),
-        "agent_aor_pattern": r"^sip:agent-",
-        "jitter_ms": 60,
-        "rtp_timeout_s": 5.0,
-    }
-    values.update(overrides)
-    return SiprecConfig(**values)
-
-
-def serve(
-    listener: SiprecListener, host: RecordingHost, client: Callable[[], Coroutine[Any, Any, Any]]
-) -> Any:
-    async def run() -> Any:
-        await listener.start(host)
-        try:
-            return await client()
-        finally:
-            await listener.stop()
-
-    return asyncio.run(run())
-
-
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    n = min(len(a), len(b))
-    return float(np.corrcoef(a[:n].astype(np.float64), b[:n].astype(np.float64))[0, 1])
+pytestmark = [
+    pytest.mark.skipif(SIPP is None, reason="sipp (Debian sip-tester) is not installed"),
+    # play_pcap_audio writes through a raw socket (send_packets.c): root or CAP_NET_RAW
+    pytest.mark.skipif(os.geteuid() != 0, reason="SIPp's pcap player needs raw sockets (root)"),
+]
 
 
 def test_a_forked_call_is_recorded_with_roles_facts_and_its_audio(
@@ -283,3 +240,35 @@ def test_an_unknown_codec_rejects_its_stream_and_records_the_other(
     assert {b.role for b in line.blocks} == {"customer"}
     pcm, _ = line.role_audio("customer")
     assert correlation(pcm, call_excerpt["agent"]) > 0.999
+
+
+def test_a_g722_stream_is_decoded_at_16_khz(call_excerpt: dict[str, np.ndarray], tmp_path: Path) -> None:
+    """The customer's stream offered and sent as G.722 (payload type 9): its blocks are 16 kHz and follow
+    the fixture's audio (the codec's 22-sample delay aside)."""
+    pytest.importorskip("G722")
+    import soxr
+
+    n = 2 * 8000
+    wide = soxr.resample(call_excerpt["customer"][:n], 8000, 16000, quality="HQ").astype(np.int16)
+    write_pcap(tmp_path / "g722.pcap", [call_excerpt["agent"][:n], wide], codecs=["PCMU", "G722"])
+    sip_port = free_port(both=True)
+    host = RecordingHost()
+    listener = SiprecListener(config(sip_port))
+    result = serve(
+        listener,
+        host,
+        lambda: run_sipp(
+            "siprec_call.xml",
+            sip_port,
+            tmp_path,
+            duration_ms=2300,
+            keys={"pcap": str(tmp_path / "g722.pcap"), "pt2": "9", "codec2": "G722", "rate2": "8000"},
+        ),
+    )
+    assert result.returncode == 0, sipp_report(tmp_path, result)
+    assert "a=rtpmap:9 G722/8000" in (tmp_path / "sipp-messages.log").read_text(errors="replace")
+    line = host.lines[0]
+    pcm, rate = line.role_audio("customer")
+    assert rate == 16000 and abs(len(pcm) / rate - 2.0) < 0.03
+    assert correlation(pcm[22 + 800 :], wide[800:]) > 0.95
+    assert line.role_audio("agent")[1] == 8000
