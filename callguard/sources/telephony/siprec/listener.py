@@ -126,6 +126,9 @@ class _RecorderUAS(SipUAS):
             return
         super()._handle_invite(request, addr)
 
+    def restore(self, call: IncomingCall) -> None:
+        self._calls[call.call_id] = call
+
     def forget(self, call_id: str, call: IncomingCall) -> None:
         """Drop a refused or ended call the peer never ACKed or BYEd (its transaction is over)."""
         if self._calls.get(call_id) is call:
@@ -425,6 +428,8 @@ class SiprecListener:
         old = self._recordings.get(call.call_id)
         if old is not None and not old.ended:
             self._refuse(uas, call, 482, "Loop Detected", "a recording with this Call-ID is already open")
+            if old.uas is uas:
+                uas.restore(old.call)  # aiosipua filed the newcomer under the Call-ID: the open call keeps it
             return
         self._recordings[call.call_id] = recording
         unsupported = self._unsupported(request)
@@ -622,6 +627,16 @@ class SiprecListener:
         except Exception as exc:
             if media is not None:
                 media.close()
+            if isinstance(exc, OSError):
+                # a port of the block is taken by another program: the pool keeps the block, the next
+                # call gets another one
+                log.warning(
+                    "siprec %s: RTP ports %s cannot be bound (%s): left out of the pool",
+                    call.call_id,
+                    recording.ports,
+                    exc,
+                )
+                recording.ports = []
             self._release_ports(recording)
             if recording.line is not None:
                 recording.line.end(f"error: {exc}")
@@ -650,6 +665,7 @@ class SiprecListener:
     def _accept(self, recording: Recording, offer: Offer, answers: list[AnsweredMedia], local: str) -> None:
         call = recording.call
         text = build_answer(offer, answers, local, abs(hash(call.call_id)) % 10**9)
+        call.advertised_addr = (local, self.config.port)  # the Contact: not 0.0.0.0 on a wildcard bind
         call.accept(parse_sdp(text))
         # kept to answer a retransmission of this INVITE (RFC 3261 17.2.1) as the first answer went
         recording.answer = call.dialog.create_response(
@@ -727,6 +743,7 @@ class SiprecListener:
             port = media.streams[index].port
             media.close_stream(index)
             self.ports.release(port)
+            recording.ports.remove(port)  # released once: the pool may give it to another call now
         final: list[AnsweredMedia] = list(answers)
         for stream in streams:
             codecs = list(answers[stream.index].codecs)
