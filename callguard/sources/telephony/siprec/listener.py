@@ -120,6 +120,17 @@ class _RecorderUAS(SipUAS):
     def __init__(self, transport: SipTransport, listener: SiprecListener) -> None:
         super().__init__(transport, user_agent=USER_AGENT)
         self.listener = listener
+        self._cancel_pending = self._handlers["CANCEL"]
+        self._handlers["CANCEL"] = self._handle_cancel
+
+    def _handle_cancel(self, request: SipRequest, addr: tuple[str, int]) -> None:
+        """A CANCEL after the 200 has no effect but its own 200 (RFC 3261 9.2); aiosipua would drop the
+        answered call from its table, and the BYE that follows would get 481."""
+        call = self._calls.get(request.call_id or "")
+        if call is not None and call.dialog.state == DialogState.CONFIRMED:
+            self.listener.reply(self, request, 200, "OK")
+            return
+        self._cancel_pending(request, addr)
 
     def _handle_invite(self, request: SipRequest, addr: tuple[str, int]) -> None:
         if self.listener.retransmitted(self, request):
@@ -322,7 +333,7 @@ class SiprecListener:
                 addr[0], f"{message.method} from {addr[0]}:{addr[1]}: not in allowed_peers: 403"
             )
             if message.method != "ACK":
-                self._reply(uas, message, 403, "Forbidden", "not an allowed recording client")
+                self.reply(uas, message, 403, "Forbidden", "not an allowed recording client")
             return
         inner(message, addr)
 
@@ -330,7 +341,7 @@ class SiprecListener:
         self.refused += 1
         self._refusals.warn(key, text)
 
-    def _reply(
+    def reply(
         self,
         uas: SipUAS,
         request: SipRequest,
@@ -407,7 +418,7 @@ class SiprecListener:
     # --- INVITE -----------------------------------------------------------------------------------
 
     def _on_options(self, uas: SipUAS, request: SipRequest) -> None:
-        self._reply(
+        self.reply(
             uas,
             request,
             200,
@@ -695,7 +706,7 @@ class SiprecListener:
     def _on_reinvite(self, uas: _RecorderUAS, call: IncomingCall) -> None:
         recording = self._recordings.get(call.call_id)
         if recording is None or recording.ended or recording.media is None or recording.line is None:
-            self._reply(uas, call.invite, 481, "Call/Transaction Does Not Exist")
+            self.reply(uas, call.invite, 481, "Call/Transaction Does Not Exist")
             return
         recording.branch, recording.cseq = _branch(call.invite), _cseq(call.invite)
         recording.answer = None  # a retransmission of this re-INVITE waits for its own answer

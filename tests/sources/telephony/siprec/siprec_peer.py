@@ -250,12 +250,14 @@ class SipProbe:
         headers: dict[str, str] | None = None,
         to_tag: str = "",
         cseq: int = 1,
+        branch: str = "",
     ) -> str:
         self.count += 1
         call_id = call_id or f"probe-{self.port}-{self.count}"
+        branch = branch or f"z9hG4bK-probe-{self.count}"
         lines = [
             f"{method} sip:srs@127.0.0.1:{self.server[1]} SIP/2.0",
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK-probe-{self.count};rport",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport",
             f"From: <sip:probe@127.0.0.1:{self.port}>;tag=probe{self.port}",
             f"To: <sip:srs@127.0.0.1:{self.server[1]}>" + (f";tag={to_tag}" if to_tag else ""),
             f"Call-ID: {call_id}",

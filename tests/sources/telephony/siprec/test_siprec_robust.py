@@ -225,3 +225,22 @@ def test_garbage_a_flood_of_invites_and_broken_rtp_leave_a_real_call_whole(
         and real.start.stream_id in r.getMessage()
     )
     assert "bad 4" in ended or "bad 3" in ended
+
+
+def test_a_cancel_after_the_answer_changes_nothing_and_the_bye_ends_the_call() -> None:
+    sip_port = free_port(both=True)
+    kind, body = multipart_body(SDP_TWO_STREAMS.format(port=30000, port2=30002))
+
+    def script(probe: SipProbe) -> list[int]:
+        cid = probe.request("INVITE", content_type=kind, body=body, branch="z9hG4bK-the-invite")
+        answer = probe.final(cid)
+        to_tag = answer.split("To:", 1)[1].split("\r\n", 1)[0].split("tag=", 1)[1].strip()
+        probe.request("CANCEL", call_id=cid, branch="z9hG4bK-the-invite")
+        cancel = probe.final(cid)
+        probe.ack(answer, cid)
+        probe.request("BYE", call_id=cid, to_tag=to_tag, cseq=2)
+        return [status(answer), status(cancel), status(probe.final(cid))]
+
+    host, codes = probe_session(sip_port, script=script)
+    assert codes == [200, 200, 200]
+    assert [line.ends for line in host.lines] == [["bye"]]
