@@ -69,9 +69,12 @@ def plan_call(
             reason = f"agent by AOR {sender.aor if sender is not None else ''}"
         else:
             agent = (first if agent_side == "first" else second).index
-            why = (
-                "no agent_aor_pattern" if agent_pattern is None else f"{len(matched)} AORs match the pattern"
-            )
+            if meta is None:
+                why = "no metadata"
+            elif agent_pattern is None:
+                why = "no agent_aor_pattern"
+            else:
+                why = f"{len(matched)} AORs match agent_aor_pattern"
             reason = f"agent is the {agent_side} stream ({why})"
         roles = {s.index: ("agent" if s.index == agent else "customer") for s in streams}
     by_role: dict[Role, Participant | None] = {role: senders[index] for index, role in roles.items()}

@@ -244,3 +244,22 @@ def test_a_cancel_after_the_answer_changes_nothing_and_the_bye_ends_the_call() -
     host, codes = probe_session(sip_port, script=script)
     assert codes == [200, 200, 200]
     assert [line.ends for line in host.lines] == [["bye"]]
+
+
+def test_an_sdp_only_recording_without_metadata_takes_its_roles_from_agent_side() -> None:
+    """A network-based recorder that sends no metadata (Cisco NBR) but says it is an SRC (Require:
+    siprec): recorded, the agent on the `agent_side` stream, the SIP Call-ID as the call id."""
+    sip_port = free_port(both=True)
+    sdp = SDP_TWO_STREAMS.format(port=30000, port2=30002).encode()
+
+    def script(probe: SipProbe) -> tuple[str, str]:
+        cid = probe.request("INVITE", content_type="application/sdp", body=sdp, headers={"Require": "siprec"})
+        answer = probe.final(cid)
+        probe.ack(answer, cid)
+        return cid, answer
+
+    host, (cid, answer) = probe_session(sip_port, script=script)  # type: ignore[misc]
+    assert status(answer) == 200 and answer.count("a=recvonly") == 2
+    start = host.lines[0].start
+    assert start.facts.call_id == cid and start.agent_id == ""
+    assert start.extra["roles"] == "agent is the second stream (no metadata)"
