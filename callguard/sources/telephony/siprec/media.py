@@ -165,6 +165,12 @@ class CallMedia:
         self.paused = False  # every stream inactive (the SRC paused the recording, RFC 7866 section 8.1.2)
         self._task: asyncio.Task[None] | None = None
         self._quiet_since = time.monotonic()
+        self.origin: float | None = None  # when the call's first RTP packet came, on any stream
+
+    def _call_origin(self, now: float) -> float:
+        if self.origin is None:
+            self.origin = now
+        return self.origin
 
     async def open(
         self,
@@ -177,9 +183,8 @@ class CallMedia:
     ) -> MediaStream:
         factories, event = decoder_factories(codecs)
         name = f"{self.name}/{role}"
-        stream = MediaStream(
-            name, role, port, self.line, sources, JitterBuffer(self.jitter_s), Playout(factories, event, name)
-        )
+        playout = Playout(factories, event, name, origin=self._call_origin)
+        stream = MediaStream(name, role, port, self.line, sources, JitterBuffer(self.jitter_s), playout)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _RtpProtocol(stream), local_addr=(host, port)

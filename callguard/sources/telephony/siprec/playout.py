@@ -1,7 +1,8 @@
 """One stream's packets, in sequence order, to contiguous PCM in stream time.
 
-Stream time is counted in RTP clock ticks from the stream's first packet, so a speaker's blocks
-follow each other with no hole and no overlap: `t` of a block is where the previous one ended. A gap
+Stream time is counted in RTP clock ticks from the call's first packet (a stream that starts later
+starts with silence), so a speaker's blocks follow each other with no hole and no overlap: `t` of a
+block is where the previous one ended, and both speakers' `t` are the same call's time. A gap
 in the timestamps is filled (silence, or the last packet repeated and faded out when packets were
 lost) when it is believable: no longer than the packets lost, or than the time that passed since the
 last one (a sender that stops sending in silence, RFC 3551 section 4.1). A timestamp jump that is
@@ -52,8 +53,17 @@ class PlayoutStats:
 
 
 class Playout:
-    def __init__(self, decoders: dict[int, Callable[[], Decoder]], event_type: int | None, name: str) -> None:
+    def __init__(
+        self,
+        decoders: dict[int, Callable[[], Decoder]],
+        event_type: int | None,
+        name: str,
+        origin: Callable[[float], float] | None = None,
+    ) -> None:
         self._factories = decoders
+        # the call's time 0 (its first RTP packet on any stream): a stream that starts later starts
+        # with that much silence, so that the two speakers' times are one call's time
+        self._origin = origin
         self._event_type = event_type
         self._name = name  # for log lines: "call-id/customer"
         self._decoders: dict[int, Decoder] = {}
@@ -98,6 +108,12 @@ class Playout:
                 )
             return []
         out: list[Audio | Digit] = []
+        if self._ssrc is None:
+            first = self._decoders[item.payload_type] = factory()
+            self._last_rate = first.rate
+            late = now - self._origin(now) if self._origin is not None else 0.0
+            if late > 0.02:
+                out += self._fill(int(late * CLOCK), repeat=False)
         if item.ssrc != self._ssrc:
             out += self._new_source(item, now)
         delta = _signed32(item.timestamp - self._ts)

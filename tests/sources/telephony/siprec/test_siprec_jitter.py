@@ -230,3 +230,22 @@ def test_a_payload_type_not_in_the_answer_is_dropped() -> None:
     playout = new_playout()
     assert playout.take(packet(1, pt=18), 0.0) == []
     assert playout.stats.unknown_payload == 1
+
+
+def test_a_stream_that_starts_after_the_other_starts_with_that_much_silence() -> None:
+    origin = {"t": None}
+
+    def call_origin(now: float) -> float:
+        if origin["t"] is None:
+            origin["t"] = now
+        return origin["t"]
+
+    first = Playout({0: UlawDecoder}, None, "test/customer", origin=call_origin)
+    second = Playout({0: UlawDecoder}, None, "test/agent", origin=call_origin)
+    a = play(first, [(p, 10.0 + 0.02 * i) for i, p in enumerate(ulaw_packets(tone(480, 6)))])
+    b = play(second, [(p, 10.5 + 0.02 * i) for i, p in enumerate(ulaw_packets(tone(480, 7)))])
+    assert next(x.t for x in a if isinstance(x, Audio)) == 0.0
+    b_audio = [x for x in b if isinstance(x, Audio)]
+    assert b_audio[0].concealed and not b_audio[0].pcm.any()
+    assert b_audio[1].t == pytest.approx(0.5)  # the agent's first word is half a second into the call
+    contiguous(b_audio)
