@@ -42,19 +42,20 @@ class PortPool:
     def free_blocks(self) -> int:
         return (self.last + 1 - self.first) // 2 - len(self._taken)
 
-    def take(self, streams: int, skip: set[int] | None = None) -> int | None:
-        """The first port of `streams` consecutive pairs, or None when the range is full."""
+    def take(self, streams: int) -> int | None:
+        """The first port of `streams` consecutive pairs, or None when the range is full. The search
+        starts after the last block handed out, so that a port just freed is not reused at once."""
         span = 2 * streams
-        size = self.last + 1 - self.first
+        size = (self.last + 1 - self.first) // 2 * 2  # whole pairs only
         if size < span:
             return None
         for step in range(0, size, 2):
             base = self.first + (self._next - self.first + step) % size
             ports = range(base, base + span, 2)
-            if base + span - 1 > self.last or any(p in self._taken or p in (skip or ()) for p in ports):
+            if base + span > self.first + size or any(p in self._taken for p in ports):
                 continue
             self._taken.update(ports)
-            self._next = base + span if base + span <= self.last else self.first
+            self._next = base + span if base + span < self.first + size else self.first
             return base
         return None
 

@@ -249,3 +249,19 @@ def test_a_stream_that_starts_after_the_other_starts_with_that_much_silence() ->
     assert b_audio[0].concealed and not b_audio[0].pcm.any()
     assert b_audio[1].t == pytest.approx(0.5)  # the agent's first word is half a second into the call
     contiguous(b_audio)
+
+
+def test_the_port_pool_hands_out_even_pairs_and_takes_them_back() -> None:
+    from callguard.sources.telephony.siprec.media import PortPool
+
+    pool = PortPool(40001, 40010)  # an odd first port and a range of 10: pairs at 40002, 40004 ... 40008
+    assert pool.take(2) == 40002 and pool.take(2) == 40006
+    assert pool.take(2) is None and pool.take(1) is None
+    pool.release(40002)
+    pool.release(40004)
+    assert pool.take(2) == 40002
+    assert pool.free_blocks == 0
+    for port in (40002, 40004, 40006, 40008):
+        pool.release(port)
+    taken = [pool.take(1) for _ in range(5)]
+    assert taken[:4] == [40006, 40008, 40002, 40004] and taken[4] is None  # after the last one, then around

@@ -159,7 +159,13 @@ def test_garbage_a_flood_of_invites_and_broken_rtp_leave_a_real_call_whole(
         import socket
         import time
 
-        time.sleep(1.0)  # SIPp's call is up
+        def sipp_calls() -> list[dict[str, object]]:
+            return [c for c in listener.describe() if str(c["remote"]).split(":")[1] != str(probe.port)]
+
+        deadline = time.monotonic() + 10
+        while not sipp_calls() and time.monotonic() < deadline:  # SIPp's call is up
+            time.sleep(0.05)
+        time.sleep(0.3)  # and its RTP flows
         for junk in (
             b"",
             b"\x00" * 40,
@@ -174,7 +180,8 @@ def test_garbage_a_flood_of_invites_and_broken_rtp_leave_a_real_call_whole(
         for cid, answer in zip(ids, answers, strict=True):
             if status(answer) == 200:
                 probe.ack(answer, cid)
-        live = [c for c in listener.describe() if str(c["remote"]).split(":")[1] != str(probe.port)]
+        live = sipp_calls()
+        assert live, "SIPp's call was not up"
         rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for stream in live[0]["streams"].values():  # type: ignore[union-attr]
             for junk in (b"\x00", b"\x40" + bytes(20), b"\x8f" + bytes(13), b"\xa0" + bytes(11) + b"\x00"):

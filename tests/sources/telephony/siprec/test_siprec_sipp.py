@@ -96,7 +96,8 @@ def test_reordered_lost_and_duplicated_rtp_over_tcp_sip(
     assert done["swapped"] == 32 and done["dropped"] == 15 and done["duplicated"] == 8
     sip_port = free_port(both=True)
     host = RecordingHost()
-    listener = SiprecListener(config(sip_port))
+    # 250 ms of wait: a swapped packet is 20 ms late on the wire, and a loaded machine may hold SIPp back
+    listener = SiprecListener(config(sip_port, jitter_ms=250))
     with caplog.at_level(logging.INFO, logger="callguard.sources.telephony.siprec"):
         result = serve(
             listener,
