@@ -270,3 +270,25 @@ def test_an_sdp_only_recording_without_metadata_takes_its_roles_from_agent_side(
     start = host.lines[0].start
     assert start.facts.call_id == cid and start.agent_id == ""
     assert start.extra["roles"] == "agent is the second stream (no metadata)"
+
+
+def test_over_tcp_the_answer_comes_back_on_the_connection_whatever_the_via_says() -> None:
+    """RFC 3261 18.2.2: over TCP the response goes back on the request's connection, even when the Via
+    names the peer's listening port (5999 here, where nothing listens) and asks no rport."""
+    import socket
+
+    sip_port = free_port(both=True)
+
+    def script(probe: SipProbe) -> str:
+        with socket.create_connection(("127.0.0.1", sip_port), timeout=3) as tcp:
+            tcp.sendall(
+                f"OPTIONS sip:srs@127.0.0.1:{sip_port} SIP/2.0\r\n"
+                "Via: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bK-tcp-1\r\n"
+                "From: <sip:sbc@127.0.0.1:5999>;tag=t1\r\nTo: <sip:srs@127.0.0.1>\r\n"
+                "Call-ID: tcp-options-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                "Content-Length: 0\r\n\r\n".encode()
+            )
+            return tcp.recv(65535).decode(errors="replace")
+
+    _, answer = probe_session(sip_port, script=script)
+    assert isinstance(answer, str) and answer.startswith("SIP/2.0 200 OK") and "tcp-options-1" in answer
