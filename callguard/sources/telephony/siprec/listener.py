@@ -74,6 +74,7 @@ class Recording:
     started: float = field(default_factory=time.monotonic)
     ended: bool = False
     local: str = ""  # the address in our SDP answers
+    sdp_version: int = 0  # of our last SDP answer (o= line)
 
 
 class Throttle:
@@ -675,7 +676,9 @@ class SiprecListener:
 
     def _accept(self, recording: Recording, offer: Offer, answers: list[AnsweredMedia], local: str) -> None:
         call = recording.call
-        text = build_answer(offer, answers, local, abs(hash(call.call_id)) % 10**9)
+        recording.sdp_version += 1
+        session_id = int(recording.started * 1000) % 10**9
+        text = build_answer(offer, answers, local, session_id, recording.sdp_version)
         call.advertised_addr = (local, self.config.port)  # the Contact: not 0.0.0.0 on a wildcard bind
         call.accept(parse_sdp(text))
         # kept to answer a retransmission of this INVITE (RFC 3261 17.2.1) as the first answer went

@@ -9,7 +9,6 @@ This module only reads and writes text; it opens no socket.
 from __future__ import annotations
 
 import ipaddress
-import time
 from dataclasses import dataclass, field
 
 # Static payload types (RFC 3551) by encoding name and clock rate; DECODED says which this recorder takes.
@@ -172,15 +171,18 @@ class AnsweredMedia:
     codecs: tuple[Codec, ...] = ()
 
 
-def build_answer(offer: Offer, answers: list[AnsweredMedia], local_address: str, session_id: int) -> str:
+def build_answer(
+    offer: Offer, answers: list[AnsweredMedia], local_address: str, session_id: int, version: int = 1
+) -> str:
     """The SDP answer: one m-line per offered m-line, in order; a=recvonly on every accepted one
-    (a=inactive where the offer paused the stream)."""
+    (a=inactive where the offer paused the stream). `version` goes up by one with each new answer in
+    the same session (RFC 3264 section 8)."""
     if len(answers) != len(offer.media):
         raise ValueError(f"{len(answers)} answers for {len(offer.media)} offered m-lines")
     family = "IP6" if ":" in local_address else "IP4"
     lines = [
         "v=0",
-        f"o=callguard {session_id} {int(time.time())} IN {family} {local_address}",
+        f"o=callguard {session_id} {version} IN {family} {local_address}",
         "s=callguard recording",
         f"c=IN {family} {local_address}",
         "t=0 0",

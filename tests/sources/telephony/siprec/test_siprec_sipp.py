@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,10 @@ def test_reinvite_updates_the_facts_keeps_the_call_and_carries_dtmf(
         ("Alex Transfer", "Dana Smith", "agent-1042")
     ]
     assert "".join(d for d, _ in line.digits) == "42#"
+    origins = re.findall(
+        r"o=callguard (\d+) (\d+) IN", (tmp_path / "sipp-messages.log").read_text(errors="replace")
+    )
+    assert len({sid for sid, _ in origins}) == 1 and sorted({v for _, v in origins}) == ["1", "2"]
     assert all(3.0 <= t < 8.0 for _, t in line.digits), line.digits
     assert line.ends == ["bye"]
     agent, _ = line.role_audio("agent")  # contiguous across the re-INVITE and the DTMF source
