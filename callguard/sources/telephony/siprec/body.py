@@ -34,11 +34,17 @@ class RecordingBody:
     metadata_type: str = ""
 
 
-def split_body(content_type: str, body: bytes) -> RecordingBody:
-    """The SDP and metadata of an INVITE's body; BodyError (400, 415 or 488) when it has no SDP."""
+def split_body(content_type: str, body: bytes, *, need_sdp: bool = True) -> RecordingBody:
+    """The SDP and metadata of an INVITE's body; BodyError (400, 415 or 488) when it has no SDP.
+    With `need_sdp` false (a metadata update in an UPDATE or an offer-less re-INVITE, RFC 7866
+    section 6.1.1), a bare metadata body is taken too and `sdp` may be ''."""
     main = content_type.split(";", 1)[0].strip().lower()
     if main == "application/sdp":
         return RecordingBody(_text(body, "application/sdp"))
+    if main in METADATA_TYPES and not need_sdp:
+        if len(body) > MAX_METADATA_BYTES:
+            raise BodyError(413, "Request Entity Too Large", f"{main} body of {len(body)} bytes")
+        return RecordingBody("", _text(body, main), main)
     if main != "multipart/mixed":
         raise BodyError(
             415, "Unsupported Media Type", f"body is {main or 'missing'}, expected multipart/mixed"
@@ -65,7 +71,7 @@ def split_body(content_type: str, body: bytes) -> RecordingBody:
                 raise BodyError(413, "Request Entity Too Large", f"{kind} part of {len(data)} bytes")
             metadata = _text(data, kind)
             metadata_type = kind
-    if not sdp:
+    if not sdp and need_sdp:
         raise BodyError(488, "Not Acceptable Here", "multipart/mixed body has no application/sdp part")
     return RecordingBody(sdp, metadata, metadata_type)
 

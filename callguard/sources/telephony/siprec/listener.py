@@ -75,6 +75,7 @@ class Recording:
     ended: bool = False
     local: str = ""  # the address in our SDP answers
     sdp_version: int = 0  # of our last SDP answer (o= line)
+    labels: dict[int, str] = field(default_factory=dict)  # m-line index -> a=label of its stream
 
 
 class Throttle:
@@ -260,6 +261,7 @@ class SiprecListener:
                 call.call_id, "error: no ACK for the 200 OK", bye=False
             )
             uas.on_options = lambda request, addr, uas=uas: self._on_options(uas, request)
+            uas.on_update = lambda call, request: self._on_update(call, request)
             try:
                 await uas.start()
             except OSError:
@@ -456,6 +458,7 @@ class SiprecListener:
             headers = {"Accept": ACCEPTED} if exc.status == 415 else None
             self._refuse(uas, call, exc.status, exc.reason, exc.detail, headers)
             return
+        assert offer is not None  # need_sdp: split_body refused a body without SDP
         answers, streams = self._choose_streams(call.call_id, offer)
         if not streams:
             self._refuse(
@@ -493,8 +496,11 @@ class SiprecListener:
         tags = [t.strip().lower() for value in request.headers.get("require") for t in value.split(",")]
         return ", ".join(t for t in tags if t and t not in SUPPORTED)
 
-    def _read_offer(self, request: SipRequest, *, new_call: bool) -> tuple[Offer, Metadata | None, str]:
-        body = split_body(request.content_type or "", request.body or b"")
+    def _read_offer(
+        self, request: SipRequest, *, new_call: bool
+    ) -> tuple[Offer | None, Metadata | None, str]:
+        """The offer (None in an in-dialog request that carries only metadata) and the metadata."""
+        body = split_body(request.content_type or "", request.body or b"", need_sdp=new_call)
         contact = " ".join(request.headers.get("contact")).lower()
         options = " ".join(request.headers.get("require") + request.headers.get("supported")).lower()
         if new_call and not body.metadata and "+sip.src" not in contact and "siprec" not in options:
@@ -504,7 +510,7 @@ class SiprecListener:
                 "not a recording session: no rs-metadata, no +sip.src in Contact, no siprec option tag",
             )
         try:
-            offer = parse_offer(body.sdp)
+            offer = parse_offer(body.sdp) if body.sdp else None
         except SdpError as exc:
             raise BodyError(400, "Bad Request", f"SDP: {exc}") from None
         meta: Metadata | None = None
@@ -625,6 +631,7 @@ class SiprecListener:
             holder.append(line)
             recording.line, recording.media = line, media
             recording.roles = dict(plan.roles)
+            recording.labels = {s.index: s.label for s in streams}
             final = [
                 AnsweredMedia(by_index[i], a.codecs) if i in by_index else a for i, a in enumerate(answers)
             ]
@@ -748,6 +755,10 @@ class SiprecListener:
                 exc.detail,
             )
             return
+        if offer is None:  # metadata only: new facts, the same media and answer
+            self._update_facts(recording, meta, meta_note)
+            self._accept_again(recording)
+            return
         answers, streams = self._choose_streams(call.call_id, offer)
         kept = {s.index for s in streams}
         for index in [i for i in media.streams if i not in kept]:
@@ -771,30 +782,58 @@ class SiprecListener:
                     stream.index + 1,
                 )
                 final[stream.index] = AnsweredMedia()
-        if meta is not None:
-            kept_streams = [StreamPlan(i, offer.media[i].label) for i in sorted(media.streams)]
-            plan = plan_call(
-                kept_streams or streams[:1],
-                meta,
-                call.call_id,
-                agent_side=self.config.agent_side,
-                agent_pattern=self._agent_pattern,
-                keep=recording.roles if kept_streams else None,  # a stream's role is set at the start
-            )
-            line.update(plan.facts, plan.agent_id)
-            log.info(
-                "siprec %s: re-INVITE: new metadata (%s) call_id=%s agent=%s",
-                call.call_id,
-                meta_note,
-                plan.facts.call_id,
-                plan.agent_id or "-",
-            )
+        self._update_facts(recording, meta, meta_note, offer)
         media.paused = bool(media.streams) and all(
             offer.media[i].direction == "inactive" for i in media.streams
         )
         if media.paused:
             log.info("siprec %s: the SRC paused the recording (inactive streams)", call.call_id)
         self._accept(recording, offer, final, recording.local)
+
+    def _update_facts(
+        self, recording: Recording, meta: Metadata | None, note: str, offer: Offer | None = None
+    ) -> None:
+        """New metadata in the dialog: the facts and the agent change, each stream keeps its role."""
+        if meta is None or recording.media is None or recording.line is None:
+            return
+        labels = (
+            {i: offer.media[i].label for i in recording.media.streams}
+            if offer is not None
+            else recording.labels
+        )
+        kept = [StreamPlan(i, labels.get(i, "")) for i in sorted(recording.media.streams)]
+        if not kept:
+            return
+        plan = plan_call(
+            kept,
+            meta,
+            recording.call_id,
+            agent_side=self.config.agent_side,
+            agent_pattern=self._agent_pattern,
+            keep=recording.roles,
+        )
+        recording.line.update(plan.facts, plan.agent_id)
+        log.info(
+            "siprec %s: new metadata (%s) call_id=%s agent=%s",
+            recording.call_id,
+            note,
+            plan.facts.call_id,
+            plan.agent_id or "-",
+        )
+
+    def _on_update(self, call: IncomingCall, request: SipRequest) -> Any:
+        """UPDATE (RFC 3311): the SRC's way to send new metadata mid-call (RFC 7866 section 6.1.1).
+        An SDP offer in it is answered with the current answer: the media stays as it is."""
+        recording = self._recordings.get(call.call_id)
+        if recording is None or recording.ended or not request.body:
+            return None
+        try:
+            _, meta, note = self._read_offer(request, new_call=False)
+        except BodyError as exc:
+            log.warning("siprec %s: UPDATE body ignored: %s", call.call_id, exc)
+            return None
+        self._update_facts(recording, meta, note)
+        return call.sdp_answer if (request.content_type or "").startswith("application/sdp") else None
 
     def _accept_again(self, recording: Recording) -> None:
         call = recording.call

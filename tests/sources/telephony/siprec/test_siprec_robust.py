@@ -292,3 +292,51 @@ def test_over_tcp_the_answer_comes_back_on_the_connection_whatever_the_via_says(
 
     _, answer = probe_session(sip_port, script=script)
     assert isinstance(answer, str) and answer.startswith("SIP/2.0 200 OK") and "tcp-options-1" in answer
+
+
+def test_metadata_alone_in_an_update_or_a_reinvite_updates_the_facts() -> None:
+    """RFC 7866 section 6.1.1: new metadata mid-call in an UPDATE, or in a re-INVITE with no offer."""
+    from tests.sources.telephony.siprec.siprec_peer import METADATA
+
+    sip_port = free_port(both=True)
+    kind, body = multipart_body(SDP_TWO_STREAMS.format(port=30000, port2=30002))
+    renamed = METADATA.replace(
+        '<nameID aor="sip:agent-7@pbx.example"/>',
+        '<nameID aor="sip:agent-8@pbx.example"><name>Robin</name></nameID>',
+    )
+
+    def script(probe: SipProbe) -> list[int]:
+        cid = probe.request("INVITE", content_type=kind, body=body)
+        answer = probe.final(cid)
+        to_tag = answer.split("To:", 1)[1].split("\r\n", 1)[0].split("tag=", 1)[1].strip()
+        probe.ack(answer, cid)
+        probe.request(
+            "UPDATE",
+            call_id=cid,
+            to_tag=to_tag,
+            cseq=2,
+            content_type="application/rs-metadata+xml",
+            body=renamed.encode(),
+        )
+        codes = [status(answer), status(probe.final(cid))]
+        probe.request(
+            "INVITE",
+            call_id=cid,
+            to_tag=to_tag,
+            cseq=3,
+            content_type="application/rs-metadata",
+            body=METADATA.encode(),
+        )
+        reinvite = probe.final(cid)
+        codes.append(status(reinvite))
+        codes.append(int("a=recvonly" in reinvite))  # the offer-less re-INVITE gets our last SDP again
+        return codes
+
+    host, codes = probe_session(sip_port, script=script)
+    assert codes == [200, 200, 200, 1]
+    line = host.lines[0]
+    assert [(facts.agent_name, agent) for facts, agent in line.updates] == [
+        ("Robin", "agent-8"),
+        ("", "agent-7"),
+    ]
+    assert line.start.agent_id == "agent-7"
