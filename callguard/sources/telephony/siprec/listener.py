@@ -28,10 +28,10 @@ from aiosipua import IncomingCall, SipMessage, SipRequest, SipResponse, SipUAS, 
 from aiosipua.dialog import DialogState
 from aiosipua.transport import SipTransport, TcpSipTransport, UdpSipTransport
 
-from callguard.core.config import SiprecConfig
+from callguard.core.config import Config, SiprecConfig
 from callguard.core.errors import ConfigError
 from callguard.core.events import Role
-from callguard.sources.telephony.base import CallHost, CallLine, CallRefused, StreamStart
+from callguard.sources.telephony.base import CallHost, CallLine, CallRefused, Listener, StreamStart
 from callguard.sources.telephony.siprec.body import BodyError, split_body
 from callguard.sources.telephony.siprec.codecs import can_decode
 from callguard.sources.telephony.siprec.media import CallMedia, PortPool
@@ -210,9 +210,15 @@ def _cseq(request: SipRequest) -> int:
 
 
 class SiprecListener:
-    """`Listener` for SIPREC. Build it with `SiprecListener(config.serve.siprec)`."""
+    """`Listener` for SIPREC: `SiprecListener.from_config(config)` (or `SiprecListener(config.serve.siprec)`);
+    a bad setting raises ConfigError here, an address in use OSError from `start`."""
 
     name = "siprec"
+
+    @classmethod
+    def from_config(cls, config: Config) -> SiprecListener:
+        """The listener [serve.siprec] describes."""
+        return cls(config.serve.siprec)
 
     def __init__(self, config: SiprecConfig) -> None:
         self.config = config
@@ -904,3 +910,7 @@ class _Deferred:
     def end(self, reason: str) -> None:
         if self._holder:
             self._holder[0].end(reason)
+
+
+def _keeps_the_contract(listener: SiprecListener) -> Listener:
+    return listener  # mypy's check that SiprecListener is a base.Listener
