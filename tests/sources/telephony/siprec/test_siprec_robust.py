@@ -340,3 +340,11 @@ def test_metadata_alone_in_an_update_or_a_reinvite_updates_the_facts() -> None:
         ("", "agent-7"),
     ]
     assert line.start.agent_id == "agent-7"
+
+
+def test_the_host_factory_builds_the_listener_from_the_whole_config() -> None:
+    from callguard.core.config import Config
+    from callguard.sources.telephony.siprec import listener
+
+    built = listener(Config())
+    assert built.name == "siprec" and built.config == Config().serve.siprec
