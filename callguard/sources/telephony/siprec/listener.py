@@ -293,10 +293,6 @@ class SiprecListener:
 
     # --- what the host may read -------------------------------------------------------------------
 
-    @property
-    def calls(self) -> int:
-        return sum(1 for r in self._recordings.values() if r.line is not None and not r.ended)
-
     def describe(self) -> list[dict[str, object]]:
         """The open recordings, for the host's health page and the log: who, where, how much."""
         out: list[dict[str, object]] = []
