@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libnotify-bin dbus-daemon                                          # notify-send over a test session bus
   python3-venv                                                       # the project's .venv on Debian's Python
   postgresql rsyslog prometheus-alertmanager                         # the floor's store and alert peers
+  sip-tester                                                         # SIPp: the SIPREC recording client of the serve tests
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -249,6 +249,8 @@ class SiprecConfig:
     agent_aor_pattern: str = setting("")  # a regex: a participant whose AOR matches is the agent
     allowed_peers: list[str] = setting([])  # source addresses (or CIDR) allowed to record; [] = loopback only
     jitter_ms: int = setting(60, lo=0, hi=1000)  # how long the jitter buffer waits for a late packet
+    rtp_timeout_s: float = setting(30.0, lo=0.5, hi=3600.0)  # no RTP on any of a call's streams: end it
+    max_dialogs: int = setting(256, lo=1, hi=100000)  # SIP dialogs at once (set up or answered); more: 503
 
 
 @dataclass(frozen=True)
