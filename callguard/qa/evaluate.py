@@ -43,7 +43,6 @@ from callguard.qa.batch import (
     AUDIO_SUFFIXES,
     CallJob,
     ReplayOptions,
-    ReplayPool,
     default_jobs,
     events_complete,
     events_path,
@@ -52,6 +51,7 @@ from callguard.qa.batch import (
     read_events,
     run_batch,
 )
+from callguard.qa.executors import CallExecutor, open_executor
 
 _TRUE = {"1", "yes", "true", "y", "oui"}
 _FALSE = {"0", "no", "false", "n", "non"}
@@ -319,12 +319,12 @@ def evaluate_replays(
     options: ReplayOptions,
     out_dir: Path,
     *,
-    pool: ReplayPool,
+    executor: CallExecutor,
     reuse: bool = False,
     progress: bool = True,
 ) -> Evaluation:
     """Replay the labelled calls into `out_dir` (or, with `reuse`, read those already there) and score."""
-    run_batch(jobs_for(labels), options, out_dir, pool=pool, resume=reuse, progress=progress)
+    run_batch(jobs_for(labels), options, out_dir, executor=executor, resume=reuse, progress=progress)
     return score(labels, read_predictions(labels, out_dir))
 
 
@@ -398,7 +398,7 @@ def run_sweep(
     options: ReplayOptions,
     out_dir: Path,
     *,
-    pool: ReplayPool,
+    executor: CallExecutor,
     reuse: bool = False,
     progress: bool = True,
 ) -> list[SweepPoint]:
@@ -411,7 +411,7 @@ def run_sweep(
             labels,
             replace(options, config=config, report=False),
             folder,
-            pool=pool,
+            executor=executor,
             reuse=reuse,
             progress=progress,
         )
@@ -512,7 +512,7 @@ def write_sweep_svg(path: Path, spec: SweepSpec, points: Sequence[SweepPoint]) -
         right.set_ylabel("precision")
         right.set_title(f"trade-off as {spec.setting} varies", fontsize=10)
         right.grid(alpha=0.3)
-        fig.savefig(path, format="svg")
+        fig.savefig(path, format="svg", metadata={"Date": None})
     return path
 
 
@@ -525,11 +525,15 @@ def run_evaluation(
     *,
     out_dir: Path | None = None,
     workers: int | None = None,
+    cluster: str = "",
     reuse: bool = False,
     sweep: str = "",
     progress: bool = True,
 ) -> tuple[Evaluation, list[SweepPoint], SweepSpec | None]:
-    """The `callguard evaluate` command: score the replays, then run the sweep if one is asked."""
+    """The `callguard evaluate` command: score the replays, then run the sweep if one is asked.
+
+    The replays run on the Dask cluster at `cluster` if one is given (each sweep point a set of
+    tasks on it), else on a local pool of `workers` processes."""
     labels = load_labels(labels_path)
     spec = parse_sweep(sweep, options.config) if sweep else None
     if spec is not None and out_dir is None:
@@ -538,10 +542,13 @@ def run_evaluation(
     workers = min(workers or default_jobs(), len(jobs))
     with tempfile.TemporaryDirectory(prefix="callguard-evaluate-") as scratch:
         target = out_dir or Path(scratch)
-        with ReplayPool(workers, preload_model(jobs, options)) as pool:
-            evaluation = evaluate_replays(labels, options, target, pool=pool, reuse=reuse, progress=progress)
+        preload, timeout = preload_model(jobs, options), options.config.qa.connect_timeout_s
+        with open_executor(cluster, workers, preload, timeout) as executor:
+            evaluation = evaluate_replays(
+                labels, options, target, executor=executor, reuse=reuse, progress=progress
+            )
             points = (
-                run_sweep(labels, spec, options, target, pool=pool, reuse=reuse, progress=progress)
+                run_sweep(labels, spec, options, target, executor=executor, reuse=reuse, progress=progress)
                 if spec is not None
                 else []
             )

@@ -358,7 +358,7 @@ def timeline_svg(
         ladder.set_xlim(0, max(end_t, 1.0))
         ladder.set_xlabel(texts["time"])
         buffer = io.StringIO()
-        fig.savefig(buffer, format="svg")
+        fig.savefig(buffer, format="svg", metadata={"Date": None})  # the same call, the same page
     svg = buffer.getvalue()
     return svg[svg.index("<svg") :]
 
@@ -507,7 +507,7 @@ def _facts_html(job: CallJob, row: SummaryRow, texts: Mapping[str, str], call_in
     counts = ", ".join(f"{texts.get(k, k)} {v}" for k, v in row.counts.items() if v) or "0"
     lines: list[tuple[str, str]] = [
         (texts["call"], row.call),
-        (texts["recording"], str(job.audio)),
+        (texts["recording"], job.location),
         (texts["duration"], "" if row.duration_s is None else f"{row.duration_s:.1f} s"),
         (texts["language"], row.lang),
         (texts["level_reached"], texts.get(row.level_reached, row.level_reached)),
@@ -543,8 +543,14 @@ def render_call_report(
     row: SummaryRow,
     config: Config,
     mask: bool = False,
+    traces: Sequence[LoudnessTrace] | None = None,
+    trace_error: str = "",
+    call_info: Mapping[str, Any] | None = None,
 ) -> str:
-    """The call's report page as one HTML string."""
+    """The call's report page as one HTML string.
+
+    `traces` and `call_info` are what the worker that replayed the call measured and read; when
+    they are not given (a report remade later) the recording and its facts are read here."""
     outcome = fold_call(events)
     lang = outcome.language if outcome.language in TEXTS else "en"
     texts = TEXTS[lang]
@@ -552,10 +558,13 @@ def render_call_report(
     end_t = outcome.duration or max((e.t for e in events), default=0.0)
     plot = ""
     if not outcome.failed:
-        try:
-            traces = loudness_traces(job.audio, config)
-        except CallguardError as exc:  # the recording moved or changed since the replay
-            plot = f'<p class="error">{html.escape(str(exc))}</p>'
+        if traces is None and not trace_error:
+            try:
+                traces = loudness_traces(job.audio, config)
+            except CallguardError as exc:  # the recording moved or changed since the replay
+                trace_error = str(exc)
+        if traces is None:
+            plot = f'<p class="error">{html.escape(trace_error)}</p>'
         else:
             svg = timeline_svg(events, traces, config, texts, end_t, salt=job.name)
             plot = (
@@ -581,7 +590,7 @@ def render_call_report(
 <h2>{texts["detections"]}</h2>
 {_detections_html(events, texts, masker)}
 <h2>{texts["facts"]}</h2>
-{_facts_html(job, row, texts, _read_call_info(job.call_info))}
+{_facts_html(job, row, texts, _read_call_info(job.call_info) if call_info is None else call_info)}
 </body>
 </html>
 """
@@ -595,8 +604,20 @@ def write_call_report(
     row: SummaryRow,
     config: Config,
     mask: bool = False,
+    traces: Sequence[LoudnessTrace] | None = None,
+    trace_error: str = "",
+    call_info: Mapping[str, Any] | None = None,
 ) -> Path:
-    page = render_call_report(job=job, events=events, row=row, config=config, mask=mask)
+    page = render_call_report(
+        job=job,
+        events=events,
+        row=row,
+        config=config,
+        mask=mask,
+        traces=traces,
+        trace_error=trace_error,
+        call_info=call_info,
+    )
     temporary = path.with_name(path.name + ".part")
     temporary.write_text(page, encoding="utf-8")
     temporary.replace(path)
