@@ -217,11 +217,12 @@ def collect_calls(
     unique: list[Path | str] = []
     seen: set[Path | str] = set()
     for entry in paths:
-        # not resolve(): links to one file are distinct calls
+        # Absolute: a worker elsewhere has another working folder. Not resolve(): links to one file
+        # are distinct calls.
         key = entry if isinstance(entry, str) else Path(os.path.abspath(entry))
         if key not in seen:
             seen.add(key)
-            unique.append(entry)
+            unique.append(key)
     if len(unique) > 1:
         for flag, value in (("--transcript", transcript), ("--call-info", call_info)):
             if value is not None:

@@ -19,6 +19,7 @@ catalogues built once per configuration), and neither writes a file: the client 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import signal
 import uuid
@@ -34,6 +35,10 @@ from callguard.core.events import CallFailed
 from callguard.qa.jobs import CallJob, CallResult, ReplayOptions, WorkerState, replay_job
 
 PLUGIN_NAME = "callguard-qa"
+# The client's own loggers: a lost scheduler is told once, by ClusterLost, not by their tracebacks of
+# each reconnection tried.
+_QUIETED_LOGGERS = ("distributed", "distributed.client", "distributed.core", "distributed.utils",
+                    "distributed.comm", "distributed.batched")  # fmt: skip
 
 
 class ClusterLost(CallguardError):
@@ -163,13 +168,21 @@ class DaskCluster(AbstractContextManager["DaskCluster"]):
         except ImportError:
             raise ConfigError("--cluster", address, "needs Dask (pip install 'callguard[cluster]')") from None
         self.address = address
+        self._levels = {name: logging.getLogger(name).level for name in _QUIETED_LOGGERS}
+        for name in _QUIETED_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         self._preload = preload
         self._warmed: set[str] = set()
         self._futures: list[Any] = []
         try:
             self._client = Client(address, timeout=connect_timeout_s, set_as_default=False)
         except (OSError, TimeoutError) as exc:
+            self._restore_loggers()
             raise ClusterLost(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+    def _restore_loggers(self) -> None:
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
 
     @property
     def workers(self) -> int:
@@ -194,6 +207,7 @@ class DaskCluster(AbstractContextManager["DaskCluster"]):
         finally:
             self._futures = []
             self._client.close(timeout=5)
+            self._restore_loggers()
 
     def _register(self, options: ReplayOptions) -> None:
         key = repr(options.config)
@@ -223,7 +237,7 @@ class DaskCluster(AbstractContextManager["DaskCluster"]):
             raise ClusterLost(f"the Dask scheduler at {self.address} cannot be reached: {exc}") from None
         self._futures = list(futures)
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=self._client.loop):
                 job = futures[future]
                 try:
                     yield future.result()
@@ -237,9 +251,8 @@ class DaskCluster(AbstractContextManager["DaskCluster"]):
                         call_info={},
                     )
                 except (CancelledError, OSError, TimeoutError) as exc:  # FutureCancelledError among them
-                    raise ClusterLost(
-                        f"the Dask scheduler at {self.address} went away ({type(exc).__name__}: {exc})"
-                    ) from None
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise ClusterLost(f"the Dask scheduler at {self.address} went away ({reason})") from None
                 future.release()
         finally:
             self._futures = []
