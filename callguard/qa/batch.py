@@ -42,6 +42,7 @@ from callguard.qa.jobs import (
     CallResult,
     ReplayOptions,
     WorkerState,
+    call_info_document,
     call_model_path,
     is_url,
     model_language,
@@ -504,6 +505,7 @@ def run_batch(
         events_path(out_dir, job.name).with_name(f"{job.name}{EVENTS_SUFFIX}.part").unlink(missing_ok=True)
     summary = SummaryFile(out_dir / SUMMARY_NAME, [done[job.name] for job in jobs if job.name in done])
     outcomes = dict(done)
+    call_infos: dict[str, dict[str, Any]] = {}  # the facts documents the workers read, for the index
     audio_s = 0.0
     bar = tqdm(
         total=len(jobs),
@@ -526,6 +528,7 @@ def run_batch(
             # The bar moves as each call's result arrives, whichever worker ran it.
             for result in active.run(pending, options):
                 outcome = write_call(by_name[result.name], result, options, out_dir)
+                call_infos[result.name] = result.call_info
                 summary.append(outcome)
                 outcomes[outcome.call] = outcome
                 audio_s += outcome.duration_s or 0.0
@@ -553,10 +556,14 @@ def run_batch(
             if job.name in done and not report_path(out_dir, job.name).exists():
                 events = read_events(events_path(out_dir, job.name))
                 write_report_safely(job, events, outcome, options, out_dir)
-        from callguard.qa.report import write_index
+        from callguard.qa.report import call_context, write_index
 
         links = {job.name: report_path(out_dir, job.name).name for job in jobs}
-        write_index(out_dir / INDEX_NAME, ordered, links)
+        contexts = {
+            job.name: call_context(job, call_infos.get(job.name) or call_info_document(job.call_info))
+            for job in jobs
+        }
+        write_index(out_dir / INDEX_NAME, ordered, links, contexts)
     return BatchResult(
         outcomes=ordered, replayed=len(pending), summary=summary.path, elapsed_s=time.perf_counter() - started
     )

@@ -161,7 +161,7 @@ def replay_job(job: CallJob, options: ReplayOptions, state: WorkerState) -> Call
     try:
         with local_copy(job) as local:
             facts = load_call_info(local.call_info) if local.call_info else CallFacts()
-            document = _call_info_document(local.call_info)
+            document = call_info_document(local.call_info)
             call = CallInfo(call_id=job.name, facts=facts.as_dict(), source="file")
             shared = state.resources(options, local, facts.language)
             replay_file(
@@ -203,7 +203,7 @@ def replay_job(job: CallJob, options: ReplayOptions, state: WorkerState) -> Call
     )
 
 
-def _call_info_document(path: Path | None) -> dict[str, Any]:
+def call_info_document(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
