@@ -918,7 +918,7 @@ def render_index(
 <html lang="en">
 <head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}
 table.sortable th{{cursor:pointer;user-select:none}}th[data-order=asc]::after{{content:" ▲"}}
-th[data-order=desc]::after{{content:" ▼"}}</style></head>
+th[data-order=desc]::after{{content:" ▼"}}#calls td:not(.error){{white-space:nowrap}}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
 <p>{len(outcomes)} calls, {hours:.2f} h of audio, {failed} failed.</p>

@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from callguard.core.config import DEFAULT_CONFIG_DIR
 from callguard.qa.batch import events_complete, read_summary
 from tests.qa.cluster.dask_processes import DaskProcesses, start_cluster
 
@@ -377,3 +380,22 @@ def test_soak_a_larger_batch_with_workers_killed_again_and_again(
         assert ours.count('"type": "call_end"') == 1
         if "-read-" in name:
             assert ours == (local / f"{name}.events.jsonl").read_text(), name
+
+
+def test_a_scheduler_that_cannot_be_reached_is_one_clear_error(tmp_path: Path, fixtures_dir: Path) -> None:
+    link(fixtures_dir, "calm_en", tmp_path / "calls", "calm_en")
+    # the packaged configuration, its [qa] connect_timeout_s shortened: the error comes after it
+    shutil.copytree(DEFAULT_CONFIG_DIR, tmp_path / "config")
+    config = tmp_path / "config" / "callguard.toml"
+    text = config.read_text()
+    assert "connect_timeout_s = 30.0" in text
+    config.write_text(text.replace("connect_timeout_s = 30.0", "connect_timeout_s = 2.0"))
+    with socket.socket() as probe:  # a loopback port with nothing listening on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    out = tmp_path / "out"
+    result = cli("--config", str(config), "replay", str(tmp_path / "calls"), "--out", str(out), "--quiet",
+                 "--cluster", address, timeout=120)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in result.stderr
