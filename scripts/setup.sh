@@ -30,4 +30,4 @@ else
 fi
 "$PYTHON" -m pip install -q --upgrade pip
 # The versions the suite last passed with (update: see README, "Development").
-"$PYTHON" -m pip install -q -c constraints.txt -e ".[test,floor,serve]"
+"$PYTHON" -m pip install -q -c constraints.txt -e ".[test,floor,serve,cluster]"

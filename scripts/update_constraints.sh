@@ -7,7 +7,7 @@ scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 python3 -m venv "$scratch/venv"
 "$scratch/venv/bin/python" -m pip install -q --upgrade pip
-"$scratch/venv/bin/python" -m pip install -q -e ".[test,floor]"
+"$scratch/venv/bin/python" -m pip install -q -e ".[test,floor,serve,cluster]"
 {
   echo "# The versions the test suite last passed with, used by scripts/setup.sh and CI (pip -c)."
   echo "# Update: bash scripts/update_constraints.sh"

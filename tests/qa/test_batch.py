@@ -248,3 +248,27 @@ def test_a_truncated_recording_replays_what_it_holds(fixtures_dir: Path, tmp_pat
     notices = [e for e in events if e["type"] == "notice" and e["code"] == "truncated"]
     assert len(notices) == 1 and notices[0]["t"] == pytest.approx(42.5, abs=0.1)
     assert "85.0 s its header promised" in notices[0]["message"]
+
+
+def test_collect_calls_lists_fsspec_urls_with_their_sidecars(tmp_path: Path) -> None:
+    """file:// URLs through fsspec's local filesystem: a folder, a pattern, a file; sidecars by URL."""
+    pytest.importorskip("fsspec")
+    archive = tmp_path / "archive" / "2026-11-03"
+    archive.mkdir(parents=True)
+    for name in ("a", "b"):
+        soundfile.write(archive / f"{name}.wav", np.zeros(800, np.int16), 8000)
+    (archive / "a.transcript.json").write_text('{"words": []}')
+    (archive / "a.call.json").write_text("{}")
+
+    folder = collect_calls([f"file://{tmp_path / 'archive'}"])
+    pattern = collect_calls([f"file://{archive}/b*.wav"])
+
+    assert [(job.name, job.url) for job in folder] == [
+        ("a", f"file://{archive}/a.wav"),
+        ("b", f"file://{archive}/b.wav"),
+    ]
+    assert folder[0].transcript_url == f"file://{archive}/a.transcript.json"
+    assert folder[0].call_info_url == f"file://{archive}/a.call.json"
+    assert folder[1].transcript_url == "" and folder[0].transcript is None  # read by the worker, by URL
+    assert [job.url for job in pattern] == [f"file://{archive}/b.wav"]
+    assert folder[0].location == f"file://{archive}/a.wav"

@@ -15,7 +15,19 @@ import soundfile
 
 from callguard.core.config import Config
 from callguard.core.events import Abuse, Event, Shouting, Transcript, Word
-from callguard.qa.report import WordMask, loudness_traces, shouting_spans, transcript_html
+from callguard.qa.batch import read_events
+from callguard.qa.evaluate import _point_labels, _value_axis
+from callguard.qa.jobs import CallJob
+from callguard.qa.report import (
+    WordMask,
+    call_context,
+    loudness_traces,
+    nonspeech_spans,
+    shouting_spans,
+    speech_segments,
+    transcript_html,
+    without,
+)
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -31,7 +43,7 @@ CHROMIUM_ARGS = [
 def batch_with_reports(fixtures_dir: Path, folder: Path, *extra: str) -> Path:
     calls = folder / "calls"
     calls.mkdir(parents=True)
-    for name in ("abusive_stereo_en", "calm_fr", "threat_en"):
+    for name in ("abusive_stereo_en", "calm_fr", "threat_en", "real_hold_en", "clip_dtmf"):
         for suffix in (".wav", ".transcript.json", ".call.json"):
             if (fixtures_dir / f"{name}{suffix}").exists():
                 (calls / f"{name}{suffix}").symlink_to(fixtures_dir / f"{name}{suffix}")
@@ -104,9 +116,11 @@ def test_index_lists_every_call_and_sorts_by_column(reports: Path, browser: Any)
     page, fetched = open_offline(browser, reports / "index.html")
     assert fetched == []
     rows = page.locator("#calls tbody tr")
-    assert rows.count() == 4
+    assert rows.count() == 6
     links = page.locator("#calls tbody a")
-    assert sorted(links.all_inner_texts()) == ["abusive_stereo_en", "calm_fr", "empty", "threat_en"]
+    assert sorted(links.all_inner_texts()) == [
+        "abusive_stereo_en", "calm_fr", "clip_dtmf", "empty", "real_hold_en", "threat_en"
+    ]  # fmt: skip
     for href in (links.nth(i).get_attribute("href") for i in range(links.count())):
         assert href and (reports / href).is_file()
     assert "empty file" in page.locator("#calls tr.failed").inner_text()
@@ -175,3 +189,101 @@ def test_loudness_traces_measure_each_channel_and_extend_shouts(tmp_path: Path) 
     spans = shouting_spans([shout], [customer, agent], Config())
     ((start, end),) = spans["customer"]
     assert start == 1.0 and end == pytest.approx(2.5, abs=0.15)  # the shout lasted 1.5 s, not 0.6
+
+
+def test_index_opens_with_an_overview_per_day_and_agent_above_the_table(reports: Path, browser: Any) -> None:
+    page, fetched = open_offline(browser, reports / "index.html")
+    assert fetched == []
+    overview = page.locator("figure#overview svg")
+    assert overview.count() == 1 and overview.bounding_box()["height"] > 500  # days, then agents: two rows
+    assert page.locator("figure#overview svg path").count() > 20  # bars, not an empty figure
+    box, table = overview.bounding_box(), page.locator("#calls").bounding_box()
+    assert box["y"] + box["height"] <= table["y"]  # the plots first, the table below
+    headers = page.locator("#calls thead th").all_inner_texts()
+    assert headers[:3] == ["call", "day", "agent"]  # the facts name agents; no call names a queue
+    cells = page.locator("#calls tbody tr")
+    agents = {
+        row.locator("td").nth(0).inner_text(): row.locator("td").nth(2).inner_text() for row in cells.all()
+    }
+    assert agents["calm_fr"] == "Camille" and agents["threat_en"] == "Sam" and agents["empty"] == ""
+    page.context.close()
+
+
+def test_hold_music_and_tones_are_drawn_as_themselves_not_as_speech(reports: Path) -> None:
+    for name, kind in (("real_hold_en", "music"), ("clip_dtmf", "tone")):
+        events = read_events(reports / f"{name}.events.jsonl")
+        spans = nonspeech_spans(events)["customer"]
+        assert [k for _, _, k in spans] == [kind], spans
+        holes = [(start, end) for start, end, _ in spans]
+        vad = speech_segments(events, 100.0)["customer"]
+        # the VAD took the music (or the tone) for speech; the bars drawn as speech leave it out
+        assert any(s < holes[0][1] and e > holes[0][0] for s, e in vad)
+        drawn = without(vad, holes)
+        assert not any(s < he and e > hs for s, e in drawn for hs, he in holes)
+        page = (reports / f"{name}.html").read_text()
+        assert "<pattern" in page  # the hatched bars of music and tones
+    assert "<pattern" not in (reports / "calm_fr.html").read_text()
+    assert without([(0.0, 10.0)], [(2.0, 3.0), (5.0, 6.0)]) == [(0.0, 2.0), (3.0, 5.0), (6.0, 10.0)]
+
+
+def test_a_prompt_at_the_calls_end_keeps_its_number_inside_the_ladders_frame(
+    reports: Path, browser: Any
+) -> None:
+    page, _ = open_offline(browser, reports / "abusive_stereo_en.html")
+    # matplotlib's SVG: one <g id="axes_N"> per panel, its frame the first patch, the prompts' numbers
+    # its own text groups (tick labels sit deeper, under the axis groups)
+    frame, numbers = page.evaluate(
+        """() => {
+        const ladder = [...document.querySelectorAll('figure.plot svg g[id^="axes_"]')].pop();
+        const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.right]; };
+        return [box(ladder.querySelector('g[id^="patch_"]')),
+                [...ladder.querySelectorAll(':scope > g[id^="text_"]')].map(box)];
+        }"""
+    )
+    assert len(numbers) >= 7  # prompts 1 to 7, the 7th at the call's last second
+    assert all(frame[0] <= left and right <= frame[1] + 0.5 for left, right in numbers), (frame, numbers)
+    page.context.close()
+
+
+def test_call_facts_read_yes_no_and_a_call_never_decoded_names_no_recogniser(
+    reports: Path, browser: Any
+) -> None:
+    page, _ = open_offline(browser, reports / "threat_en.html")
+    facts = page.locator("table.facts").inner_text()
+    assert "call information: transfer_available\tyes" in facts and "transferred_in\tno" in facts
+    assert "True" not in facts and "False" not in facts
+    assert "words from\ttranscript sidecar (threat_en.transcript.json)" in facts
+    page.context.close()
+    failed, _ = open_offline(browser, reports / "empty.html")
+    facts = failed.locator("table.facts").inner_text()
+    assert "words from\tnone: the recording was not decoded" in facts and "recogniser" not in facts
+    failed.context.close()
+
+
+def test_call_context_reads_the_day_from_the_archive_path_and_the_agent_from_the_facts(
+    tmp_path: Path,
+) -> None:
+    job = CallJob(name="c", audio=tmp_path / "archive" / "2026" / "11" / "03" / "c.wav")
+    context = call_context(job, {"agent_name": " Sam ", "queue": "billing", "transfer_available": True})
+    assert (context.day, context.agent, context.queue) == ("2026-11-03", "Sam", "billing")
+    url = CallJob(name="d", audio=Path("d.wav"), url="s3://calls/20261104-0915-d.wav")
+    assert call_context(url, {}).day == "2026-11-04" and call_context(url, {}).agent == ""
+
+
+def test_sweep_axis_takes_the_settings_type_and_labels_never_overlap() -> None:
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    _value_axis(ax, [1, 2, 3, 4])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "4"]
+    many = list(range(1, 41))
+    ax = Figure().subplots()
+    ax.plot(many, many)
+    _value_axis(ax, many)
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 40]
+    assert 2 <= len(ticks) <= 11 and all(float(t).is_integer() for t in ticks)
+    # values that land on one point share one label; past ten points only some are named
+    labels = _point_labels([1, 2, 3], [1.0, 1.0, 0.5], [0.5, 0.5, 1.0])
+    assert labels == [((1.0, 0.5), "1, 2"), ((0.5, 1.0), "3")]
+    spread = _point_labels(many, [i / 40 for i in many], [1 - i / 40 for i in many])
+    assert 5 <= len(spread) <= 10 and len({point for point, _ in spread}) == len(spread)
