@@ -23,6 +23,9 @@ from callguard.sources.telephony.base import Listener
 ListenerFactory = Callable[..., Listener]
 
 LISTENERS: dict[str, str] = {
+    "siprec": "callguard.sources.telephony.siprec:listener",
+    "twilio": "callguard.sources.telephony.twilio:TwilioListener.from_config",
+    "audiohook": "callguard.sources.telephony.audiohook:AudioHookListener.from_config",
     "audiosocket": "callguard.sources.telephony.audiosocket:listener",
 }
 
