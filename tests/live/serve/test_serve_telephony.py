@@ -43,7 +43,7 @@ from streamdouble.api import CallReport
 from streamdouble.pacer import Pacer
 from streamdouble.session import SessionConfig
 
-from callguard.core.config import load_config
+from callguard.core.config import Config, load_config
 from callguard.core.events import LEVELS
 from callguard.live.serve.agents import add_agent
 from callguard.live.serve.runner import ServeRunner, load_shared
@@ -127,6 +127,25 @@ auth_token_file = "{token_file}"
 """
 
 
+def telephony_config(folder: Path) -> tuple[Config, int, int]:
+    """The server's config with SIPREC and Twilio on free ports of their own: each free port is
+    released before the server binds it, so a draw that gave two inputs one port is drawn again."""
+    for _ in range(10):
+        sip_port, twilio_port = free_sip_port(both=True), free_port()
+        config = load_config(
+            serve_config(
+                folder,
+                serve=f'default_agent = "{OTHER_AGENT}"',
+                sections=telephony_sections(folder, sip_port, twilio_port),
+            )
+        )
+        serve = config.serve
+        ports = {serve.port, serve.audiosocket.port, config.daemon.port, sip_port, twilio_port}
+        if len(ports) == 5:
+            return config, sip_port, twilio_port
+    raise RuntimeError("no five distinct free ports on 127.0.0.1")
+
+
 def ladder_rank(level: str) -> int:
     return LEVELS.index(level)  # type: ignore[arg-type]
 
@@ -138,6 +157,16 @@ def calls_at_once(admin: Http, count: int, timeout: float = 15.0) -> dict[str, s
         listed = admin.request("GET", "/health")[1]["calls"]["list"]
         if len(listed) >= count or time.monotonic() > deadline:
             return {c["protocol"]: c["agent_id"] for c in listed}
+        time.sleep(0.1)
+
+
+def calls_ended(admin: Http, timeout: float = 30.0) -> dict[str, Any]:
+    """/health once no call is open (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health: dict[str, Any] = admin.request("GET", "/health")[1]
+        if not health["calls"]["open"] or time.monotonic() > deadline:
+            return health
         time.sleep(0.1)
 
 
@@ -182,14 +211,7 @@ def test_siprec_and_twilio_calls_prompt_their_own_agents_panel_in_chromium_in_la
     # the scenario's first m-line is the agent's stream (label 1): the capture's channel 0
     write_pcap(tmp_path / "call.pcap", [pcm[:, 1].copy(), pcm[:, 0].copy()], speed=SPEED)
 
-    sip_port, twilio_port = free_sip_port(both=True), free_port()
-    config = load_config(
-        serve_config(
-            tmp_path,
-            serve=f'default_agent = "{OTHER_AGENT}"',
-            sections=telephony_sections(tmp_path, sip_port, twilio_port),
-        )
-    )
+    config, sip_port, twilio_port = telephony_config(tmp_path)
     for agent in (SIPREC_AGENT, TWILIO_AGENT, OTHER_AGENT):
         add_agent(config.path(config.serve.agents_file), agent)  # each opens the panel by a one-time link
     transcripts = tmp_path / "transcripts"
@@ -281,12 +303,13 @@ def test_siprec_and_twilio_calls_prompt_their_own_agents_panel_in_chromium_in_la
                         f"li.call[data-call-id='{call_id}'][data-active='false']", timeout=15000
                     )
                 took = time.monotonic() - started
-                print(f"the three calls, from the first packet to both panels' ends: {took:.1f} s")
                 shown = {call_id: page.evaluate("window.callguardPrompts") for call_id, page in pages.items()}
+                ladders = {call_id: [p["level"] for p in prompts] for call_id, prompts in shown.items()}
+                print(f"from the first packet to both calls' ends on their panels: {took:.1f} s; {ladders}")
                 counts = {call_id: page.locator("li.call").count() for call_id, page in pages.items()}
             finally:
                 browser.close()
-        health = admin.request("GET", "/health")[1]
+        health = calls_ended(admin)  # the recogniser's call may still be catching up on its audio
         runner.host.sinks.flush(10)
         with sqlite3.connect(config.path(config.store.path)) as db:
             ended = dict(db.execute("SELECT call_id, end_reason FROM calls").fetchall())
@@ -303,6 +326,7 @@ def test_siprec_and_twilio_calls_prompt_their_own_agents_panel_in_chromium_in_la
         assert [ladder_rank(x) for x in levels] == sorted(ladder_rank(x) for x in levels), (call_id, levels)
         assert {"tense", "abusive", "transfer"} <= set(levels), (call_id, levels)
         assert counts[call_id] == 1
-    assert health["calls"]["taken"] == 3 and health["calls"]["refused"] == 0
+    calls = health["calls"]
+    assert (calls["taken"], calls["open"], calls["refused"]) == (3, 0, 0)
     # each call ended as its protocol ends one: SIPREC's BYE, Twilio's stop, AudioSocket's hangup
     assert ended == {SIPREC_CALL: "bye", TWILIO_CALL: "stop", str(other_call): "hangup"}
