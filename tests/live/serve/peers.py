@@ -37,9 +37,11 @@ def serve_config(
     audiosocket: str = "",
     daemon: dict[str, Any] | None = None,
     floor: str = "",
+    sections: str = "",
 ) -> Path:
     """A config of its own in `folder`: the store there, [serve] on a free port with the admin token,
-    AudioSocket enabled on another free port; `serve` and `audiosocket` add lines to their sections."""
+    AudioSocket enabled on another free port; `serve` and `audiosocket` add lines to their sections,
+    `sections` whole sections of its own (`[serve.siprec]`...) at the end."""
     extra = "\n".join(
         [
             "[serve]",
@@ -52,6 +54,7 @@ def serve_config(
             f"port = {free_port()}",
             audiosocket,
             *(["[floor]", floor] if floor else []),
+            sections,
         ]
     )
     return daemon_config_file(

@@ -87,8 +87,11 @@ def write_pcap(
     seq0: int = 0,
     ts0: int = 0,
     codecs: list[str] | None = None,
+    speed: float = 1.0,
 ) -> dict[str, int]:
-    """One stream per channel, interleaved in time; returns what was done to them (counts)."""
+    """One stream per channel, interleaved in time; returns what was done to them (counts).
+    `speed` > 1 plays the capture faster than real time (capture times divided by it; the RTP
+    timestamps, the stream's own clock, unchanged), for a whole call in a short test."""
     impairments = impairments or [Impairment() for _ in channels]
     frames: list[tuple[float, bytes]] = []
     done = {"packets": 0, "dropped": 0, "swapped": 0, "duplicated": 0}
@@ -106,11 +109,11 @@ def write_pcap(
                 done["dropped"] += 1
                 continue
             # a stream's frames 20 ms apart; the two streams 1 ms apart so that they never tie
-            when = slot * PTIME_S + number * 0.001
+            when = (slot * PTIME_S + number * 0.001) / speed
             frames.append((when, _ipv4_udp(packets[index], 40000 + 2 * number, port)))
             done["packets"] += 1
             if index in impairment.duplicate:
-                frames.append((when + 0.0005, _ipv4_udp(packets[index], 40000 + 2 * number, port)))
+                frames.append((when + 0.0005 / speed, _ipv4_udp(packets[index], 40000 + 2 * number, port)))
                 done["duplicated"] += 1
     frames.sort(key=lambda f: f[0])
     with path.open("wb") as out:
