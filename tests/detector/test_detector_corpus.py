@@ -58,12 +58,12 @@ def test_corpus_thresholds(lang: str, lexicons: TextDetector) -> None:
 # prints them), less a small margin for the last digit of a BLAS sum on another CPU.
 FROZEN_FIGURES = {
     # (set, lang): (profanity, insult, threat recall at least; false alarms per 100 clean at most)
-    ("dev", "en"): (0.98, 0.91, 0.92, 1.2),
-    ("dev", "fr"): (0.98, 0.84, 0.87, 1.2),
-    ("frozen", "en"): (0.98, 0.95, 0.90, 5.1),
-    ("frozen", "fr"): (0.92, 0.74, 0.86, 4.1),
+    ("dev", "en"): (0.98, 0.91, 0.94, 1.2),
+    ("dev", "fr"): (0.98, 0.86, 0.87, 1.2),
+    ("frozen", "en"): (0.98, 0.95, 0.91, 5.1),
+    ("frozen", "fr"): (0.92, 0.78, 0.88, 3.1),
     ("blind2", "en"): (0.96, 0.95, 0.92, 6.8),
-    ("blind2", "fr"): (0.98, 0.87, 0.82, 0.1),
+    ("blind2", "fr"): (0.98, 0.87, 0.82, 0.9),
 }
 
 

@@ -336,7 +336,7 @@ def test_the_stream_brings_the_state_then_each_change_of_the_team(floor_server: 
 
 
 def test_the_sink_gets_each_alert_in_the_transaction_that_stores_it(start_floor: Any) -> None:
-    from conftest import RecordingSink
+    from tests.floor.conftest import RecordingSink
 
     sink = RecordingSink()
     floor = start_floor(sink.factory())

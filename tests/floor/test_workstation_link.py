@@ -18,13 +18,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import FloorServer, StartFloor, TlsCert, free_port
 
 from callguard.core.config import load_config
 from callguard.core.events import Abuse, Event, LevelChange, Prompt
 from callguard.core.facts import CallFacts
 from callguard.live.daemon import Daemon
 from callguard.qa.replay import replay_file
+from tests.floor.conftest import FloorServer, StartFloor, TlsCert, free_port
 from tests.live.harness import Client, SseReader, start_daemon
 
 
