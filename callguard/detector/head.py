@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -107,9 +108,14 @@ class ExampleBank:
         v = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         return _unit((_unit(v) - self.mean) @ self.projection)
 
+    @cached_property
+    def _unit_lines(self) -> np.ndarray:
+        """(r, n) the bank's vectors as float, once per process: a vote then costs one product."""
+        return np.ascontiguousarray(self.vectors.astype(np.float32).T / 127.0)
+
     def similarities(self, vectors: np.ndarray) -> np.ndarray:
         """(n, lines) cosine similarity of each vector to every line of the bank."""
-        return self.project(vectors) @ (self.vectors.astype(np.float32).T / 127.0)
+        return self.project(vectors) @ self._unit_lines
 
     def nearest(self, vector: np.ndarray, label: str, k: int = 2) -> tuple[tuple[str, float], ...]:
         """The k lines labelled `label` closest to `vector`, with their cosine similarity."""
