@@ -65,6 +65,7 @@ def tiny_bench(
     return run
 
 
+@pytest.mark.slow  # a minute of the suite on two cores; the partial run below stays in the default run
 def test_bench_writes_every_figure(tiny_bench: Callable[..., dict[str, Any]]) -> None:
     results = tiny_bench("--memory-minutes", "1", "--memory-mark-s", "1", "--jobs", "2", "--jobs-copies", "1")
 
