@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -48,6 +47,7 @@ from callguard.core.events import (
 )
 from callguard.core.outcome import fold_call
 from callguard.qa.batch import CallJob, SummaryRow
+from callguard.qa.jobs import call_info_document
 
 MAX_PLOT_POINTS = 3000  # per speaker: an hour-long call still makes a light page
 MIN_STEP_S = 0.1
@@ -614,16 +614,6 @@ def _facts_html(
     return f'<table class="facts">{body}</table>'
 
 
-def _read_call_info(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
 def render_call_report(
     *,
     job: CallJob,
@@ -678,7 +668,7 @@ def render_call_report(
 <h2>{texts["detections"]}</h2>
 {_detections_html(events, texts, masker)}
 <h2>{texts["facts"]}</h2>
-{_facts_html(job, row, events, texts, _read_call_info(job.call_info) if call_info is None else call_info)}
+{_facts_html(job, row, events, texts, call_info_document(job.call_info) if call_info is None else call_info)}
 </body>
 </html>
 """
