@@ -43,7 +43,7 @@ from callguard.core.errors import CallguardError, ConfigError
 from callguard.core.events import ROLES, Abuse, BreakTaken, CallEnd, CallStart, Event, HelpRequest, Role
 from callguard.core.outcome import CallFold
 from callguard.core.redact import shown_words
-from callguard.live.floor_link import FloorEndpoint, FloorLink
+from callguard.live.floor_link import FloorLink, start_floor_link
 from callguard.live.server import ApiError, EventHub, PanelServer
 from callguard.live.speakers import STEPS, Degradation, SpeakerThreads
 from callguard.sinks.base import BackgroundSinks, CallInfo, Sink
@@ -114,7 +114,7 @@ def setup_logging(level: str) -> None:
     root.propagate = False
 
 
-def _fields(**values: Any) -> dict[str, Any]:
+def log_fields(**values: Any) -> dict[str, Any]:
     return {"fields": values}
 
 
@@ -255,7 +255,7 @@ def build_runtime(config: Config, model_override: str, previous: Runtime | None 
             loaded[path] = SpeechModel.load(path)
             log.info(
                 "speech model loaded",
-                extra=_fields(lang=lang, path=str(path), seconds=round(time.monotonic() - started, 2)),
+                extra=log_fields(lang=lang, path=str(path), seconds=round(time.monotonic() - started, 2)),
             )
         models[lang] = loaded[path]
     shared = {lang: SharedResources.build(config, models[lang]) for lang in ("en", "fr")}
@@ -383,7 +383,7 @@ class Daemon:
             closed = self.store.close_interrupted()
             if closed:
                 log.warning(
-                    "calls left open by a killed daemon closed as interrupted", extra=_fields(calls=closed)
+                    "calls left open by a killed daemon closed as interrupted", extra=log_fields(calls=closed)
                 )
         self.server = PanelServer(
             self, self.hub, lambda: self.runtime.token, host=config.daemon.host, port=config.daemon.port
@@ -410,7 +410,9 @@ class Daemon:
         link = "run `callguard panel` for a one-time login link"
         log.info(
             "daemon ready",
-            extra=_fields(url=self.server.base_url, panel=link, mode=self.mode, config=str(self.config_path)),
+            extra=log_fields(
+                url=self.server.base_url, panel=link, mode=self.mode, config=str(self.config_path)
+            ),
         )
         if not self.config.daemon.token:
             log.warning(
@@ -433,7 +435,7 @@ class Daemon:
             mtime = _mtime(self.config_path)
             if mtime != self._config_mtime:
                 self._config_mtime = mtime
-                log.info("config file changed", extra=_fields(path=str(self.config_path)))
+                log.info("config file changed", extra=log_fields(path=str(self.config_path)))
                 self._reload.set()
         if self._reload.is_set():
             self._reload.clear()
@@ -478,13 +480,13 @@ class Daemon:
         except ConfigError as exc:
             log.error(
                 "config reload rejected; the previous configuration stays in force",
-                extra=_fields(source=exc.source, key=exc.key, problem=exc.problem),
+                extra=log_fields(source=exc.source, key=exc.key, problem=exc.problem),
             )
             return
         except CallguardError as exc:
             log.error(
                 "config reload rejected; the previous configuration stays in force",
-                extra=_fields(problem=str(exc)),
+                extra=log_fields(problem=str(exc)),
             )
             return
         old = self.config.daemon
@@ -493,10 +495,10 @@ class Daemon:
                 log.warning(
                     "daemon.%s changes need a restart; keeping the old value",
                     key,
-                    extra=_fields(key=f"daemon.{key}"),
+                    extra=log_fields(key=f"daemon.{key}"),
                 )
         self._pending = runtime
-        log.info("config reloaded; applies from the next call", extra=_fields(path=str(self.config_path)))
+        log.info("config reloaded; applies from the next call", extra=log_fields(path=str(self.config_path)))
 
     def _apply_pending(self) -> None:
         """Worker, between calls: switch to the reloaded runtime."""
@@ -563,7 +565,7 @@ class Daemon:
             self.store_error = ""
         except ConfigError as exc:
             self.store, self.store_error = None, str(exc)
-            log.error("incident store unavailable", extra=_fields(key=exc.key, problem=exc.problem))
+            log.error("incident store unavailable", extra=log_fields(key=exc.key, problem=exc.problem))
         sinks: list[Sink] = [LogSink()]
         if self.store is not None:
             store_sink = StoreSink(
@@ -580,18 +582,7 @@ class Daemon:
     def _start_floor(self, config: Config) -> None:
         if self.floor is not None:
             self.floor.stop()
-            self.floor = None
-        self.floor_error = ""
-        if not config.floor.url:
-            return
-        try:
-            endpoint = FloorEndpoint.from_config(config)
-        except ConfigError as exc:
-            self.floor_error = str(exc)
-            log.error("floor link not started", extra=_fields(key=exc.key, problem=exc.problem))
-            return
-        self.floor = FloorLink(config.floor, endpoint, lambda: self.store, self.hub.publish)
-        self.floor.start()
+        self.floor, self.floor_error = start_floor_link(config, lambda: self.store, self.hub.publish)
 
     def _wake_floor(self) -> None:
         if self.floor is not None:
@@ -617,7 +608,7 @@ class Daemon:
                 self.bad_blocks += 1
                 if self.bad_blocks <= 10 or self.bad_blocks % 1000 == 0:
                     log.exception(
-                        "bad audio block skipped", extra=_fields(count=self.bad_blocks, error=str(exc))
+                        "bad audio block skipped", extra=log_fields(count=self.bad_blocks, error=str(exc))
                     )
         self._run_commands()
         if self.call is not None:
@@ -639,7 +630,7 @@ class Daemon:
                     log.log(
                         logging.INFO if listening else logging.WARNING,
                         "listening" if listening else "not listening",
-                        extra=_fields(lost=[d["role"] for d in capture if not d["ok"]]),
+                        extra=log_fields(lost=[d["role"] for d in capture if not d["ok"]]),
                     )
                 last = key
 
@@ -721,7 +712,7 @@ class Daemon:
             speakers.set_step(step)
             code, message = STEPS[step]
             log.warning(
-                message, extra=_fields(call_id=call.call_id, step=step, lag_s=round(speakers.lag_s(), 2))
+                message, extra=log_fields(call_id=call.call_id, step=step, lag_s=round(speakers.lag_s(), 2))
             )
             self._handle(call, call.session.notice(message, code))
 
@@ -787,7 +778,7 @@ class Daemon:
         self.activity.reset()
         log.info(
             "call started",
-            extra=_fields(call_id=call_id, source=source, mode=call.mode, language=lang or "auto"),
+            extra=log_fields(call_id=call_id, source=source, mode=call.mode, language=lang or "auto"),
         )
         self.hub.publish({"kind": "state", **self.call_state()})
         # the call's start, then the session's opening events (language, notices)
@@ -805,7 +796,7 @@ class Daemon:
         try:
             closing = call.session.end(reason)
         except Exception as exc:  # the call is stored even if its last flush fails
-            log.exception("closing the call's pipeline failed", extra=_fields(error=str(exc)))
+            log.exception("closing the call's pipeline failed", extra=log_fields(error=str(exc)))
             closing = []
         duration = float(call.session.t)
         if not any(isinstance(event, CallEnd) for event in closing):  # the store must still close the call
@@ -823,7 +814,7 @@ class Daemon:
         self.activity.reset()
         log.info(
             "call ended",
-            extra=_fields(
+            extra=log_fields(
                 call_id=call.call_id, reason=reason, level_reached=call.level, duration_s=round(duration, 1)
             ),
         )
@@ -966,22 +957,24 @@ def run_daemon(config_path: Path | None, model_override: str = "", replay: Repla
         setup_logging(config.daemon.log_level)
         runtime = build_runtime(config, model_override)
     except ConfigError as exc:
-        log.error("invalid configuration", extra=_fields(source=exc.source, key=exc.key, problem=exc.problem))
+        log.error(
+            "invalid configuration", extra=log_fields(source=exc.source, key=exc.key, problem=exc.problem)
+        )
         return 2
     except CallguardError as exc:
-        log.error("cannot start", extra=_fields(problem=str(exc)))
+        log.error("cannot start", extra=log_fields(problem=str(exc)))
         return 2
     for lang, notice in runtime.model_errors.items():
-        log.warning("loudness-only for this language", extra=_fields(lang=lang, notice=notice))
+        log.warning("loudness-only for this language", extra=log_fields(lang=lang, notice=notice))
     try:
         daemon = Daemon(path, config, runtime, model_override, replay)
     except CallguardError as exc:  # a recording that cannot be read
-        log.error("cannot start", extra=_fields(problem=str(exc)))
+        log.error("cannot start", extra=log_fields(problem=str(exc)))
         return 2
     except OSError as exc:
         log.error(
             "cannot listen",
-            extra=_fields(
+            extra=log_fields(
                 key="daemon.port", host=config.daemon.host, port=config.daemon.port, error=str(exc)
             ),
         )

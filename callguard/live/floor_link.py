@@ -90,6 +90,25 @@ def read_credential(path: Path, key: str) -> str:
     return credential
 
 
+def start_floor_link(
+    config: Config,
+    store: Callable[[], IncidentStore | None],
+    publish: Callable[[dict[str, Any]], None],
+) -> tuple[FloorLink | None, str]:
+    """The floor link `[floor]` asks for, started: (None, "") without a floor URL, (None, why) when
+    its settings are wrong (logged; calls go on without the floor), else (the link, "")."""
+    if not config.floor.url:
+        return None, ""
+    try:
+        endpoint = FloorEndpoint.from_config(config)
+    except ConfigError as exc:
+        log.error("floor link not started", extra={"fields": {"key": exc.key, "problem": exc.problem}})
+        return None, str(exc)
+    link = FloorLink(config.floor, endpoint, store, publish)
+    link.start()
+    return link, ""
+
+
 class FloorLink:
     def __init__(
         self,

@@ -40,8 +40,8 @@ from callguard.core.config import Config
 from callguard.core.errors import ConfigError
 from callguard.core.events import ROLES, AudioBlock, CallEnd, CallStart, Event, HelpRequest, Role
 from callguard.core.facts import CallFacts
-from callguard.live.daemon import PANEL_EVENT_TYPES, LiveCall, panel_form
-from callguard.live.floor_link import FloorEndpoint, FloorLink
+from callguard.live.daemon import PANEL_EVENT_TYPES, LiveCall, log_fields, panel_form
+from callguard.live.floor_link import FloorLink, start_floor_link
 from callguard.live.serve.hub import AgentHub
 from callguard.live.server import ApiError
 from callguard.live.speakers import STEPS, Degradation, apply_step
@@ -62,10 +62,6 @@ COMMAND_TIMEOUT_S = 15.0
 MAX_GAP_S = 10.0  # the most silence a gap in a speaker's stream becomes
 DEGRADE_CHECK_S = 0.05
 LAG_WINDOW_S = 1.0  # a call steps down when its audio waited this long above a step's threshold
-
-
-def _fields(**values: Any) -> dict[str, Any]:
-    return {"fields": values}
 
 
 @dataclass
@@ -169,7 +165,7 @@ class ServeCall:
                 if self.dropped <= 10 or self.dropped % 500 == 0:
                     log.error(
                         "call too far behind: audio dropped",
-                        extra=_fields(call_id=self.call_id, dropped=self.dropped, role=block.role),
+                        extra=log_fields(call_id=self.call_id, dropped=self.dropped, role=block.role),
                     )
                 return
             self._waiting_s += seconds
@@ -225,7 +221,7 @@ class ServeCall:
             self.bad_blocks += 1
             count = self.bad_blocks
         if count <= 10 or count % 1000 == 0:
-            log.exception("bad block skipped", extra=_fields(call_id=self.call_id, error=str(exc)))
+            log.exception("bad block skipped", extra=log_fields(call_id=self.call_id, error=str(exc)))
 
     def sustained_lag_s(self, now: float) -> float:
         """The least lag over the last LAG_WINDOW_S (counting the sample in force when it began): a
@@ -291,7 +287,7 @@ class ServeCall:
         try:
             self._open_session()
         except Exception as exc:  # the call cannot run: say so, keep the others
-            log.exception("call could not start", extra=_fields(call_id=self.call_id, error=str(exc)))
+            log.exception("call could not start", extra=log_fields(call_id=self.call_id, error=str(exc)))
             self.ended_reason = f"error: {exc}"
             with self._lock:
                 self._ending = True  # what the protocol still sends is not kept
@@ -366,7 +362,7 @@ class ServeCall:
         self._speakers = {role: _SpeakerThread(self, role) for role in session.channels}
         log.info(
             "call started",
-            extra=_fields(
+            extra=log_fields(
                 call_id=self.call_id,
                 agent_id=self.agent_id,
                 protocol=self.start.protocol,
@@ -402,7 +398,8 @@ class ServeCall:
                 _digit, t = item.value
                 self.dtmf_digits += 1
                 log.info(
-                    "dtmf", extra=_fields(call_id=self.call_id, digit_count=self.dtmf_digits, t=round(t, 2))
+                    "dtmf",
+                    extra=log_fields(call_id=self.call_id, digit_count=self.dtmf_digits, t=round(t, 2)),
                 )
             case "update":
                 facts, agent_id = item.value
@@ -439,7 +436,7 @@ class ServeCall:
         if gap > MAX_GAP_S:  # a protocol's clock that jumped: a bounded silence, and a line saying so
             log.warning(
                 "stream time jumped ahead: silence capped",
-                extra=_fields(call_id=self.call_id, role=role, gap_s=round(gap, 2), filled_s=MAX_GAP_S),
+                extra=log_fields(call_id=self.call_id, role=role, gap_s=round(gap, 2), filled_s=MAX_GAP_S),
             )
             speaker.fed_s = block.t - MAX_GAP_S
             gap = MAX_GAP_S
@@ -469,7 +466,7 @@ class ServeCall:
         for speaker in self._speakers.values():  # on each speaker's own thread: its recogniser
             speaker.wanted_step = step
         code, message = STEPS[step]
-        log.warning(message, extra=_fields(call_id=self.call_id, step=step, lag_s=round(lag, 2)))
+        log.warning(message, extra=log_fields(call_id=self.call_id, step=step, lag_s=round(lag, 2)))
         self._handle(live.session.notice(message, code))
 
     def _handle(self, events: list[Event]) -> None:
@@ -497,7 +494,7 @@ class ServeCall:
             closing = live.session.end(reason)
         except Exception as exc:  # the call is stored even if its last flush fails
             log.exception(
-                "closing the call's pipeline failed", extra=_fields(call_id=self.call_id, error=str(exc))
+                "closing the call's pipeline failed", extra=log_fields(call_id=self.call_id, error=str(exc))
             )
             closing = []
         duration = float(live.session.t)
@@ -507,7 +504,7 @@ class ServeCall:
         self.ended_reason = reason
         log.info(
             "call ended",
-            extra=_fields(
+            extra=log_fields(
                 call_id=self.call_id,
                 agent_id=self.agent_id,
                 reason=reason,
@@ -569,7 +566,7 @@ class ServeHost:
                 self.refused += 1
                 log.warning(
                     "call refused: at the call limit",
-                    extra=_fields(
+                    extra=log_fields(
                         protocol=start.protocol,
                         stream_id=start.stream_id,
                         remote=start.remote,
@@ -641,7 +638,8 @@ class ServeHost:
             call.agent_id = agent_id
             self.hub.publish(old, {"kind": "gone", "call_id": call.call_id})
             log.info(
-                "call moved to another agent", extra=_fields(call_id=call.call_id, agent_id=agent_id, was=old)
+                "call moved to another agent",
+                extra=log_fields(call_id=call.call_id, agent_id=agent_id, was=old),
             )
         self.publish_state(call)
 
@@ -699,7 +697,7 @@ class ServeHost:
         except ConfigError as exc:
             log.error(
                 "transcript sidecar unreadable: the recogniser is used",
-                extra=_fields(call_id=call_id, problem=str(exc)),
+                extra=log_fields(call_id=call_id, problem=str(exc)),
             )
             return None
 
@@ -784,13 +782,13 @@ class ServeHost:
             self.store = IncidentStore.from_config(config)
         except ConfigError as exc:
             self.store_error = str(exc)
-            log.error("incident store unavailable", extra=_fields(key=exc.key, problem=exc.problem))
+            log.error("incident store unavailable", extra=log_fields(key=exc.key, problem=exc.problem))
         sinks: list[Sink] = [LogSink()]
         if self.store is not None:
             closed = self.store.close_interrupted()
             if closed:
                 log.warning(
-                    "calls left open by a killed server closed as interrupted", extra=_fields(calls=closed)
+                    "calls left open by a killed server closed as interrupted", extra=log_fields(calls=closed)
                 )
             store_sink = StoreSink(
                 self.store,
@@ -800,16 +798,7 @@ class ServeHost:
             store_sink.on_priority = lambda: self.floor.wake() if self.floor is not None else None
             sinks.append(store_sink)
         self.sinks.replace(sinks)
-        if not config.floor.url:
-            return
-        try:
-            endpoint = FloorEndpoint.from_config(config)
-        except ConfigError as exc:
-            self.floor_error = str(exc)
-            log.error("floor link not started", extra=_fields(key=exc.key, problem=exc.problem))
-            return
-        self.floor = FloorLink(config.floor, endpoint, lambda: self.store, self._floor_message)
-        self.floor.start()
+        self.floor, self.floor_error = start_floor_link(config, lambda: self.store, self._floor_message)
 
     def _floor_message(self, message: dict[str, Any]) -> None:
         """The floor link's news (a supervisor on the way, an alert not through) to the call's agent."""
