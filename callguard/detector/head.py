@@ -109,6 +109,10 @@ class ExampleBank:
         return _unit((_unit(v) - self.mean) @ self.projection)
 
     @cached_property
+    def _label_array(self) -> np.ndarray:
+        return np.asarray(self.labels)
+
+    @cached_property
     def _unit_lines(self) -> np.ndarray:
         """(r, n) the bank's vectors as float, once per process: a vote then costs one product."""
         return np.ascontiguousarray(self.vectors.astype(np.float32).T / 127.0)
@@ -119,7 +123,7 @@ class ExampleBank:
 
     def nearest(self, vector: np.ndarray, label: str, k: int = 2) -> tuple[tuple[str, float], ...]:
         """The k lines labelled `label` closest to `vector`, with their cosine similarity."""
-        rows = np.flatnonzero(np.asarray(self.labels) == label)
+        rows = np.flatnonzero(self._label_array == label)
         if rows.size == 0:
             return ()
         similarity = self.similarities(vector)[0, rows]
