@@ -32,6 +32,7 @@ _GAP_MAX = 3
 _END: Literal["$"] = "$"  # pattern word standing for the end of the utterance
 _MIN_PREFIX = 3  # "fu*" would match half the dictionary
 _MIN_JOINED = 6  # shortest word rebuilt from two split recogniser words ("bull shit")
+_MAX_JOINED_ENDING = 3  # a rebuilt word may run this far past a prefix's stem ("con nards", not "who reversed")
 _MAX_EXPANSIONS = 2000
 
 _ENTRY_KEYS = {
@@ -194,7 +195,7 @@ def _find_in(root: _TrieNode, tokens: list[str], joined: bool) -> list[Occurrenc
                     found.extend(
                         Occurrence(p, i, i + 2, frozenset((i, i + 1)))
                         for p in child.done
-                        if not _accepts_first(p, token)
+                        if not _accepts_first(p, token) and _rebuilds(p, token, pair)
                     )
     return found
 
@@ -202,6 +203,18 @@ def _find_in(root: _TrieNode, tokens: list[str], joined: bool) -> list[Occurrenc
 def _accepts_first(pattern: CompiledPattern, token: str) -> bool:
     first = pattern.words[0]
     return isinstance(first, WordSpec) and first.accepts(token)
+
+
+def _rebuilds(pattern: CompiledPattern, first: str, pair: str) -> bool:
+    """Two recogniser words are one listed word split in two: the split falls inside the word,
+    and a prefix's stem is followed by a short ending only ("who reversed" is not "whore*")."""
+    spec = pattern.words[0]
+    if not isinstance(spec, WordSpec):
+        return False
+    return pair in spec.exact or any(
+        len(first) < len(p) and pair.startswith(p) and len(pair) - len(p) <= _MAX_JOINED_ENDING
+        for p in spec.prefixes
+    )
 
 
 def _walk(
