@@ -32,7 +32,7 @@ _GAP_MAX = 3
 _END: Literal["$"] = "$"  # pattern word standing for the end of the utterance
 _MIN_PREFIX = 3  # "fu*" would match half the dictionary
 _MIN_JOINED = 6  # shortest word rebuilt from two split recogniser words ("bull shit")
-_MAX_JOINED_ENDING = 3  # a rebuilt word may run this far past a prefix's stem ("con nards", not "who reversed")
+_MAX_JOINED_ENDING = 3  # how far a rebuilt word runs past a prefix's stem ("con nards"; not "who reversed")
 _MAX_EXPANSIONS = 2000
 
 _ENTRY_KEYS = {

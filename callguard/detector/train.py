@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -118,9 +119,14 @@ class VectorCache:
             fresh = encoder.encode([t for _, t in missing])
             known.update({k: v for (k, _), v in zip(missing, fresh, strict=True)})
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".tmp.npz")
-            np.savez(partial, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
-            partial.replace(path)  # a crash mid-write leaves the old cache, never half a file
+            # A temporary file of this process's own, renamed over the cache: a crash mid-write
+            # leaves the old cache, and two trainings at once never write into the same file.
+            with tempfile.NamedTemporaryFile(
+                dir=path.parent, prefix=f".{path.stem}-", suffix=".npz", delete=False
+            ) as f:
+                partial = Path(f.name)
+                np.savez(f, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
+            partial.replace(path)
         return np.stack([known[k] for k in keys]).astype(np.float32)
 
 

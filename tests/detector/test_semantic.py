@@ -3,6 +3,7 @@ and the shipped heads against the corpus they came from."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -164,6 +165,32 @@ def test_shipped_heads_match_the_installed_encoders_and_the_corpus() -> None:
         assert head.corpus_digest == corpus_digest(lines), f"{recipe.name}: retrain, the corpus changed"
         assert [e.name for e in head.encoders] == list(recipe.encoders)
     assert check_heads(Config(base_dir=Path("/nonexistent"))) == []
+
+
+def test_two_trainings_at_once_share_the_vector_cache(tmp_path: Path) -> None:
+    """Two cross-validation folds run side by side write the same cache: neither sees half a file."""
+    encoder = shared_encoder("use")
+    cache = tmp_path / f"vectors-use-{encoder.identity.digest}.npz"
+    known = 20000  # a cache as big as a real corpus's: each write takes long enough to overlap
+    keys = np.array([f"{i:040x}" for i in range(known)])
+    np.savez(cache, keys=keys, vectors=np.zeros((known, encoder.dimensions), np.float32))
+    errors: list[BaseException] = []
+
+    def train(name: str) -> None:
+        try:
+            for round_ in range(4):
+                texts = [f"{name} line {round_} number {i}" for i in range(3)]
+                assert VectorCache(tmp_path).vectors([encoder], texts).shape == (3, encoder.dimensions)
+        except BaseException as e:  # reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=train, args=(name,)) for name in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert [p.name for p in tmp_path.iterdir()] == [cache.name]
 
 
 def test_retraining_reproduces_the_shipped_agent_head(tmp_path: Path) -> None:
