@@ -16,8 +16,10 @@ Both copies are drawn from a seeded generator: the same corpus gives the same he
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ from callguard.detector.encoder import EncoderName, SentenceEncoder, shared_enco
 from callguard.detector.features import ngram_rows
 from callguard.detector.head import ExampleBank, Head, HeadKind, TrainingSettings, fit
 from callguard.detector.semantic import encoder_text
+
+log = logging.getLogger(__name__)
 
 CUSTOMER_LABELS: tuple[str, ...] = CATEGORIES
 AGENT_LABELS: tuple[str, ...] = AGENT_ACTS
@@ -110,10 +114,7 @@ class VectorCache:
     def _one(self, encoder: SentenceEncoder, texts: Sequence[str]) -> np.ndarray:
         path = self.folder / f"vectors-{encoder.name}-{encoder.identity.digest}.npz"
         keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
-        known: dict[str, np.ndarray] = {}
-        if path.exists():
-            with np.load(path, allow_pickle=False) as data:
-                known = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        known = self._read(path)
         missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
         if missing:
             fresh = encoder.encode([t for _, t in missing])
@@ -128,6 +129,18 @@ class VectorCache:
                 np.savez(f, keys=np.array(list(known)), vectors=np.stack(list(known.values())))
             partial.replace(path)
         return np.stack([known[k] for k in keys]).astype(np.float32)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, np.ndarray]:
+        """The cached vectors; a cache that cannot be read is only a cache: it is rebuilt."""
+        if not path.exists():
+            return {}
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            log.warning("vector cache %s unreadable (%s): encoding its lines again", path, e)
+            return {}
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,19 @@ def test_two_trainings_at_once_share_the_vector_cache(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [cache.name]
 
 
+def test_a_torn_vector_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    encoder = shared_encoder("use")
+    cache = tmp_path / f"vectors-use-{encoder.identity.digest}.npz"
+    texts = ["my parcel never came", "the router keeps dropping"]
+    expected = VectorCache(tmp_path).vectors([encoder], texts)
+    cache.write_bytes(cache.read_bytes()[:-300])  # cut short, as a full disk or a crash would leave it
+    again = VectorCache(tmp_path).vectors([encoder], texts)
+    assert np.allclose(again, expected, atol=1e-5)
+    assert "unreadable" in caplog.text and str(cache) in caplog.text
+    with np.load(cache) as rewritten:  # written whole again
+        assert len(rewritten["keys"]) == len(texts)
+
+
 def test_retraining_reproduces_the_shipped_agent_head(tmp_path: Path) -> None:
     """The agent's head (one fast encoder) retrained from scratch gives the committed head's
     decisions; the customer's heads are checked the same way by the slow test below."""
