@@ -41,7 +41,7 @@ _ENTRY_KEYS = {
     "safe": {"pattern", "patterns", "note"},
     "reported": {"pattern", "patterns", "note"},
 }
-_TOP_KEYS = {"lang", "directed_window", "reported_window", "breakers", "macros", *_ENTRY_KEYS}
+_TOP_KEYS = {"lang", "directed_window", "reported_window", "breakers", "gap_stops", "macros", *_ENTRY_KEYS}
 
 
 def normalise_word(word: str) -> str:
@@ -162,6 +162,7 @@ class Lexicon:
     directed_window: int
     reported_window: int
     breakers: frozenset[str]
+    gap_stops: frozenset[str]  # words a pattern's ".." never skips ("killing me can you")
     patterns: tuple[CompiledPattern, ...]
     term_trie: _TrieNode = field(repr=False)
     context_trie: _TrieNode = field(repr=False)  # directed, safe and reported patterns
@@ -172,13 +173,13 @@ class Lexicon:
         Context patterns only matter around a term, so a clean utterance, the common case,
         costs one pass over the term trie.
         """
-        found = _find_in(self.term_trie, tokens, joined=True)
+        found = _find_in(self.term_trie, tokens, self.gap_stops, joined=True)
         if found:
-            found += _find_in(self.context_trie, tokens, joined=False)
+            found += _find_in(self.context_trie, tokens, self.gap_stops, joined=False)
         return found
 
 
-def _find_in(root: _TrieNode, tokens: list[str], joined: bool) -> list[Occurrence]:
+def _find_in(root: _TrieNode, tokens: list[str], gap_stops: frozenset[str], joined: bool) -> list[Occurrence]:
     found: list[Occurrence] = []
     n = len(tokens)
     exact, heads = root.exact, root.prefix_heads  # locals: this loop is the hot path
@@ -186,7 +187,7 @@ def _find_in(root: _TrieNode, tokens: list[str], joined: bool) -> list[Occurrenc
         if token in exact or token[:_MIN_PREFIX] in heads:
             seen: set[int] = set()
             for child in root.children(token):
-                _walk(child, tokens, i + 1, (i,), seen, found)
+                _walk(child, tokens, i + 1, (i,), seen, found, gap_stops)
         if joined and i + 1 < n:
             pair = token + tokens[i + 1]
             if len(pair) >= _MIN_JOINED and (pair in exact or pair[:_MIN_PREFIX] in heads):
@@ -224,6 +225,7 @@ def _walk(
     positions: tuple[int, ...],
     seen: set[int],
     found: list[Occurrence],
+    gap_stops: frozenset[str],
 ) -> None:
     """Follow the trie from `node` at tokens[i]; record each pattern completed on the way."""
     for pattern in node.done:
@@ -232,14 +234,16 @@ def _walk(
             found.append(Occurrence(pattern, positions[0], positions[-1] + 1, frozenset(positions)))
     n = len(tokens)
     if node.end is not None and i == n:
-        _walk(node.end, tokens, i, positions, seen, found)
+        _walk(node.end, tokens, i, positions, seen, found, gap_stops)
     if i < n:
         for child in node.children(tokens[i]):
-            _walk(child, tokens, i + 1, (*positions, i), seen, found)
+            _walk(child, tokens, i + 1, (*positions, i), seen, found, gap_stops)
     if node.gap is not None:
         # shortest gap first, so a match covers as few words as it can
         for skip in range(min(_GAP_MAX, n - i) + 1):
-            _walk(node.gap, tokens, i + skip, positions, seen, found)
+            if skip and tokens[i + skip - 1] in gap_stops:
+                break
+            _walk(node.gap, tokens, i + skip, positions, seen, found, gap_stops)
 
 
 # ---------------------------------------------------------------- loading
@@ -272,6 +276,7 @@ class _LexiconBuilder:
         directed_window = self.integer("directed_window", doc.get("directed_window", 4), 0, 8)
         reported_window = self.integer("reported_window", doc.get("reported_window", 8), 0, 30)
         breakers = self.word_list("breakers", doc.get("breakers", []))
+        gap_stops = self.word_list("gap_stops", doc.get("gap_stops", []))
         macros = self.macros(doc.get("macros", {}))
 
         patterns: list[CompiledPattern] = []
@@ -283,7 +288,7 @@ class _LexiconBuilder:
                 patterns.extend(self.entry(kind, index, entry, macros))
         if not any(p.kind == "terms" for p in patterns):
             raise self.fail("terms", "no [[terms]] entries: the lexicon would detect nothing")
-        return _index(self.path, self.lang, directed_window, reported_window, breakers, patterns)
+        return _index(self.path, self.lang, directed_window, reported_window, breakers, gap_stops, patterns)
 
     def integer(self, key: str, value: Any, lo: int, hi: int) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
@@ -428,13 +433,22 @@ def _index(
     directed_window: int,
     reported_window: int,
     breakers: frozenset[str],
+    gap_stops: frozenset[str],
     patterns: list[CompiledPattern],
 ) -> Lexicon:
     term_trie, context_trie = _TrieNode(), _TrieNode()
     for pattern in patterns:
         (term_trie if pattern.kind == "terms" else context_trie).insert(pattern.words, pattern)
     return Lexicon(
-        lang, str(path), directed_window, reported_window, breakers, tuple(patterns), term_trie, context_trie
+        lang,
+        str(path),
+        directed_window,
+        reported_window,
+        breakers,
+        gap_stops,
+        tuple(patterns),
+        term_trie,
+        context_trie,
     )
 
 

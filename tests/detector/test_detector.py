@@ -182,6 +182,13 @@ def test_fixed_abusive_phrase_counts_once(detector: TextDetector) -> None:
         ("il a dit que le technicien était un incapable", "fr"),
         ("i'm going to take you to court", "en"),
         ("je vais porter plainte", "fr"),
+        ("this heat is killing me can you hurry up", "en"),  # a gap never skips "me"
+        ("sorry i called you an idiot earlier", "en"),  # an apology takes the words back
+        ("my neighbour told me he'd set fire to my fence", "en"),
+        ("shut up that's brilliant you've fixed it", "en"),  # amazement
+        ("the nurse said it's just a finger prick test", "en"),
+        ("is a breeding bitch covered on this policy", "en"),
+        ("the address is twatt on orkney", "en"),
     ],
 )
 def test_idioms_reported_speech_and_angry_complaints_are_clean(
@@ -232,6 +239,19 @@ def test_several_categories_in_one_utterance(detector: TextDetector) -> None:
 )
 def test_words_split_by_the_recogniser(detector: TextDetector, text: str, lang: str) -> None:
     assert categories(detector, text, lang) == ("profanity",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "i'll kill the lot of you",
+        "shut up that's not what i asked",
+        "you stupid bitch",
+        "i'll burn your house down",
+    ],
+)
+def test_the_safe_phrases_leave_the_abuse_next_to_them(detector: TextDetector, text: str) -> None:
+    assert categories(detector, text, "en") != ()
 
 
 def test_two_words_are_not_read_as_one_listed_word_they_only_start(detector: TextDetector) -> None:
