@@ -361,6 +361,7 @@ class Daemon:
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.hub = EventHub()
         self.store: IncidentStore | None = None
+        self.store_sink: StoreSink | None = None
         self.store_error = ""
         self.call: LiveCall | None = None
         self.last_call: dict[str, Any] | None = None
@@ -567,14 +568,15 @@ class Daemon:
             self.store, self.store_error = None, str(exc)
             log.error("incident store unavailable", extra=log_fields(key=exc.key, problem=exc.problem))
         sinks: list[Sink] = [LogSink()]
+        self.store_sink = None
         if self.store is not None:
-            store_sink = StoreSink(
+            self.store_sink = StoreSink(
                 self.store,
                 transcripts=config.store.transcripts,
                 share=config.floor.share if config.floor.url else None,
             )
-            store_sink.on_priority = self._wake_floor
-            sinks.append(store_sink)
+            self.store_sink.on_priority = self._wake_floor
+            sinks.append(self.store_sink)
         if config.daemon.notify_threats:
             sinks.append(DesktopNotifySink())
         self.sinks.replace(sinks)
@@ -619,6 +621,7 @@ class Daemon:
         off the audio worker: an agent whose capture died must not see a calm panel."""
         last: tuple[Any, ...] | None = None
         while not self._stop.wait(HEALTH_POLL_S):
+            self._retry_store()
             capture = self.capture.health()
             key = (self.mode, tuple((d["role"], d["ok"]) for d in capture))
             if key != last:
@@ -633,6 +636,19 @@ class Daemon:
                         extra=log_fields(lost=[d["role"] for d in capture if not d["ok"]]),
                     )
                 last = key
+
+    def _retry_store(self) -> None:
+        """Events held while the disk refused writes are tried again every second, on the sinks'
+        thread (in order with what comes after them), so a freed disk is written to, and /health
+        recovers, without waiting for the next event."""
+        sink = self.store_sink
+        if sink is None or not sink.held or self.sinks.backlog:  # a backlog: each of its events retries
+            return
+
+        def retry() -> None:
+            sink.retry()
+
+        self.sinks.submit(retry)
 
     def _run_commands(self) -> None:
         while True:
@@ -885,7 +901,8 @@ class Daemon:
     def health(self) -> dict[str, Any]:
         capture = self.capture.health()
         floor = self._floor_health()
-        store_ok = self.store is not None and self.store.healthy()
+        held = self.store_sink.held if self.store_sink is not None else 0
+        store_ok = self.store is not None and self.store.healthy() and not held
         model_ok = all(m is not None for m in self.runtime.models.values())
         worker_ok = self._worker.is_alive()
         if not store_ok or not worker_ok or not any(d["ok"] for d in capture):
@@ -915,7 +932,8 @@ class Daemon:
                 "error": self.store_error or (self.store.last_error if self.store else ""),
                 "recreated": self.store.recreated if self.store else "",
                 "backlog": self.sinks.backlog,  # writes waiting for the disk
-                "dropped": self.sinks.dropped,
+                "held": held,  # events the disk refused, kept in memory until it takes them
+                "dropped": self.sinks.dropped + (self.store_sink.lost if self.store_sink else 0),
             },
             "floor": floor,
             "worker": {"ok": worker_ok, "bad_blocks": self.bad_blocks},

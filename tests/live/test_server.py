@@ -422,3 +422,42 @@ def test_callguard_panel_prints_a_working_link(daemon: Daemon) -> None:
     link = urlsplit(panel_login_link(daemon.config))
     status, _, _ = Client(daemon.server.port, token=None).request("GET", f"{link.path}?{link.query}")
     assert status == 303
+
+
+def test_a_full_disk_freed_recovers_health_and_stores_the_call_it_missed(daemon: Daemon) -> None:
+    """Issue 17.18: after a full disk was freed, /health stayed failing until the next write, and
+    the call started while the disk was full was never stored. The disk is full as SQLite sees it:
+    the store's file may not grow (max_page_count), and writes fail with "database or disk is full"."""
+    from tests.sinks.test_store import fill_the_disk, free_the_disk
+
+    store = daemon.store
+    assert store is not None
+    api = Client(daemon.server.port)
+    assert api.request("POST", "/api/v1/calls", body={"call_id": "BEFORE"})[0] == 201
+    fill_the_disk(store)
+    posted = 0
+    while posted < 3000:  # actions until the file's pages are full and a write is refused
+        assert api.request("POST", "/api/v1/calls/BEFORE/actions", body={"action": "acknowledged"})[0] == 200
+        posted += 1
+        daemon.sinks.flush(5)
+        if daemon.health()["store"]["held"]:
+            break
+    assert api.request("POST", "/api/v1/calls/BEFORE/end")[0] == 200
+    during = {"call_id": "DURING", "customer_name": "Ms Lee"}
+    assert api.request("POST", "/api/v1/calls", body=during)[0] == 201
+    assert api.request("POST", "/api/v1/calls/DURING/actions", body={"action": "limits_stated"})[0] == 200
+    assert api.request("POST", "/api/v1/calls/DURING/end")[0] == 200
+    status, health, _ = api.request("GET", "/health")
+    assert status == 503 and not health["store"]["ok"] and health["store"]["held"] > 3
+    assert "database or disk is full" in health["store"]["error"]
+
+    free_the_disk(store)  # and nothing is written from now on: health must recover by itself
+    deadline = time.monotonic() + 10
+    while (health := api.request("GET", "/health")[1])["store"]["held"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert health["store"]["ok"] and health["store"]["held"] == 0 and not health["store"]["error"], health
+    reader = IncidentStore(daemon.config.path(daemon.config.store.path))
+    calls = {c.call_id: c for c in reader.calls()}
+    assert calls["DURING"].customer_name == "Ms Lee" and calls["DURING"].end_reason == "api"
+    assert [a["action"] for a in reader.details(calls["DURING"].id)["actions"]] == ["limits_stated"]
+    assert calls["BEFORE"].end_reason == "api" and calls["BEFORE"].actions == posted, "nothing lost"
