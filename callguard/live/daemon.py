@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import numpy as np
 
@@ -105,13 +105,27 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+_log_stream: TextIO | None = None  # the real stderr, once fd 2 is captured (native_stderr)
+
+
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_log_stream or sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger("callguard")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def log_native_stderr(level: str) -> None:
+    """From now on what C libraries (PortAudio, ALSA) print on stderr is logged as JSON records of
+    `callguard.native`, and only the log handler writes to the real stderr."""
+    global _log_stream
+    from callguard.live.native_stderr import capture_native_stderr
+
+    if _log_stream is None:
+        _log_stream = capture_native_stderr()
+    setup_logging(level)
 
 
 def log_fields(**values: Any) -> dict[str, Any]:
@@ -969,7 +983,7 @@ def _mtime(path: Path) -> float:
 def run_daemon(config_path: Path | None, model_override: str = "", replay: Replay | None = None) -> int:
     """`callguard daemon`: runs until SIGTERM/SIGINT; returns the exit status."""
     path = find_config(config_path)
-    setup_logging("info")
+    log_native_stderr("info")
     try:
         config = load_config(path)
         setup_logging(config.daemon.log_level)

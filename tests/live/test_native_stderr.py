@@ -1,0 +1,68 @@
+"""Every line the daemon writes on stderr is JSON, C libraries' messages included (issue 17.18:
+PortAudio's and ALSA's messages broke the JSON log lines). A real daemon in a subprocess, with C code
+writing to fd 2 through libc, as PortAudio and ALSA do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.live.harness import free_port, write_config
+
+# Writes once the daemon is ready: sounddevice points fd 2 at /dev/null while it starts PortAudio.
+DRIVER = r"""
+import ctypes, logging, os, signal, sys, threading, time
+from pathlib import Path
+from callguard.live.daemon import run_daemon
+
+ready = threading.Event()
+
+class Ready(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "daemon ready":
+            ready.set()
+
+logging.getLogger("callguard.live.daemon").addHandler(Ready())
+
+def write_from_c() -> None:
+    ready.wait(60)
+    libc = ctypes.CDLL(None)
+    line = b"ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear\n"
+    libc.write(2, line, len(line))
+    stderr = ctypes.c_void_p.in_dll(libc, "stderr")
+    libc.fprintf(stderr, b"PortAudio %s {not json\n", b"fprintf from C")
+    libc.fflush(stderr)
+    print("a Python print on sys.stderr", file=sys.stderr, flush=True)
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=write_from_c, daemon=True).start()
+sys.exit(run_daemon(Path(sys.argv[1])))
+"""
+
+
+def test_every_stderr_line_is_json_with_c_messages_as_native_records(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port=port, daemon={"auto_calls": False})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(config)],
+        capture_output=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    lines = done.stderr.decode("utf-8").splitlines()
+    assert done.returncode == 0, lines[-20:]
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise AssertionError(f"not a JSON line on stderr: {line!r}") from None
+    native = [r["msg"] for r in records if r["logger"] == "callguard.native"]
+    assert "ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear" in native
+    assert "PortAudio fprintf from C {not json" in native
+    assert "a Python print on sys.stderr" in native
+    messages = [r["msg"] for r in records if r["logger"] == "callguard.live.daemon"]
+    assert "daemon ready" in messages and messages[-1] == "stopped", "the daemon's own records as before"
