@@ -228,6 +228,23 @@ def test_events_are_redacted_with_their_timed_words() -> None:
     assert redact_text("my card is four one one") == "my card is four one one"  # a final: three digits stay
 
 
+@pytest.mark.parametrize(
+    ("partial", "expected"),
+    [
+        ("my email is john at example", "my email is [email]"),
+        ("my email is john at example dot", "my email is [email]"),
+        ("écrivez à jean arobase", "écrivez à [email]"),
+        ("john (at) example (dot)", "[email]"),
+        ("i am at", "i am at"),  # nothing after the "at" yet: no address
+        ("call me at five five five", "call me at [number]"),
+    ],
+)
+def test_an_address_still_being_said_is_redacted_in_a_partial(partial: str, expected: str) -> None:
+    """Found by scripts/probe_daemon.py (issue 17.7): the partials before an e-mail's last word
+    ("john at example", "... dot") went to events.jsonl whole."""
+    assert redact_text(partial, open_end=True) == expected
+
+
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_store_deleted_or_replaced_while_running_loses_nothing_after(
     tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
