@@ -4,6 +4,7 @@ only its sound devices are left closed and blocks are queued as the capture call
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -364,6 +365,37 @@ def test_a_flood_of_idle_connections_does_not_lock_the_panel_out(daemon: Daemon)
         slow.close()
     finally:
         for s in flood:
+            s.close()
+
+
+def test_headers_sent_a_line_at_a_time_are_cut_off_and_never_lock_the_panel_out(daemon: Daemon) -> None:
+    """Found by scripts/probe_daemon.py (issue 17.3): connections that send a header line every
+    second or so, never the blank line, were never closed (each read came within the time-out)
+    and, past the cap, kept the panel out."""
+    import select
+
+    from callguard.live.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
+
+    port = daemon.server.port
+    slow = []
+    for _ in range(MAX_CONNECTIONS + 20):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        slow.append(s)
+    try:
+        started = time.monotonic()
+        open_ = set(slow)
+        while open_ and time.monotonic() - started < REQUEST_TIMEOUT_S + 4:
+            answered = set(select.select(list(open_), [], [], 0)[0])  # closed, or a 408
+            for s in open_ - answered:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X-Slow: 1\r\n")
+            open_ -= answered
+            assert Client(port).request("GET", "/api/v1/calls/current")[0] == 200, "the panel is served"
+            time.sleep(1.0)
+        assert not open_, f"{len(open_)} connections still held after {REQUEST_TIMEOUT_S + 4} s"
+    finally:
+        for s in slow:
             s.close()
 
 
