@@ -12,36 +12,8 @@ from pathlib import Path
 
 from tests.live.harness import free_port, write_config
 
-# Writes once the daemon is ready: sounddevice points fd 2 at /dev/null while it starts PortAudio.
-DRIVER = r"""
-import ctypes, logging, os, signal, sys, threading, time
-from pathlib import Path
-from callguard.live.daemon import run_daemon
-
-ready = threading.Event()
-
-class Ready(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() == "daemon ready":
-            ready.set()
-
-logging.getLogger("callguard.live.daemon").addHandler(Ready())
-
-def write_from_c() -> None:
-    ready.wait(60)
-    libc = ctypes.CDLL(None)
-    line = b"ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear\n"
-    libc.write(2, line, len(line))
-    stderr = ctypes.c_void_p.in_dll(libc, "stderr")
-    libc.fprintf(stderr, b"PortAudio %s {not json\n", b"fprintf from C")
-    libc.fflush(stderr)
-    print("a Python print on sys.stderr", file=sys.stderr, flush=True)
-    time.sleep(0.5)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-threading.Thread(target=write_from_c, daemon=True).start()
-sys.exit(run_daemon(Path(sys.argv[1])))
-"""
+DRIVER = "import sys; from pathlib import Path; from callguard.testing import run_daemon_writing_from_c;"
+DRIVER += " sys.exit(run_daemon_writing_from_c(Path(sys.argv[1])))"
 
 
 def test_every_stderr_line_is_json_with_c_messages_as_native_records(tmp_path: Path) -> None:
