@@ -574,26 +574,38 @@ class Daemon:
 
     def _open_store(self, config: Config) -> None:
         """Open the store and put the sinks that run off the worker in place (on the sinks' thread,
-        after whatever the old ones still had to write)."""
-        try:
-            self.store = IncidentStore.from_config(config)
-            self.store_error = ""
-        except ConfigError as exc:
-            self.store, self.store_error = None, str(exc)
-            log.error("incident store unavailable", extra=log_fields(key=exc.key, problem=exc.problem))
-        sinks: list[Sink] = [LogSink()]
-        self.store_sink = None
-        if self.store is not None:
-            self.store_sink = StoreSink(
-                self.store,
-                transcripts=config.store.transcripts,
-                share=config.floor.share if config.floor.url else None,
-            )
-            self.store_sink.on_priority = self._wake_floor
-            sinks.append(self.store_sink)
+        after whatever the old ones still had to write). A store that cannot be opened (a full disk,
+        a folder that cannot be made) is asked for again by its sink, which holds the events meanwhile."""
+        self.store = None
+        self._try_store(config, late=False)
+        self.store_sink = StoreSink(
+            self.store,
+            reopen=lambda: self._try_store(config, late=True),
+            transcripts=config.store.transcripts,
+            share=config.floor.share if config.floor.url else None,
+        )
+        self.store_sink.on_priority = self._wake_floor
+        sinks: list[Sink] = [LogSink(), self.store_sink]
         if config.daemon.notify_threats:
             sinks.append(DesktopNotifySink())
         self.sinks.replace(sinks)
+
+    def _try_store(self, config: Config, *, late: bool) -> IncidentStore | None:
+        """The store, or None while it cannot be opened (logged when its error changes). `late`: it
+        opens after the daemon started (on the sinks' thread, before any held event of a call of ours
+        is written), so the calls a killed daemon left open are closed now."""
+        try:
+            store = IncidentStore.from_config(config)
+        except ConfigError as exc:
+            if str(exc) != self.store_error:
+                log.error("incident store unavailable", extra=log_fields(key=exc.key, problem=exc.problem))
+            self.store_error = str(exc)
+            return None
+        if late:
+            store.close_interrupted()
+            log.info("incident store opened", extra=log_fields(path=str(store.path)))
+        self.store, self.store_error = store, ""
+        return store
 
     def _start_floor(self, config: Config) -> None:
         if self.floor is not None:
@@ -656,7 +668,7 @@ class Daemon:
         thread (in order with what comes after them), so a freed disk is written to, and /health
         recovers, without waiting for the next event."""
         sink = self.store_sink
-        if sink is None or not sink.held or self.sinks.backlog:  # a backlog: each of its events retries
+        if sink is None or not (sink.held or sink.store is None) or self.sinks.backlog:  # events retry too
             return
 
         def retry() -> None:
@@ -788,8 +800,6 @@ class Daemon:
             config, facts, shared.model, shared=shared, history=False, transcript=self._sidecar, roles=roles
         )
         facts_dict = facts.as_dict()
-        if self.store is None:  # it was down: try again, on the sinks' thread, before this call's events
-            self.sinks.submit(lambda: self._open_store(config))
         call = LiveCall(
             call_id=call_id,
             facts=facts_dict,

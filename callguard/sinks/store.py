@@ -610,17 +610,20 @@ class StoreSink:
     A write the disk refuses (sqlite3.OperationalError: full, I/O error, locked) is held in memory
     with every event after it, in order, up to `capacity` events; each new event, and `retry()` (the
     daemon calls it every second while events are held), writes them oldest first. A call started
-    on a full disk is stored, with its events, once the disk takes writes again."""
+    on a full disk is stored, with its events, once the disk takes writes again. Without a store
+    (it could not be opened), events are held the same way and each retry first asks `reopen`."""
 
     def __init__(
         self,
-        store: IncidentStore,
+        store: IncidentStore | None,
         *,
+        reopen: Callable[[], IncidentStore | None] | None = None,
         transcripts: bool = True,
         share: Share | None = None,
         capacity: int = HELD_EVENTS,
     ) -> None:
         self.store = store
+        self.reopen = reopen
         self.transcripts = transcripts
         self.share = share  # None: no floor, no outbox
         self.capacity = capacity
@@ -661,6 +664,10 @@ class StoreSink:
 
     def retry(self) -> bool:
         """Write the held events, oldest first, until the disk refuses one; True when none is left."""
+        if self.store is None:
+            self.store = self.reopen() if self.reopen is not None else None
+            if self.store is None:
+                return not self._held
         written = 0
         while self._held:
             call, event, message, at = self._held[0]
@@ -685,33 +692,40 @@ class StoreSink:
         return True
 
     def _write(self, call: CallInfo, event: Event, message: FloorMessage | None, at: float) -> None:
+        store = self.store
+        assert store is not None, "retry() writes only with a store"
         match event:
             case CallStart():
                 self._rows[call.call_id] = None  # if the write fails, the call's events still reach the floor
-                self._rows[call.call_id] = self.store.start_call(
+                self._rows[call.call_id] = store.start_call(
                     call.facts, source=call.source, started_at=call.started_at, message=message
                 )
             case BreakTaken():  # after its call: no row of its own, the outbox only
-                self.store.record(None, event, message)
+                store.record(None, event, message)
             case CallEnd():
                 row = self._rows.get(call.call_id)
                 if row is not None:
-                    self.store.end_call(
-                        row, duration=event.duration, reason=event.reason, ended_at=at, message=message
-                    )
+                    duration, reason = event.duration, event.reason
+                    store.end_call(row, duration=duration, reason=reason, ended_at=at, message=message)
                 else:
-                    self.store.record(None, event, message)
+                    store.record(None, event, message)
                 self._rows.pop(call.call_id, None)
             case _:
-                self.store.record(self._rows.get(call.call_id), event, message)
+                store.record(self._rows.get(call.call_id), event, message)
 
     def close(self) -> None:
-        if not self.retry():
+        """Write what is held if the store takes it (a store never opened is not asked for now: a
+        reload may have replaced it), then close."""
+        if self.store is not None:
+            self.retry()
+        if self._held:
+            error = self.store.last_error if self.store is not None else "no store"
             log.error(
                 "incident store closed with events it could not write",
-                extra={"fields": {"lost": len(self._held), "error": self.store.last_error}},
+                extra={"fields": {"lost": len(self._held), "error": error}},
             )
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
 
 
 def write_csv(records: Iterable[CallRecord], out: TextIO) -> int:

@@ -493,3 +493,45 @@ def test_a_full_disk_freed_recovers_health_and_stores_the_call_it_missed(daemon:
     assert calls["DURING"].customer_name == "Ms Lee" and calls["DURING"].end_reason == "api"
     assert [a["action"] for a in reader.details(calls["DURING"].id)["actions"]] == ["limits_stated"]
     assert calls["BEFORE"].end_reason == "api" and calls["BEFORE"].actions == posted, "nothing lost"
+
+
+def test_a_store_that_cannot_be_opened_at_start_gets_the_calls_made_meanwhile(tmp_path: Path) -> None:
+    """Issue 17.18, the other way a call was never stored: the store could not be opened when the
+    daemon started (here its folder cannot be made: a file stands in its way), and the calls made
+    meanwhile were written nowhere. They are held, and written once the store opens."""
+    from callguard.core.config import load_config
+    from callguard.live.daemon import build_runtime
+    from tests.live.harness import free_port, write_config
+
+    blocker = tmp_path / "store"
+    blocker.write_text("not a folder")
+    config_path = write_config(tmp_path, port=free_port(), daemon={"auto_calls": False})
+    text = config_path.read_text().replace(
+        str(tmp_path / "incidents.sqlite3"), str(blocker / "incidents.sqlite3")
+    )
+    config_path.write_text(text)
+    config = load_config(config_path)
+    daemon = Daemon(config_path, config, build_runtime(config, ""))
+    daemon.start(capture=False)
+    try:
+        api = Client(daemon.server.port)
+        health = api.request("GET", "/health")[1]["store"]
+        assert not health["ok"] and "cannot open the incident store" in health["error"]
+        assert (
+            api.request("POST", "/api/v1/calls", body={"call_id": "EARLY", "customer_name": "Ms Lee"})[0]
+            == 201
+        )
+        assert api.request("POST", "/api/v1/calls/EARLY/actions", body={"action": "limits_stated"})[0] == 200
+        assert api.request("POST", "/api/v1/calls/EARLY/end")[0] == 200
+        assert api.request("GET", "/health")[1]["store"]["held"] >= 3
+        blocker.unlink()  # the way is clear; nothing is sent from now on
+        deadline = time.monotonic() + 10
+        while not (health := api.request("GET", "/health")[1]["store"])["ok"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health["ok"] and health["held"] == 0 and not health["error"], health
+    finally:
+        daemon.shutdown()
+    reader = IncidentStore(blocker / "incidents.sqlite3")
+    [stored] = reader.calls()
+    assert (stored.call_id, stored.customer_name, stored.end_reason) == ("EARLY", "Ms Lee", "api")
+    assert [a["action"] for a in reader.details(stored.id)["actions"]] == ["limits_stated"]
