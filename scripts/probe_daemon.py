@@ -989,7 +989,7 @@ def item_18(probe: Probe) -> list[Result]:
             f"exit {done.returncode}: {done.stderr.strip()[-100:]!r}; its tables after: {tables}",
         )
     )
-    results.append(disk_full(probe))
+    results += disk_full(probe)
     return results
 
 
@@ -1005,75 +1005,115 @@ def small_disk(folder: Path, size_kb: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
-def disk_full(probe: Probe) -> Result:
-    tried = "the store's disk (a 2 MB tmpfs) filled during a call, a call started, the disk freed"
-    if os.geteuid() != 0:
-        return Result(18, tried, "SKIP", "mounting a small tmpfs needs root")
-    with small_disk(probe.folder / "small-disk", 2048) as disk:
-        config = daemon_config_file(
-            probe.folder / "disk-full", port=free_port(), token=TOKEN, daemon={"auto_calls": False}
-        )
-        config.write_text(
-            config.read_text().replace(
-                str(probe.folder / "disk-full" / "incidents.sqlite3"), str(disk / "incidents.sqlite3")
-            )
-        )
-        loaded = load_config(config)
-        daemon = Daemon(config, loaded, build_runtime(loaded, ""))
-        daemon.start(capture=False)
-        port = daemon.server.port
-        try:
-            call(port, "POST", "/api/v1/calls", {"call_id": "BEFORE"})
-            filler = disk / "filler"
-            with filler.open("wb") as out, contextlib.suppress(OSError):
-                while True:
-                    out.write(b"\0" * 65536)
-                    out.flush()
-            posted = 0
-            while posted < 5000 and not call(port, "GET", "/health")[1]["store"]["held"]:
-                call(port, "POST", "/api/v1/calls/BEFORE/actions", {"action": "acknowledged"})
-                posted += 1
-            call(port, "POST", "/api/v1/calls/BEFORE/end")
-            during = call(port, "POST", "/api/v1/calls", {"call_id": "DURING"})[0]
-            acted = call(port, "POST", "/api/v1/calls/DURING/actions", {"action": "limits_stated"})[0]
-            ended = call(port, "POST", "/api/v1/calls/DURING/end")[0]
-            full = call(port, "GET", "/health")
-            filler.unlink()
-            freed = time.monotonic()
-            recovered = None
-            while time.monotonic() - freed < 15:
-                health = call(port, "GET", "/health")[1]
-                if health["store"]["ok"]:
-                    recovered = time.monotonic() - freed
-                    break
-                time.sleep(0.2)
-        finally:
-            daemon.shutdown()
-        db = sqlite3.connect(disk / "incidents.sqlite3")
+def fill(disk: Path) -> Path:
+    """A file that takes every free block of `disk`."""
+    filler = disk / "filler"
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+    return filler
+
+
+def store_ok_after(port: int, freed: float, within: float = 15.0) -> float | None:
+    """Seconds from `freed` until /health says the store is ok (None: not within `within`)."""
+    while time.monotonic() - freed < within:
+        if call(port, "GET", "/health")[1]["store"]["ok"]:
+            return time.monotonic() - freed
+        time.sleep(0.2)
+    return None
+
+
+def stored_calls(path: Path) -> tuple[dict[str, str], dict[str, int]]:
+    """Each stored call's end reason and its number of actions."""
+    db = sqlite3.connect(path)
+    try:
         stored = dict(db.execute("SELECT call_id, end_reason FROM calls").fetchall())
         actions = db.execute(
             "SELECT c.call_id, COUNT(a.id) FROM calls c LEFT JOIN actions a ON a.call = c.id"
             " GROUP BY c.call_id"
         ).fetchall()
+    finally:
         db.close()
-    counts = dict(actions)
-    ok = (
-        (during, acted, ended) == (201, 200, 200)
-        and full[0] == 503
-        and recovered is not None
-        and stored.get("DURING") == "api"
-        and counts.get("DURING") == 1
-        and counts.get("BEFORE") == posted
+    return stored, dict(actions)
+
+
+def daemon_on(disk: Path, folder: Path) -> Daemon:
+    config = daemon_config_file(folder, port=free_port(), token=TOKEN, daemon={"auto_calls": False})
+    config.write_text(
+        config.read_text().replace(str(folder / "incidents.sqlite3"), str(disk / "incidents.sqlite3"))
     )
-    return Result(
+    loaded = load_config(config)
+    daemon = Daemon(config, loaded, build_runtime(loaded, ""))
+    daemon.start(capture=False)
+    return daemon
+
+
+def one_call(port: int, call_id: str) -> tuple[int, int, int]:
+    return (
+        call(port, "POST", "/api/v1/calls", {"call_id": call_id})[0],
+        call(port, "POST", f"/api/v1/calls/{call_id}/actions", {"action": "limits_stated"})[0],
+        call(port, "POST", f"/api/v1/calls/{call_id}/end")[0],
+    )
+
+
+def disk_full(probe: Probe) -> list[Result]:
+    tried = "the store's disk (a 2 MB tmpfs) filled during a call, a call started, the disk freed"
+    tried_at_start = "a daemon started on a full disk (no store yet), a call, the disk freed"
+    if os.geteuid() != 0:
+        return [Result(18, t, "SKIP", "mounting a small tmpfs needs root") for t in (tried, tried_at_start)]
+    with small_disk(probe.folder / "small-disk", 2048) as disk:
+        daemon = daemon_on(disk, probe.folder / "disk-full")
+        port = daemon.server.port
+        try:
+            call(port, "POST", "/api/v1/calls", {"call_id": "BEFORE"})
+            filler = fill(disk)
+            posted = 0
+            while posted < 5000 and not call(port, "GET", "/health")[1]["store"]["held"]:
+                call(port, "POST", "/api/v1/calls/BEFORE/actions", {"action": "acknowledged"})
+                posted += 1
+            call(port, "POST", "/api/v1/calls/BEFORE/end")
+            during = one_call(port, "DURING")
+            full = call(port, "GET", "/health")
+            filler.unlink()
+            recovered = store_ok_after(port, time.monotonic())
+        finally:
+            daemon.shutdown()
+        stored, counts = stored_calls(disk / "incidents.sqlite3")
+    ok = during == (201, 200, 200) and full[0] == 503 and recovered is not None
+    ok = ok and stored.get("DURING") == "api" and counts.get("DURING") == 1 and counts.get("BEFORE") == posted
+    first = Result(
         18,
         tried,
         passed(ok),
         f"full after {posted} actions: /health {full[0]}, {full[1]['store']['held']} events held"
-        f" ({full[1]['store']['error'][:40]!r}); the call during it answered {during}/{acted}/{ended};"
+        f" ({full[1]['store']['error'][:40]!r}); the call during it answered {during};"
         f" /health ok {f'{recovered:.1f} s' if recovered is not None else 'never'} after the disk was freed,"
         f" no write meanwhile; stored: {stored}, actions {counts} (posted {posted} before)",
     )
+    with small_disk(probe.folder / "full-disk", 1024) as disk:
+        filler = fill(disk)
+        daemon = daemon_on(disk, probe.folder / "full-at-start")
+        port = daemon.server.port
+        try:
+            at_start = call(port, "GET", "/health")[1]["store"]
+            answered = one_call(port, "EARLY")
+            filler.unlink()
+            recovered = store_ok_after(port, time.monotonic())
+        finally:
+            daemon.shutdown()
+        stored, counts = stored_calls(disk / "incidents.sqlite3")
+    ok = not at_start["ok"] and answered == (201, 200, 200) and recovered is not None
+    ok = ok and stored == {"EARLY": "api"} and counts == {"EARLY": 1}
+    second = Result(
+        18,
+        tried_at_start,
+        passed(ok),
+        f"/health at start: store ok {at_start['ok']} ({at_start['error'][-50:]!r}); the call answered"
+        f" {answered}; store ok {f'{recovered:.1f} s' if recovered is not None else 'never'} after the"
+        f" disk was freed; stored: {stored}, actions {counts}",
+    )
+    return [first, second]
 
 
 # --- running -------------------------------------------------------------------------------------
