@@ -108,8 +108,16 @@ class JsonLogFormatter(logging.Formatter):
 _log_stream: TextIO | None = None  # the real stderr, once fd 2 is captured (native_stderr)
 
 
+class _RealStderrHandler(logging.StreamHandler):
+    """The log handler once fd 2 is captured. A record it cannot write has nowhere to go: the
+    logging module's report of it would go to fd 2, come back as a record, and fail again."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(_log_stream or sys.stderr)
+    handler = logging.StreamHandler(sys.stderr) if _log_stream is None else _RealStderrHandler(_log_stream)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger("callguard")
     root.handlers[:] = [handler]
