@@ -93,8 +93,19 @@ private() {
     done
 }
 private 600 "$config"
-private 700 "$(dirname "$store")"
-private 600 "$(dirname "$store")/api-token" "$store" "$store-wal" "$store-shm"
+# The store's folder only when it is the store's own (the database, its WAL, the token), not a home
+# or a folder of other things that a store path happens to point into.
+store_dir="$(dirname "$store")"
+others=""
+if [ -d "$store_dir" ]; then
+    others="$(find "$store_dir" -mindepth 1 -maxdepth 1 ! -name "$(basename "$store")*" ! -name api-token | head -1)"
+fi
+if [ -z "$others" ]; then
+    private 700 "$store_dir"
+elif [ -e "$store_dir" ] && [ $((0$(stat -c %a "$store_dir") & 077)) -ne 0 ]; then
+    echo "warning: $store_dir (the store's folder) is open to others and holds other files: left as is" >&2
+fi
+private 600 "$store_dir/api-token" "$store" "$store-wal" "$store-shm"
 
 sed -e "s|@PYTHON@|$python|g" -e "s|@CONFIG@|$config|g" "$here/callguard.service" >"$unit_dir/callguard.service"
 echo "wrote $unit_dir/callguard.service"

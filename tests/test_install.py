@@ -115,6 +115,7 @@ def test_install_service_writes_the_config_copy_and_the_unit(tmp_path: Path) -> 
     """scripts/install_service.sh, without starting anything: the agent's config and unit."""
     config_dir, unit_dir = tmp_path / "config", tmp_path / "units"
     env = dict(os.environ) | {"CALLGUARD_CONFIG_DIR": str(config_dir), "SYSTEMD_USER_DIR": str(unit_dir)}
+    env["HOME"] = str(tmp_path / "home")  # the store's folder the script makes private: the test's own
     env["CALLGUARD_ALLOW_ROOT"] = "1"  # CI runs as root; the script refuses it for a real agent
     done = _run(
         ["bash", str(REPO / "scripts" / "install_service.sh"), "--no-start", "--python", sys.executable],
@@ -165,3 +166,13 @@ def test_install_service_makes_private_what_it_finds_open_to_others(tmp_path: Pa
     assert 'token = "set-by-it-0123456789abcdef"' in config.read_text(), "IT's token kept"
     again = _run(script, tmp_path, env)
     assert again.returncode == 0 and "private" not in again.stdout, "nothing to change the second time"
+
+    # a store path that points into a folder of other things: the folder is not the script's to close
+    shared = home / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "notes.txt").write_text("the agent's")
+    shared.chmod(0o755)
+    config.write_text(config.read_text() + f'[store]\npath = "{shared / "incidents.sqlite3"}"\n')
+    third = _run(script, tmp_path, env)
+    assert third.returncode == 0 and (shared.stat().st_mode & 0o777) == 0o755
+    assert "holds other files: left as is" in third.stderr
