@@ -117,3 +117,40 @@ def daemon_config_file(
     path = folder / "callguard.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def run_daemon_writing_from_c(config: Path) -> int:
+    """`callguard daemon --config CONFIG` in this process, with C code writing to fd 2 once it is
+    ready (libc write and fprintf, as PortAudio and ALSA do) and a Python print on sys.stderr; then
+    SIGTERM. For checking that every line of the daemon's stderr is JSON (run it in a subprocess)."""
+    import ctypes
+    import logging
+    import os
+    import signal
+    import sys
+    import threading
+
+    from callguard.live.daemon import run_daemon
+
+    ready = threading.Event()
+
+    class Ready(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "daemon ready":
+                ready.set()
+
+    def write_from_c() -> None:
+        ready.wait(60)  # not before: sounddevice points fd 2 at /dev/null while it starts PortAudio
+        libc = ctypes.CDLL(None)
+        line = b"ALSA lib pcm.c:2666:(snd_pcm_open_noupdate) Unknown PCM cards.pcm.rear\n"
+        libc.write(2, line, len(line))
+        stderr = ctypes.c_void_p.in_dll(libc, "stderr")
+        libc.fprintf(stderr, b"PortAudio %s {not json\n", b"fprintf from C")
+        libc.fflush(stderr)
+        print("a Python print on sys.stderr", file=sys.stderr, flush=True)
+        ready.wait(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    logging.getLogger("callguard.live.daemon").addHandler(Ready())
+    threading.Thread(target=write_from_c, daemon=True).start()
+    return run_daemon(config)

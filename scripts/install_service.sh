@@ -5,6 +5,9 @@
 #
 # - writes an editable copy of the defaults to ~/.config/callguard/ (callguard config init) if there is none yet, and
 #   gives it a random daemon.token if it has none (the CTI connector and the panel link need it);
+# - makes private what holds the token or the incidents, when it finds it readable by others (an older
+#   install, a copy pushed by IT's tools): the config with a token and the api-token file 600, the
+#   store's folder 700, the database and its WAL 600;
 # - writes the unit to ~/.config/systemd/user/callguard.service;
 # - enables lingering (`loginctl enable-linger`), so the user's services, PulseAudio/PipeWire included,
 #   run from boot: without it, capture fails silently when no session is open;
@@ -69,7 +72,40 @@ if [ -z "$token" ]; then
     chmod 600 "$config"
     echo "generated daemon.token in $config"
 fi
-"$python" -c "import sys; from callguard.core.config import load_config; load_config(sys.argv[1])" "$config"
+# Validates the config, and names the store it uses.
+store="$("$python" -c "import sys; from callguard.core.config import load_config
+c = load_config(sys.argv[1]); print(c.path(c.store.path))" "$config")"
+
+# private MODE PATH...: tighten each existing PATH that others can read or write to MODE. A file of
+# another user's (a system config under /etc) is not ours to change: said, and left.
+private() {
+    local mode="$1" path was
+    shift
+    for path in "$@"; do
+        [ -e "$path" ] || continue
+        was="$(stat -c %a "$path")"
+        if [ $((0$was & 077)) -eq 0 ]; then continue; fi
+        if [ "$(stat -c %u "$path")" != "$(id -u)" ]; then
+            echo "warning: $path is open to others (mode $was) and not yours to change: ask IT" >&2
+        elif chmod "$mode" "$path"; then
+            echo "made $path private (mode $mode, was $was)"
+        fi
+    done
+}
+private 600 "$config"
+# The store's folder only when it is the store's own (the database, its WAL, the token), not a home
+# or a folder of other things that a store path happens to point into.
+store_dir="$(dirname "$store")"
+others=""
+if [ -d "$store_dir" ]; then
+    others="$(find "$store_dir" -mindepth 1 -maxdepth 1 ! -name "$(basename "$store")*" ! -name api-token | head -1)"
+fi
+if [ -z "$others" ]; then
+    private 700 "$store_dir"
+elif [ -e "$store_dir" ] && [ $((0$(stat -c %a "$store_dir") & 077)) -ne 0 ]; then
+    echo "warning: $store_dir (the store's folder) is open to others and holds other files: left as is" >&2
+fi
+private 600 "$store_dir/api-token" "$store" "$store-wal" "$store-shm"
 
 sed -e "s|@PYTHON@|$python|g" -e "s|@CONFIG@|$config|g" "$here/callguard.service" >"$unit_dir/callguard.service"
 echo "wrote $unit_dir/callguard.service"

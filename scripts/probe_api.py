@@ -79,32 +79,49 @@ def summary(times: list[float | None]) -> str:
     return f"p50 {statistics.median(ok):.1f} ms, p99 {p99:.1f} ms, {failed} of {len(times)} failed"
 
 
+def measure_bursts(port: int) -> list[tuple[str, list[float | None]]]:
+    """10 bursts of 50 new connections, of GET /health and of POST of an action on call `probe`
+    (started here): each request's seconds, None for a failure."""
+    request(port, "POST", "/api/v1/calls", {"call_id": "probe"})
+    measured = []
+    for method, path, body in (
+        ("GET", "/health", None),
+        ("POST", "/api/v1/calls/probe/actions", {"action": "acknowledged"}),
+    ):
+        times: list[float | None] = []
+        for _ in range(10):
+            times += burst(port, method, path, body)
+        measured.append((f"{method} {path}", times))
+    request(port, "POST", "/api/v1/calls/probe/end")
+    return measured
+
+
+def measure_idle_flood(port: int) -> tuple[int, list[float | None]]:
+    """MAX_CONNECTIONS + 150 connections that send nothing, held open while the panel asks for
+    the current call 20 times: how many were held, and the panel's times."""
+    flood = []
+    try:
+        for _ in range(MAX_CONNECTIONS + 150):
+            try:
+                flood.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            except OSError:
+                break
+        time.sleep(0.5)
+        return len(flood), [request(port, "GET", "/api/v1/calls/current") for _ in range(20)]
+    finally:
+        for s in flood:
+            s.close()
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         daemon = start_daemon(Path(folder))
         port = daemon.server.port
         try:
-            request(port, "POST", "/api/v1/calls", {"call_id": "probe"})
-            for method, path, body in (
-                ("GET", "/health", None),
-                ("POST", "/api/v1/calls/probe/actions", {"action": "acknowledged"}),
-            ):
-                times: list[float | None] = []
-                for _ in range(10):
-                    times += burst(port, method, path, body)
-                print(f"10 bursts of 50 new connections, {method} {path}: {summary(times)}")
-            flood = []
-            for _ in range(MAX_CONNECTIONS + 150):
-                try:
-                    flood.append(socket.create_connection(("127.0.0.1", port), timeout=10))
-                except OSError:
-                    break
-            time.sleep(0.5)
-            panel = [request(port, "GET", "/api/v1/calls/current") for _ in range(20)]
-            held = f"{len(flood)} idle connections held open"
-            print(f"{held}, panel GET /api/v1/calls/current x20: {summary(panel)}")
-            for s in flood:
-                s.close()
+            for what, times in measure_bursts(port):
+                print(f"10 bursts of 50 new connections, {what}: {summary(times)}")
+            held, panel = measure_idle_flood(port)
+            print(f"{held} idle connections held open, panel GET /api/v1/calls/current x20: {summary(panel)}")
         finally:
             daemon.shutdown()
     return 0

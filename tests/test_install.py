@@ -115,6 +115,7 @@ def test_install_service_writes_the_config_copy_and_the_unit(tmp_path: Path) -> 
     """scripts/install_service.sh, without starting anything: the agent's config and unit."""
     config_dir, unit_dir = tmp_path / "config", tmp_path / "units"
     env = dict(os.environ) | {"CALLGUARD_CONFIG_DIR": str(config_dir), "SYSTEMD_USER_DIR": str(unit_dir)}
+    env["HOME"] = str(tmp_path / "home")  # the store's folder the script makes private: the test's own
     env["CALLGUARD_ALLOW_ROOT"] = "1"  # CI runs as root; the script refuses it for a real agent
     done = _run(
         ["bash", str(REPO / "scripts" / "install_service.sh"), "--no-start", "--python", sys.executable],
@@ -131,3 +132,47 @@ def test_install_service_writes_the_config_copy_and_the_unit(tmp_path: Path) -> 
     assert len(token) >= 24 and f"#token={token}" in done.stdout
     unit = (unit_dir / "callguard.service").read_text()
     assert f"-P -m callguard.live.daemon --config {config}" in unit and "@PYTHON@" not in unit
+
+
+def test_install_service_makes_private_what_it_finds_open_to_others(tmp_path: Path) -> None:
+    """Issue 17.9: a config with a token IT set, the api-token file and the store were left readable by
+    every user; the script only set 600 on a token it generated itself."""
+    config_dir, unit_dir, home = tmp_path / "config", tmp_path / "units", tmp_path / "home"
+    config_dir.mkdir()
+    store = home / ".local" / "share" / "callguard" / "incidents.sqlite3"
+    store.parent.mkdir(parents=True)
+    config = config_dir / "callguard.toml"
+    config.write_text('[daemon]\ntoken = "set-by-it-0123456789abcdef"\n', encoding="utf-8")
+    for path, mode in ((config, 0o644), (store.parent, 0o755)):
+        path.chmod(mode)
+    for private in (store, Path(f"{store}-wal"), store.parent / "api-token"):
+        private.write_bytes(b"")
+        private.chmod(0o644)
+    env = dict(os.environ) | {"CALLGUARD_CONFIG_DIR": str(config_dir), "SYSTEMD_USER_DIR": str(unit_dir)}
+    env |= {"HOME": str(home), "CALLGUARD_ALLOW_ROOT": "1"}
+    script = ["bash", str(REPO / "scripts" / "install_service.sh"), "--no-start", "--python", sys.executable]
+    done = _run(script, tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    modes = {p: p.stat().st_mode & 0o777 for p in (config, store.parent, store, Path(f"{store}-wal"))}
+    modes[store.parent / "api-token"] = (store.parent / "api-token").stat().st_mode & 0o777
+    assert modes == {
+        config: 0o600,
+        store.parent: 0o700,
+        store: 0o600,
+        Path(f"{store}-wal"): 0o600,
+        store.parent / "api-token": 0o600,
+    }
+    assert f"made {config} private (mode 600, was 644)" in done.stdout
+    assert 'token = "set-by-it-0123456789abcdef"' in config.read_text(), "IT's token kept"
+    again = _run(script, tmp_path, env)
+    assert again.returncode == 0 and "private" not in again.stdout, "nothing to change the second time"
+
+    # a store path that points into a folder of other things: the folder is not the script's to close
+    shared = home / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "notes.txt").write_text("the agent's")
+    shared.chmod(0o755)
+    config.write_text(config.read_text() + f'[store]\npath = "{shared / "incidents.sqlite3"}"\n')
+    third = _run(script, tmp_path, env)
+    assert third.returncode == 0 and (shared.stat().st_mode & 0o777) == 0o755
+    assert "holds other files: left as is" in third.stderr

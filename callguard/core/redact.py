@@ -44,6 +44,14 @@ _SPOKEN_EMAIL = re.compile(
     rf"[\w-]+(?:\s+{_DOT}\s+[\w-]+)+\b",
     re.UNICODE | re.IGNORECASE,
 )
+# An address still being said, at the end of a partial result: "john at example", "john at example
+# dot", "jean arobase". A plain "at" needs a word after it ("i'm at" is no address yet); a partial
+# such as "look at this" is redacted too, until the next partial shows more.
+_OPEN_EMAIL = re.compile(
+    rf"\b[\w-]+(?:\s+(?:{_DOT}|underscore|dash|tiret)\s+[\w-]+)*\s+"
+    rf"(?:(?:arobase|arrobase|[(\[]at[)\]])(?:\s+[\w-]+)?|at\s+[\w-]+)(?:\s+{_DOT}(?:\s+[\w-]+)?)*\s*$",
+    re.UNICODE | re.IGNORECASE,
+)
 # A date is not a phone number: "12 03 2024", "12/03/2024", "2024-03-12".
 _DATE = re.compile(
     r"\b(?:(?:0?[1-9]|[12]\d|3[01])[ ./-](?:0?[1-9]|1[0-2])[ ./-](?:19|20)\d\d"
@@ -68,9 +76,11 @@ def redact_text(text: str, open_end: bool = False) -> str:
     """Replace card numbers, phone numbers and e-mail addresses with [card], [phone], [email].
 
     `open_end`: the text may go on (a partial result): a run of 3 digits or more at its end may be
-    the start of a card or phone number, and becomes [number]."""
+    the start of a card or phone number, and becomes [number]; an address being said, [email]."""
     text = _EMAIL.sub("[email]", text)
     text = _SPOKEN_EMAIL.sub("[email]", text)
+    if open_end:
+        text = _OPEN_EMAIL.sub("[email]", text)
     dates = [m.span() for m in _DATE.finditer(text)]
     tokens = list(_TOKEN.finditer(text))
     in_date = [any(a <= t.start() < b for a, b in dates) for t in tokens]  # a date ends a run

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import numpy as np
 
@@ -105,13 +105,35 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+_log_stream: TextIO | None = None  # the real stderr, once fd 2 is captured (native_stderr)
+
+
+class _RealStderrHandler(logging.StreamHandler):
+    """The log handler once fd 2 is captured. A record it cannot write has nowhere to go: the
+    logging module's report of it would go to fd 2, come back as a record, and fail again."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr) if _log_stream is None else _RealStderrHandler(_log_stream)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger("callguard")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def log_native_stderr(level: str) -> None:
+    """From now on what C libraries (PortAudio, ALSA) print on stderr is logged as JSON records of
+    `callguard.native`, and only the log handler writes to the real stderr."""
+    global _log_stream
+    from callguard.live.native_stderr import capture_native_stderr
+
+    if _log_stream is None:
+        _log_stream = capture_native_stderr()
+    setup_logging(level)
 
 
 def log_fields(**values: Any) -> dict[str, Any]:
@@ -361,6 +383,7 @@ class Daemon:
         self.commands: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self.hub = EventHub()
         self.store: IncidentStore | None = None
+        self.store_sink: StoreSink | None = None
         self.store_error = ""
         self.call: LiveCall | None = None
         self.last_call: dict[str, Any] | None = None
@@ -559,25 +582,38 @@ class Daemon:
 
     def _open_store(self, config: Config) -> None:
         """Open the store and put the sinks that run off the worker in place (on the sinks' thread,
-        after whatever the old ones still had to write)."""
-        try:
-            self.store = IncidentStore.from_config(config)
-            self.store_error = ""
-        except ConfigError as exc:
-            self.store, self.store_error = None, str(exc)
-            log.error("incident store unavailable", extra=log_fields(key=exc.key, problem=exc.problem))
-        sinks: list[Sink] = [LogSink()]
-        if self.store is not None:
-            store_sink = StoreSink(
-                self.store,
-                transcripts=config.store.transcripts,
-                share=config.floor.share if config.floor.url else None,
-            )
-            store_sink.on_priority = self._wake_floor
-            sinks.append(store_sink)
+        after whatever the old ones still had to write). A store that cannot be opened (a full disk,
+        a folder that cannot be made) is asked for again by its sink, which holds the events meanwhile."""
+        self.store = None
+        self._try_store(config, late=False)
+        self.store_sink = StoreSink(
+            self.store,
+            reopen=lambda: self._try_store(config, late=True),
+            transcripts=config.store.transcripts,
+            share=config.floor.share if config.floor.url else None,
+        )
+        self.store_sink.on_priority = self._wake_floor
+        sinks: list[Sink] = [LogSink(), self.store_sink]
         if config.daemon.notify_threats:
             sinks.append(DesktopNotifySink())
         self.sinks.replace(sinks)
+
+    def _try_store(self, config: Config, *, late: bool) -> IncidentStore | None:
+        """The store, or None while it cannot be opened (logged when its error changes). `late`: it
+        opens after the daemon started (on the sinks' thread, before any held event of a call of ours
+        is written), so the calls a killed daemon left open are closed now."""
+        try:
+            store = IncidentStore.from_config(config)
+        except ConfigError as exc:
+            if str(exc) != self.store_error:
+                log.error("incident store unavailable", extra=log_fields(key=exc.key, problem=exc.problem))
+            self.store_error = str(exc)
+            return None
+        if late:
+            store.close_interrupted()
+            log.info("incident store opened", extra=log_fields(path=str(store.path)))
+        self.store, self.store_error = store, ""
+        return store
 
     def _start_floor(self, config: Config) -> None:
         if self.floor is not None:
@@ -619,6 +655,7 @@ class Daemon:
         off the audio worker: an agent whose capture died must not see a calm panel."""
         last: tuple[Any, ...] | None = None
         while not self._stop.wait(HEALTH_POLL_S):
+            self._retry_store()
             capture = self.capture.health()
             key = (self.mode, tuple((d["role"], d["ok"]) for d in capture))
             if key != last:
@@ -633,6 +670,19 @@ class Daemon:
                         extra=log_fields(lost=[d["role"] for d in capture if not d["ok"]]),
                     )
                 last = key
+
+    def _retry_store(self) -> None:
+        """Events held while the disk refused writes are tried again every second, on the sinks'
+        thread (in order with what comes after them), so a freed disk is written to, and /health
+        recovers, without waiting for the next event."""
+        sink = self.store_sink
+        if sink is None or not (sink.held or sink.store is None) or self.sinks.backlog:  # events retry too
+            return
+
+        def retry() -> None:
+            sink.retry()
+
+        self.sinks.submit(retry)
 
     def _run_commands(self) -> None:
         while True:
@@ -758,8 +808,6 @@ class Daemon:
             config, facts, shared.model, shared=shared, history=False, transcript=self._sidecar, roles=roles
         )
         facts_dict = facts.as_dict()
-        if self.store is None:  # it was down: try again, on the sinks' thread, before this call's events
-            self.sinks.submit(lambda: self._open_store(config))
         call = LiveCall(
             call_id=call_id,
             facts=facts_dict,
@@ -885,7 +933,8 @@ class Daemon:
     def health(self) -> dict[str, Any]:
         capture = self.capture.health()
         floor = self._floor_health()
-        store_ok = self.store is not None and self.store.healthy()
+        held = self.store_sink.held if self.store_sink is not None else 0
+        store_ok = self.store is not None and self.store.healthy() and not held
         model_ok = all(m is not None for m in self.runtime.models.values())
         worker_ok = self._worker.is_alive()
         if not store_ok or not worker_ok or not any(d["ok"] for d in capture):
@@ -915,7 +964,8 @@ class Daemon:
                 "error": self.store_error or (self.store.last_error if self.store else ""),
                 "recreated": self.store.recreated if self.store else "",
                 "backlog": self.sinks.backlog,  # writes waiting for the disk
-                "dropped": self.sinks.dropped,
+                "held": held,  # events the disk refused, kept in memory until it takes them
+                "dropped": self.sinks.dropped + (self.store_sink.lost if self.store_sink else 0),
             },
             "floor": floor,
             "worker": {"ok": worker_ok, "bad_blocks": self.bad_blocks},
@@ -951,7 +1001,7 @@ def _mtime(path: Path) -> float:
 def run_daemon(config_path: Path | None, model_override: str = "", replay: Replay | None = None) -> int:
     """`callguard daemon`: runs until SIGTERM/SIGINT; returns the exit status."""
     path = find_config(config_path)
-    setup_logging("info")
+    log_native_stderr("info")
     try:
         config = load_config(path)
         setup_logging(config.daemon.log_level)

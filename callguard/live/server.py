@@ -172,13 +172,31 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
+class _HeadReader:
+    """The connection's reader while a request's line and headers arrive: all of them within one
+    deadline, so a client that sends a header line every few seconds (each read within the
+    socket's time-out) is cut off like one that sends nothing."""
+
+    def __init__(self, raw: Any, connection: socket.socket, deadline: float) -> None:
+        self.raw, self._connection, self._deadline = raw, connection, deadline
+
+    def readline(self, limit: int = -1) -> bytes:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request line and headers not complete within {REQUEST_TIMEOUT_S:g} s")
+        self._connection.settimeout(left)
+        line: bytes = self.raw.readline(limit)
+        return line
+
+
 class _Server(ThreadingHTTPServer):
     """The stdlib server with a listen backlog and a cap on connections held at once.
 
-    A flood of connections that send nothing (246 of them made /health time out for everyone)
-    must not lock the panel and the CTI out: at the cap, the connection that has waited longest
-    without sending its request line is closed to make room, so a client that sends its request
-    at once is always served. Every read and write also times out (ApiHandler.timeout)."""
+    A flood of connections that send nothing (246 of them made /health time out for everyone), or
+    their headers a line at a time, must not lock the panel and the CTI out: at the cap, the
+    connection that has waited longest without completing its request's headers is closed to make
+    room, so a client that sends its request at once is always served. A request's headers must
+    arrive within REQUEST_TIMEOUT_S in all, and every other read and write times out too."""
 
     request_queue_size = 128  # the stdlib's 5 reset half of a burst of 50 new connections
 
@@ -296,9 +314,28 @@ class ApiHandler(BaseHTTPRequestHandler):
 
     # --- dispatch --------------------------------------------------------------------------------
 
+    def handle_one_request(self) -> None:
+        # the request line (or a keep-alive's wait for the next one) and the headers: one deadline
+        raw = self.rfile
+        self.rfile = _HeadReader(raw, self.connection, time.monotonic() + REQUEST_TIMEOUT_S)  # type: ignore[assignment]
+        try:
+            super().handle_one_request()
+        finally:
+            self._end_of_head()
+            self.rfile = raw
+
     def parse_request(self) -> bool:
-        self.server.started_request(self.connection)  # type: ignore[attr-defined]
-        return super().parse_request()
+        try:
+            return super().parse_request()
+        finally:
+            self._end_of_head()
+            self.server.started_request(self.connection)  # type: ignore[attr-defined]
+
+    def _end_of_head(self) -> None:
+        """The body, and the answer, with the plain reader and the per-read time-out."""
+        if isinstance(self.rfile, _HeadReader):
+            self.rfile = self.rfile.raw
+            self.connection.settimeout(self.timeout)
 
     def do_GET(self) -> None:
         self._dispatch("GET")

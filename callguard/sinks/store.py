@@ -4,11 +4,14 @@ One writer (the daemon's worker) commits each event as it happens, in its own
 short transaction, with the database in WAL mode and `synchronous=FULL`: a
 process killed at any moment (kill -9) loses nothing that was committed.
 Transcripts are redacted of card numbers, phone numbers and e-mail addresses
-before they are written, unless IT turns `store.redact` off.
+before they are written, unless IT turns `store.redact` off. While the disk
+refuses writes (full, I/O errors), the sink holds the events in memory, in
+order and bounded, and writes them once it accepts writes again.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import json
@@ -53,6 +56,7 @@ _CALL_COLUMNS = (
 )
 _EVENT_TABLES = ("detections", "prompts", "actions", "levels", "transcripts", "notices")
 _CALL_SLOTS = ", ".join("?" * len(_CALL_COLUMNS.split(",")))
+HELD_EVENTS = 20_000  # events kept in memory while the disk refuses writes: an hour of busy calls
 log = logging.getLogger("callguard.sinks.store")
 
 
@@ -304,6 +308,8 @@ class IncidentStore:
             self._db.close()
 
     def healthy(self) -> bool:
+        """Whether the store answers and its last write went through (the sink's retry of what the
+        disk refused is the next write: StoreSink.retry)."""
         try:
             with self._lock:
                 self._db.execute("SELECT 1").fetchone()
@@ -342,7 +348,13 @@ class IncidentStore:
                 raise
             else:
                 if self._db.in_transaction:
-                    self._db.execute("COMMIT")
+                    try:
+                        self._db.execute("COMMIT")
+                    except sqlite3.Error as exc:  # a full disk can refuse the commit itself
+                        self.last_error = f"{exc} (COMMIT)"
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        raise
             finally:
                 self._grouping = False
 
@@ -588,17 +600,45 @@ class IncidentStore:
         return int(row[0]) if row else None
 
 
+_Held = tuple[CallInfo, Event, FloorMessage | None, float]
+
+
 class StoreSink:
     """The incident store as a sink: each call's row, its events, and, when a floor is configured,
-    the floor's messages about them, each with its event in one transaction."""
+    the floor's messages about them, each with its event in one transaction.
 
-    def __init__(self, store: IncidentStore, *, transcripts: bool = True, share: Share | None = None) -> None:
+    A write the disk refuses (sqlite3.OperationalError: full, I/O error, locked) is held in memory
+    with every event after it, in order, up to `capacity` events; each new event, and `retry()` (the
+    daemon calls it every second while events are held), writes them oldest first. A call started
+    on a full disk is stored, with its events, once the disk takes writes again. Without a store
+    (it could not be opened), events are held the same way and each retry first asks `reopen`."""
+
+    def __init__(
+        self,
+        store: IncidentStore | None,
+        *,
+        reopen: Callable[[], IncidentStore | None] | None = None,
+        transcripts: bool = True,
+        share: Share | None = None,
+        capacity: int = HELD_EVENTS,
+    ) -> None:
         self.store = store
+        self.reopen = reopen
         self.transcripts = transcripts
         self.share = share  # None: no floor, no outbox
+        self.capacity = capacity
         self._rows: dict[str, int | None] = {}
         self._messages: dict[str, FloorMessages] = {}
+        # (call, event, its floor message, unix time it happened) not yet written, oldest first
+        self._held: collections.deque[_Held] = collections.deque()
+        self.lost = 0  # events beyond `capacity` while the disk refused writes
+        self._refused = ""  # the disk's error while events are held
         self.on_priority: Callable[[], None] = lambda: None  # the floor link's wake-up
+
+    @property
+    def held(self) -> int:
+        """Events waiting in memory for the disk."""
+        return len(self._held)
 
     def on_event(self, call: CallInfo, event: Event) -> None:
         if isinstance(event, Transcript) and not self.transcripts:
@@ -607,29 +647,85 @@ class StoreSink:
         if messages is None and self.share is not None:
             messages = self._messages[call.call_id] = FloorMessages(call, self.share)
         message = messages.message(event) if messages is not None else None
-        match event:
-            case CallStart():
-                self._rows[call.call_id] = None  # if the write fails, the call's events still reach the floor
-                self._rows[call.call_id] = self.store.start_call(
-                    call.facts, source=call.source, started_at=call.started_at, message=message
+        if isinstance(event, CallEnd | BreakTaken):  # the call's last message: its state goes
+            self._messages.pop(call.call_id, None)
+        if len(self._held) >= self.capacity:
+            self.lost += 1
+            if self.lost <= 10 or self.lost % 1000 == 0:
+                log.error(
+                    "incident store: events held for the disk at capacity, dropped",
+                    extra={"fields": {"held": len(self._held), "lost": self.lost}},
                 )
-            case BreakTaken():  # after its call: no row of its own, the outbox only
-                self._messages.pop(call.call_id, None)
-                self.store.record(None, event, message)
-            case CallEnd():
-                row = self._rows.pop(call.call_id, None)
-                self._messages.pop(call.call_id, None)
-                if row is not None:
-                    self.store.end_call(row, duration=event.duration, reason=event.reason, message=message)
-                else:
-                    self.store.record(None, event, message)
-            case _:
-                self.store.record(self._rows.get(call.call_id), event, message)
+        else:
+            self._held.append((call, event, message, time.time()))
+            self.retry()
         if message is not None and message.priority:
             self.on_priority()
 
+    def retry(self) -> bool:
+        """Write the held events, oldest first, until the disk refuses one; True when none is left."""
+        if self.store is None:
+            self.store = self.reopen() if self.reopen is not None else None
+            if self.store is None:
+                return not self._held
+        written = 0
+        while self._held:
+            call, event, message, at = self._held[0]
+            try:
+                self._write(call, event, message, at)
+            except sqlite3.OperationalError as exc:
+                if not self._refused:  # logged once as holding starts, not for every event
+                    log.warning(
+                        "incident store refuses writes: events held in memory until it takes them",
+                        extra={"fields": {"error": str(exc), "capacity": self.capacity}},
+                    )
+                self._refused = str(exc)
+                return False
+            except Exception:  # not the disk: this event can never be written, the next ones can
+                self._held.popleft()
+                raise
+            self._held.popleft()
+            written += 1
+        if self._refused:
+            self._refused = ""
+            log.info("incident store takes writes again", extra={"fields": {"written_from_memory": written}})
+        return True
+
+    def _write(self, call: CallInfo, event: Event, message: FloorMessage | None, at: float) -> None:
+        store = self.store
+        assert store is not None, "retry() writes only with a store"
+        match event:
+            case CallStart():
+                self._rows[call.call_id] = None  # if the write fails, the call's events still reach the floor
+                self._rows[call.call_id] = store.start_call(
+                    call.facts, source=call.source, started_at=call.started_at, message=message
+                )
+            case BreakTaken():  # after its call: no row of its own, the outbox only
+                store.record(None, event, message)
+            case CallEnd():
+                row = self._rows.get(call.call_id)
+                if row is not None:
+                    duration, reason = event.duration, event.reason
+                    store.end_call(row, duration=duration, reason=reason, ended_at=at, message=message)
+                else:
+                    store.record(None, event, message)
+                self._rows.pop(call.call_id, None)
+            case _:
+                store.record(self._rows.get(call.call_id), event, message)
+
     def close(self) -> None:
-        self.store.close()
+        """Write what is held if the store takes it (a store never opened is not asked for now: a
+        reload may have replaced it), then close."""
+        if self.store is not None:
+            self.retry()
+        if self._held:
+            error = self.store.last_error if self.store is not None else "no store"
+            log.error(
+                "incident store closed with events it could not write",
+                extra={"fields": {"lost": len(self._held), "error": error}},
+            )
+        if self.store is not None:
+            self.store.close()
 
 
 def write_csv(records: Iterable[CallRecord], out: TextIO) -> int:

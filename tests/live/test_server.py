@@ -4,6 +4,7 @@ only its sound devices are left closed and blocks are queued as the capture call
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -367,6 +368,37 @@ def test_a_flood_of_idle_connections_does_not_lock_the_panel_out(daemon: Daemon)
             s.close()
 
 
+def test_headers_sent_a_line_at_a_time_are_cut_off_and_never_lock_the_panel_out(daemon: Daemon) -> None:
+    """Found by scripts/probe_daemon.py (issue 17.3): connections that send a header line every
+    second or so, never the blank line, were never closed (each read came within the time-out)
+    and, past the cap, kept the panel out."""
+    import select
+
+    from callguard.live.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
+
+    port = daemon.server.port
+    slow = []
+    for _ in range(MAX_CONNECTIONS + 20):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        slow.append(s)
+    try:
+        started = time.monotonic()
+        open_ = set(slow)
+        while open_ and time.monotonic() - started < REQUEST_TIMEOUT_S + 4:
+            answered = set(select.select(list(open_), [], [], 0)[0])  # closed, or a 408
+            for s in open_ - answered:
+                with contextlib.suppress(OSError):
+                    s.sendall(b"X-Slow: 1\r\n")
+            open_ -= answered
+            assert Client(port).request("GET", "/api/v1/calls/current")[0] == 200, "the panel is served"
+            time.sleep(1.0)
+        assert not open_, f"{len(open_)} connections still held after {REQUEST_TIMEOUT_S + 4} s"
+    finally:
+        for s in slow:
+            s.close()
+
+
 def test_a_slow_disk_never_delays_the_prompts(daemon: Daemon) -> None:
     """Issue 18.3: store writes ran on the audio worker; now they queue behind it."""
     assert daemon.store is not None
@@ -422,3 +454,84 @@ def test_callguard_panel_prints_a_working_link(daemon: Daemon) -> None:
     link = urlsplit(panel_login_link(daemon.config))
     status, _, _ = Client(daemon.server.port, token=None).request("GET", f"{link.path}?{link.query}")
     assert status == 303
+
+
+def test_a_full_disk_freed_recovers_health_and_stores_the_call_it_missed(daemon: Daemon) -> None:
+    """Issue 17.18: after a full disk was freed, /health stayed failing until the next write, and
+    the call started while the disk was full was never stored. The disk is full as SQLite sees it:
+    the store's file may not grow (max_page_count), and writes fail with "database or disk is full"."""
+    from tests.sinks.test_store import fill_the_disk, free_the_disk
+
+    store = daemon.store
+    assert store is not None
+    api = Client(daemon.server.port)
+    assert api.request("POST", "/api/v1/calls", body={"call_id": "BEFORE"})[0] == 201
+    fill_the_disk(store)
+    posted = 0
+    while posted < 3000:  # actions until the file's pages are full and a write is refused
+        assert api.request("POST", "/api/v1/calls/BEFORE/actions", body={"action": "acknowledged"})[0] == 200
+        posted += 1
+        daemon.sinks.flush(5)
+        if daemon.health()["store"]["held"]:
+            break
+    assert api.request("POST", "/api/v1/calls/BEFORE/end")[0] == 200
+    during = {"call_id": "DURING", "customer_name": "Ms Lee"}
+    assert api.request("POST", "/api/v1/calls", body=during)[0] == 201
+    assert api.request("POST", "/api/v1/calls/DURING/actions", body={"action": "limits_stated"})[0] == 200
+    assert api.request("POST", "/api/v1/calls/DURING/end")[0] == 200
+    status, health, _ = api.request("GET", "/health")
+    assert status == 503 and not health["store"]["ok"] and health["store"]["held"] > 3
+    assert "database or disk is full" in health["store"]["error"]
+
+    free_the_disk(store)  # and nothing is written from now on: health must recover by itself
+    deadline = time.monotonic() + 10
+    while (health := api.request("GET", "/health")[1])["store"]["held"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert health["store"]["ok"] and health["store"]["held"] == 0 and not health["store"]["error"], health
+    reader = IncidentStore(daemon.config.path(daemon.config.store.path))
+    calls = {c.call_id: c for c in reader.calls()}
+    assert calls["DURING"].customer_name == "Ms Lee" and calls["DURING"].end_reason == "api"
+    assert [a["action"] for a in reader.details(calls["DURING"].id)["actions"]] == ["limits_stated"]
+    assert calls["BEFORE"].end_reason == "api" and calls["BEFORE"].actions == posted, "nothing lost"
+
+
+def test_a_store_that_cannot_be_opened_at_start_gets_the_calls_made_meanwhile(tmp_path: Path) -> None:
+    """Issue 17.18, the other way a call was never stored: the store could not be opened when the
+    daemon started (here its folder cannot be made: a file stands in its way), and the calls made
+    meanwhile were written nowhere. They are held, and written once the store opens."""
+    from callguard.core.config import load_config
+    from callguard.live.daemon import build_runtime
+    from tests.live.harness import free_port, write_config
+
+    blocker = tmp_path / "store"
+    blocker.write_text("not a folder")
+    config_path = write_config(tmp_path, port=free_port(), daemon={"auto_calls": False})
+    text = config_path.read_text().replace(
+        str(tmp_path / "incidents.sqlite3"), str(blocker / "incidents.sqlite3")
+    )
+    config_path.write_text(text)
+    config = load_config(config_path)
+    daemon = Daemon(config_path, config, build_runtime(config, ""))
+    daemon.start(capture=False)
+    try:
+        api = Client(daemon.server.port)
+        health = api.request("GET", "/health")[1]["store"]
+        assert not health["ok"] and "cannot open the incident store" in health["error"]
+        assert (
+            api.request("POST", "/api/v1/calls", body={"call_id": "EARLY", "customer_name": "Ms Lee"})[0]
+            == 201
+        )
+        assert api.request("POST", "/api/v1/calls/EARLY/actions", body={"action": "limits_stated"})[0] == 200
+        assert api.request("POST", "/api/v1/calls/EARLY/end")[0] == 200
+        assert api.request("GET", "/health")[1]["store"]["held"] >= 3
+        blocker.unlink()  # the way is clear; nothing is sent from now on
+        deadline = time.monotonic() + 10
+        while not (health := api.request("GET", "/health")[1]["store"])["ok"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert health["ok"] and health["held"] == 0 and not health["error"], health
+    finally:
+        daemon.shutdown()
+    reader = IncidentStore(blocker / "incidents.sqlite3")
+    [stored] = reader.calls()
+    assert (stored.call_id, stored.customer_name, stored.end_reason) == ("EARLY", "Ms Lee", "api")
+    assert [a["action"] for a in reader.details(stored.id)["actions"]] == ["limits_stated"]

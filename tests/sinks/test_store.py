@@ -228,6 +228,23 @@ def test_events_are_redacted_with_their_timed_words() -> None:
     assert redact_text("my card is four one one") == "my card is four one one"  # a final: three digits stay
 
 
+@pytest.mark.parametrize(
+    ("partial", "expected"),
+    [
+        ("my email is john at example", "my email is [email]"),
+        ("my email is john at example dot", "my email is [email]"),
+        ("écrivez à jean arobase", "écrivez à [email]"),
+        ("john (at) example (dot)", "[email]"),
+        ("i am at", "i am at"),  # nothing after the "at" yet: no address
+        ("call me at five five five", "call me at [number]"),
+    ],
+)
+def test_an_address_still_being_said_is_redacted_in_a_partial(partial: str, expected: str) -> None:
+    """Found by scripts/probe_daemon.py (issue 17.7): the partials before an e-mail's last word
+    ("john at example", "... dot") went to events.jsonl whole."""
+    assert redact_text(partial, open_end=True) == expected
+
+
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_store_deleted_or_replaced_while_running_loses_nothing_after(
     tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
@@ -282,3 +299,78 @@ def test_calls_left_open_by_a_killed_daemon_are_closed_as_interrupted(tmp_path: 
     assert (calls["k-1"].end_reason, calls["k-1"].duration) == ("interrupted", 12.5)
     assert (calls["k-2"].end_reason, calls["k-2"].duration) == ("api", 5.0)
     assert restarted.close_interrupted() == 0
+
+
+def fill_the_disk(store: IncidentStore) -> None:
+    """The store's file may grow no further: SQLite then fails as on a full disk, with
+    OperationalError "database or disk is full" (max_page_count, per connection). Lifted by
+    `free_the_disk`."""
+    with store._lock:
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count={pages}")
+
+
+def free_the_disk(store: IncidentStore) -> None:
+    with store._lock:
+        store._db.execute("PRAGMA max_page_count=1073741823")
+
+
+def test_a_full_disk_holds_events_in_memory_and_writes_them_in_order_once_freed(tmp_path: Path) -> None:
+    """Issue 17.18: after a full disk was freed, health stayed failing until the next write, and a
+    call started while the disk was full was never stored."""
+    from callguard.core.events import CallEnd, CallStart, Notice
+    from callguard.sinks.base import CallInfo
+    from callguard.sinks.store import StoreSink
+
+    path = tmp_path / "incidents.sqlite3"
+    store = IncidentStore(path)
+    sink = StoreSink(store)
+    before = CallInfo("before", {"call_id": "before"}, "api", 1000.0)
+    sink.on_event(before, CallStart(t=0.0, speaker="system"))
+    fill_the_disk(store)
+    said = []
+    for i in range(2000):  # until the pages it has are full: then a write is refused
+        said.append(f"notice {i} " + "x" * 200)
+        sink.on_event(before, Notice(t=float(i), speaker="system", message=said[-1]))
+        if sink.held:
+            break
+    assert sink.held == 1 and "database or disk is full" in store.last_error
+    assert not store.healthy()
+    during = CallInfo("during", {"call_id": "during", "customer_name": "Ms Lee"}, "api", 2000.0)
+    sink.on_event(during, CallStart(t=0.0, speaker="system"))
+    sink.on_event(during, AgentAction(t=1.0, speaker="agent", action="limits_stated"))
+    sink.on_event(during, CallEnd(t=2.0, speaker="system", duration=2.0, reason="api"))
+    sink.on_event(before, Notice(t=5000.0, speaker="system", message="the last"))
+    assert sink.held == 5
+    assert sink.retry() is False and sink.held == 5, "still full: everything still held"
+    reader = IncidentStore(path)
+    assert [c.call_id for c in reader.calls()] == ["before"]
+
+    free_the_disk(store)
+    assert sink.retry() is True and sink.held == 0
+    assert store.healthy(), "the retry's writes clear the failure"
+    calls = {c.call_id: c for c in reader.calls()}
+    assert calls["during"].customer_name == "Ms Lee" and calls["during"].end_reason == "api"
+    assert calls["during"].ended_at == pytest.approx(time.time(), abs=5)
+    assert [a["action"] for a in reader.details(calls["during"].id)["actions"]] == ["limits_stated"]
+    notices = [n["message"] for n in reader.details(calls["before"].id)["notices"]]
+    assert notices == [*said, "the last"], "every event, in order, none twice"
+
+
+def test_events_beyond_what_memory_holds_are_counted_not_kept(tmp_path: Path) -> None:
+    from callguard.core.events import CallStart, Notice
+    from callguard.sinks.base import CallInfo
+    from callguard.sinks.store import StoreSink
+
+    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    sink = StoreSink(store, capacity=3)
+    call = CallInfo("c", {"call_id": "c"}, "api", 1000.0)
+    sink.on_event(call, CallStart(t=0.0, speaker="system"))
+    fill_the_disk(store)
+    for i in range(1, 500):
+        sink.on_event(call, Notice(t=float(i), speaker="system", message="y" * 300))
+    assert sink.held == 3 and sink.lost > 0
+    row = store.find_call("c")
+    assert row is not None
+    written = len(store.details(row)["notices"])
+    assert 1 + written + sink.held + sink.lost == 500, "each event written, held or counted as lost"
