@@ -586,6 +586,7 @@ class Daemon:
         a folder that cannot be made) is asked for again by its sink, which holds the events meanwhile."""
         self.store = None
         self._try_store(config, late=False)
+        previous = self.store_sink
         self.store_sink = StoreSink(
             self.store,
             reopen=lambda: self._try_store(config, late=True),
@@ -593,6 +594,8 @@ class Daemon:
             share=config.floor.share if config.floor.url else None,
         )
         self.store_sink.on_priority = self._wake_floor
+        if previous is not None:  # what the old sink could not write yet is the new one's to write
+            previous.successor = self.store_sink
         sinks: list[Sink] = [LogSink(), self.store_sink]
         if config.daemon.notify_threats:
             sinks.append(DesktopNotifySink())

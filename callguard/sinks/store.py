@@ -634,6 +634,7 @@ class StoreSink:
         self.lost = 0  # events beyond `capacity` while the disk refused writes
         self._refused = ""  # the disk's error while events are held
         self.on_priority: Callable[[], None] = lambda: None  # the floor link's wake-up
+        self.successor: StoreSink | None = None  # the sink a reload puts in place: it takes what is held
 
     @property
     def held(self) -> int:
@@ -713,11 +714,28 @@ class StoreSink:
             case _:
                 store.record(self._rows.get(call.call_id), event, message)
 
+    def adopt(self, old: StoreSink) -> None:
+        """Take the events an older sink still holds, before any of this sink's own (a config reload
+        replaced it while the disk refused writes): they are written once the disk takes them."""
+        same_store = old.store is not None and self.store is not None and old.store.path == self.store.path
+        if same_store:  # row ids of calls already stored stay valid
+            self._rows = {**old._rows, **self._rows}
+        self._held = collections.deque([*old._held, *self._held])
+        self._refused = self._refused or old._refused
+        old._held.clear()
+        if self._held:
+            log.info(
+                "incident store: events held for the disk handed to the reloaded store",
+                extra={"fields": {"held": len(self._held)}},
+            )
+
     def close(self) -> None:
         """Write what is held if the store takes it (a store never opened is not asked for now: a
-        reload may have replaced it), then close."""
+        reload may have replaced it), hand the rest to the successor if there is one, then close."""
         if self.store is not None:
             self.retry()
+        if self._held and self.successor is not None:
+            self.successor.adopt(self)
         if self._held:
             error = self.store.last_error if self.store is not None else "no store"
             log.error(

@@ -5,9 +5,9 @@ their figures there. dev_*.tsv, frozen_*.tsv, blind2_*.tsv and blind3_*.tsv were
 (frozen_*: after the first heads were frozen; blind2_* and blind3_*: each by another hand, from the
 labelling guide alone; see scripts/eval_detector.py for how much each was looked at); the whole
 detector is held there to the figures it reached when the fifth round's heads were frozen, so that
-a change that loses recall or adds false alarms fails. dev3_*.tsv, tuned on, is only in the table. Issue 16's target (insult and
-threat recall 0.95, profanity 0.9, at most 1 false alarm per 100 clean) is not met yet: see
-README, "Detection".
+a change that loses recall or adds false alarms fails. dev3_*.tsv, tuned on, is only in the
+table. Issue 16's target (insult and threat recall 0.95, profanity 0.9, at most 1 false alarm per
+100 clean) is not met yet: see README, "Detection".
 """
 
 from __future__ import annotations

@@ -374,3 +374,39 @@ def test_events_beyond_what_memory_holds_are_counted_not_kept(tmp_path: Path) ->
     assert row is not None
     written = len(store.details(row)["notices"])
     assert 1 + written + sink.held + sink.lost == 500, "each event written, held or counted as lost"
+
+
+def test_a_reload_while_the_disk_is_full_hands_the_held_events_to_the_new_store(tmp_path: Path) -> None:
+    """The probe's re-run found that a config reload during a full disk dropped the events held."""
+    from callguard.core.events import CallEnd, CallStart, Notice
+    from callguard.sinks.base import CallInfo
+    from callguard.sinks.store import StoreSink
+
+    path = tmp_path / "incidents.sqlite3"
+    store = IncidentStore(path)
+    first = StoreSink(store)
+    earlier = CallInfo("earlier", {"call_id": "earlier"}, "api", 900.0)
+    first.on_event(earlier, CallStart(t=0.0, speaker="system"))
+    fill_the_disk(store)
+    for i in range(2000):  # until the pages it has are full
+        first.on_event(earlier, Notice(t=float(i), speaker="system", message=f"notice {i} " + "x" * 200))
+        if first.held:
+            break
+    call = CallInfo("held", {"call_id": "held", "customer_name": "Mr Roy"}, "api", 1000.0)
+    first.on_event(call, CallStart(t=0.0, speaker="system"))
+    first.on_event(call, AgentAction(t=1.0, speaker="agent", action="limits_stated"))
+    first.on_event(call, CallEnd(t=2.0, speaker="system", duration=2.0, reason="api"))
+    assert first.held == 4
+
+    reloaded_store = IncidentStore(path)
+    fill_the_disk(reloaded_store)
+    reloaded = StoreSink(reloaded_store)
+    first.successor = reloaded
+    first.close()  # as the sinks' swap does: the old sink closes once the new one is in place
+    assert first.held == 0 and reloaded.held == 4
+    free_the_disk(reloaded_store)
+    assert reloaded.retry() is True
+    stored = {c.call_id: c for c in IncidentStore(path).calls()}
+    assert stored["held"].customer_name == "Mr Roy" and stored["held"].end_reason == "api"
+    actions = IncidentStore(path).details(stored["held"].id)["actions"]
+    assert [a["action"] for a in actions] == ["limits_stated"]
