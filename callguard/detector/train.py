@@ -252,7 +252,9 @@ class HeadRecipe:
 
 RECIPES = (
     HeadRecipe("customer_screen", ("use",), "customer"),  # the gate: cheap, linear
-    HeadRecipe("customer", ("e5", "use"), "customer", TrainingSettings(neighbours=25)),
+    # The vote's share fell from 0.5 to 0.4 with the fifth round: the linear head, on more lines,
+    # carries more (on the dev sets, more recall at the same false alarms in both languages).
+    HeadRecipe("customer", ("e5", "use"), "customer", TrainingSettings(neighbours=25, neighbour_weight=0.4)),
     HeadRecipe("agent", ("use",), "agent"),
 )
 
