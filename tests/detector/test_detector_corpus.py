@@ -58,14 +58,14 @@ def test_corpus_thresholds(lang: str, lexicons: TextDetector) -> None:
 # prints them), less a small margin for the last digit of a BLAS sum on another CPU.
 FROZEN_FIGURES = {
     # (set, lang): (profanity, insult, threat recall at least; false alarms per 100 clean at most)
-    ("dev", "en"): (0.98, 0.91, 0.94, 2.3),
-    ("dev", "fr"): (0.98, 0.83, 0.88, 1.2),
-    ("frozen", "en"): (0.98, 0.95, 0.91, 3.1),
-    ("frozen", "fr"): (0.92, 0.81, 0.90, 3.1),
-    ("blind2", "en"): (0.96, 0.95, 0.95, 5.9),
-    ("blind2", "fr"): (0.98, 0.86, 0.85, 1.8),
-    ("blind3", "en"): (0.98, 0.93, 0.88, 4.1),
-    ("blind3", "fr"): (0.98, 0.90, 0.89, 4.1),
+    ("dev", "en"): (0.98, 0.92, 0.95, 2.3),
+    ("dev", "fr"): (0.98, 0.84, 0.88, 1.2),
+    ("frozen", "en"): (0.98, 0.98, 0.93, 3.1),
+    ("frozen", "fr"): (0.92, 0.84, 0.91, 3.1),
+    ("blind2", "en"): (0.96, 0.95, 0.95, 6.8),
+    ("blind2", "fr"): (0.98, 0.89, 0.85, 1.8),
+    ("blind3", "en"): (0.98, 0.93, 0.95, 4.1),
+    ("blind3", "fr"): (0.98, 0.92, 0.89, 4.1),
 }
 
 
