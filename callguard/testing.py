@@ -1,10 +1,15 @@
 """Helpers for tests and probe scripts (not used by callguard itself): run any stage on frames or
-events, make small synthetic frames, and write a config file for a real daemon of its own."""
+events, make small synthetic frames, write a config file for a real daemon of its own, and talk to
+its API on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +159,71 @@ def run_daemon_writing_from_c(config: Path) -> int:
     logging.getLogger("callguard.live.daemon").addHandler(Ready())
     threading.Thread(target=write_from_c, daemon=True).start()
     return run_daemon(config)
+
+
+# ---------------------------------------------------------------- a local daemon's API
+
+
+def api_request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    token: str | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, Any, http.client.HTTPResponse]:
+    """One request to the API on 127.0.0.1:`port`: its status, its body (decoded when it is JSON,
+    else the bytes) and the response (for its headers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    sent = dict(headers or {})
+    if token:
+        sent.setdefault("Authorization", f"Bearer {token}")
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        sent["Content-Type"] = "application/json"
+    try:
+        conn.request(method, path, body=data, headers=sent)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    kind = response.getheader("Content-Type", "")
+    parsed = json.loads(raw) if raw and kind.startswith("application/json") else raw
+    return response.status, parsed, response
+
+
+class EventStream:
+    """GET /api/v1/events on 127.0.0.1:`port`, read on a thread: each message with the time.time()
+    it arrived."""
+
+    def __init__(self, port: int, token: str, timeout: float = 60.0) -> None:
+        self.messages: list[tuple[float, dict[str, Any]]] = []
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        self.conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {token}"})
+        self.response = self.conn.getresponse()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for raw in self.response:
+                line = raw.decode("utf-8").rstrip("\n")
+                if line.startswith("data: "):
+                    self.messages.append((time.time(), json.loads(line[6:])))
+
+    def find(
+        self, wanted: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> tuple[float, dict[str, Any]] | None:
+        """The first message `wanted` accepts and when it came, waiting up to `timeout`; None if none."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for arrived, message in list(self.messages):
+                if wanted(message):
+                    return arrived, message
+            time.sleep(0.005)
+        return None
+
+    def close(self) -> None:
+        self.conn.close()

@@ -39,7 +39,7 @@ import numpy as np
 from callguard.core.config import load_config
 from callguard.live.daemon import Daemon, Replay, build_runtime
 from callguard.live.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
-from callguard.testing import daemon_config_file
+from callguard.testing import EventStream, api_request, daemon_config_file
 
 try:
     from scripts import probe_api
@@ -84,23 +84,7 @@ def call(
     headers: dict[str, str] | None = None,
     token: str | None = TOKEN,
 ) -> tuple[int, Any, http.client.HTTPResponse]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    sent = dict(headers or {})
-    if token:
-        sent.setdefault("Authorization", f"Bearer {token}")
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        sent["Content-Type"] = "application/json"
-    try:
-        conn.request(method, path, body=data, headers=sent)
-        response = conn.getresponse()
-        raw = response.read()
-    finally:
-        conn.close()
-    kind = response.getheader("Content-Type", "")
-    parsed = json.loads(raw) if raw and kind.startswith("application/json") else raw
-    return response.status, parsed, response
+    return api_request(port, method, path, body, headers, token=token, timeout=15)
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -118,36 +102,6 @@ def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
 def status_of(answer: bytes) -> int:
     match = re.match(rb"HTTP/1\.[01] (\d{3})", answer)
     return int(match.group(1)) if match else 0
-
-
-class Stream:
-    """/api/v1/events read on a thread: every message as it came."""
-
-    def __init__(self, port: int) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {TOKEN}"})
-        self.response = self.conn.getresponse()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            for raw in self.response:
-                line = raw.decode("utf-8").rstrip("\n")
-                if line.startswith("data: "):
-                    self.messages.append(json.loads(line[6:]))
-
-    def wait_for(self, wanted: Callable[[dict[str, Any]], bool], timeout: float) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for message in list(self.messages):
-                if wanted(message):
-                    return message
-            time.sleep(0.02)
-        return None
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 def rss_mb() -> float:
@@ -402,9 +356,10 @@ def item_4_and_8(probe: Probe) -> tuple[Result, Result]:
     wav, transcript = replayed_call(folder)
     facts = json.loads(Path(f"{SAMPLE}.call.json").read_text()) | {"call_id": "PII-1"}
     daemon = in_process_daemon(folder, replay=Replay(wav, facts, transcript))
-    stream = Stream(daemon.server.port)
+    stream = EventStream(daemon.server.port, TOKEN)
     try:
-        abuse = stream.wait_for(lambda m: m.get("event", {}).get("type") == "abuse", timeout=40)
+        found = stream.find(lambda m: m.get("event", {}).get("type") == "abuse", timeout=40)
+        abuse = found[1] if found else None
         current = call(daemon.server.port, "GET", "/api/v1/calls/current")[1]
         stored: list[dict[str, Any]] = []
         deadline = time.monotonic() + 30
@@ -415,7 +370,7 @@ def item_4_and_8(probe: Probe) -> tuple[Result, Result]:
             row = daemon.store.find_call("PII-1")
             stored = daemon.store.details(row)["transcripts"] if row else []
             time.sleep(0.5)
-        wire = json.dumps(stream.messages) + json.dumps(
+        wire = json.dumps([m for _, m in stream.messages]) + json.dumps(
             call(daemon.server.port, "GET", "/api/v1/calls/current")[1]
         )
         wire += json.dumps(current)
@@ -705,9 +660,10 @@ def item_9_and_10(probe: Probe) -> tuple[Result, Result]:
 
 def item_11(probe: Probe) -> tuple[Result, Result]:
     daemon = in_process_daemon(probe.folder / "health")  # no sound device open: capture is lost
-    stream = Stream(daemon.server.port)
+    stream = EventStream(daemon.server.port, TOKEN)
     try:
-        health = stream.wait_for(lambda m: m.get("kind") == "health", timeout=5)
+        found = stream.find(lambda m: m.get("kind") == "health", timeout=5)
+        health = found[1] if found else None
     finally:
         stream.close()
         daemon.shutdown()

@@ -4,10 +4,7 @@ queued as the capture callback queues it (for the API, panel, notification and f
 from __future__ import annotations
 
 import http.client
-import json
 import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,7 @@ import numpy as np
 from callguard.core.config import load_config
 from callguard.live.daemon import Daemon, build_runtime
 from callguard.sources.devices import CapturedBlock
-from callguard.testing import daemon_config_file
+from callguard.testing import EventStream, api_request, daemon_config_file
 
 TOKEN = "test-token-0123456789"
 ASTERISK_EN = Path("/usr/share/asterisk/sounds/en")
@@ -55,55 +52,21 @@ class Client:
     def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any, http.client.HTTPResponse]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        sent = dict(headers or {})
-        if self.token:
-            sent.setdefault("Authorization", f"Bearer {self.token}")
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=sent)
-        response = conn.getresponse()
-        raw = response.read()
-        kind = response.getheader("Content-Type", "")
-        parsed = json.loads(raw) if raw and kind.startswith("application/json") else raw
-        conn.close()
-        return response.status, parsed, response
+        return api_request(self.port, method, path, body, headers, token=self.token)
 
 
-class SseReader:
+class SseReader(EventStream):
     """Reads /api/v1/events on a thread, stamping each message with its arrival time."""
 
     def __init__(self, port: int) -> None:
-        self.messages: list[tuple[float, dict[str, Any]]] = []
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self.conn.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {TOKEN}"})
-        self.response = self.conn.getresponse()
+        super().__init__(port, TOKEN, timeout=30)
         assert self.response.status == 200
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        try:
-            for raw in self.response:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("data: "):
-                    self.messages.append((time.time(), json.loads(line[6:])))
-        except (OSError, ValueError):
-            pass
 
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> tuple[float, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for arrived, message in list(self.messages):
-                if predicate(message):
-                    return arrived, message
-            time.sleep(0.005)
-        raise AssertionError(f"no matching message in {timeout} s; got {[m for _, m in self.messages]}")
-
-    def close(self) -> None:
-        self.conn.close()
+        found = self.find(predicate, timeout)
+        if found is None:
+            raise AssertionError(f"no matching message in {timeout} s; got {[m for _, m in self.messages]}")
+        return found
 
 
 def start_daemon(folder: Path, extra: str = "", **settings: Any) -> Daemon:
