@@ -22,12 +22,14 @@ from callguard.core.events import (
     CallSummary,
     LanguageDecided,
     LevelChange,
+    Notice,
     Prompt,
     Shouting,
     Transcript,
 )
 from callguard.core.redact import redact_text
-from callguard.sinks.store import IncidentStore, cmd_incidents, write_csv
+from callguard.sinks.base import CallInfo
+from callguard.sinks.store import IncidentStore, StoreSink, cmd_incidents, write_csv
 
 FACTS = {
     "call_id": "C-1",
@@ -315,12 +317,21 @@ def free_the_disk(store: IncidentStore) -> None:
         store._db.execute("PRAGMA max_page_count=1073741823")
 
 
+def notices_until_refused(sink: StoreSink, call: CallInfo) -> list[str]:
+    """Notices of `call` until the full disk's pages are used up and one is refused (held): what was said."""
+    said: list[str] = []
+    for i in range(2000):
+        said.append(f"notice {i} " + "x" * 200)
+        sink.on_event(call, Notice(t=float(i), speaker="system", message=said[-1]))
+        if sink.held:
+            break
+    return said
+
+
 def test_a_full_disk_holds_events_in_memory_and_writes_them_in_order_once_freed(tmp_path: Path) -> None:
     """Issue 17.18: after a full disk was freed, health stayed failing until the next write, and a
     call started while the disk was full was never stored."""
-    from callguard.core.events import CallEnd, CallStart, Notice
-    from callguard.sinks.base import CallInfo
-    from callguard.sinks.store import StoreSink
+    from callguard.core.events import CallEnd, CallStart
 
     path = tmp_path / "incidents.sqlite3"
     store = IncidentStore(path)
@@ -328,12 +339,7 @@ def test_a_full_disk_holds_events_in_memory_and_writes_them_in_order_once_freed(
     before = CallInfo("before", {"call_id": "before"}, "api", 1000.0)
     sink.on_event(before, CallStart(t=0.0, speaker="system"))
     fill_the_disk(store)
-    said = []
-    for i in range(2000):  # until the pages it has are full: then a write is refused
-        said.append(f"notice {i} " + "x" * 200)
-        sink.on_event(before, Notice(t=float(i), speaker="system", message=said[-1]))
-        if sink.held:
-            break
+    said = notices_until_refused(sink, before)
     assert sink.held == 1 and "database or disk is full" in store.last_error
     assert not store.healthy()
     during = CallInfo("during", {"call_id": "during", "customer_name": "Ms Lee"}, "api", 2000.0)
@@ -359,8 +365,6 @@ def test_a_full_disk_holds_events_in_memory_and_writes_them_in_order_once_freed(
 
 def test_events_beyond_what_memory_holds_are_counted_not_kept(tmp_path: Path) -> None:
     from callguard.core.events import CallStart, Notice
-    from callguard.sinks.base import CallInfo
-    from callguard.sinks.store import StoreSink
 
     store = IncidentStore(tmp_path / "incidents.sqlite3")
     sink = StoreSink(store, capacity=3)
@@ -378,9 +382,7 @@ def test_events_beyond_what_memory_holds_are_counted_not_kept(tmp_path: Path) ->
 
 def test_a_reload_while_the_disk_is_full_hands_the_held_events_to_the_new_store(tmp_path: Path) -> None:
     """The probe's re-run found that a config reload during a full disk dropped the events held."""
-    from callguard.core.events import CallEnd, CallStart, Notice
-    from callguard.sinks.base import CallInfo
-    from callguard.sinks.store import StoreSink
+    from callguard.core.events import CallEnd, CallStart
 
     path = tmp_path / "incidents.sqlite3"
     store = IncidentStore(path)
@@ -388,10 +390,7 @@ def test_a_reload_while_the_disk_is_full_hands_the_held_events_to_the_new_store(
     earlier = CallInfo("earlier", {"call_id": "earlier"}, "api", 900.0)
     first.on_event(earlier, CallStart(t=0.0, speaker="system"))
     fill_the_disk(store)
-    for i in range(2000):  # until the pages it has are full
-        first.on_event(earlier, Notice(t=float(i), speaker="system", message=f"notice {i} " + "x" * 200))
-        if first.held:
-            break
+    notices_until_refused(first, earlier)
     call = CallInfo("held", {"call_id": "held", "customer_name": "Mr Roy"}, "api", 1000.0)
     first.on_event(call, CallStart(t=0.0, speaker="system"))
     first.on_event(call, AgentAction(t=1.0, speaker="agent", action="limits_stated"))
