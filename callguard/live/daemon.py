@@ -658,7 +658,6 @@ class Daemon:
         off the audio worker: an agent whose capture died must not see a calm panel."""
         last: tuple[Any, ...] | None = None
         while not self._stop.wait(HEALTH_POLL_S):
-            self._retry_store()
             capture = self.capture.health()
             key = (self.mode, tuple((d["role"], d["ok"]) for d in capture))
             if key != last:
@@ -673,19 +672,6 @@ class Daemon:
                         extra=log_fields(lost=[d["role"] for d in capture if not d["ok"]]),
                     )
                 last = key
-
-    def _retry_store(self) -> None:
-        """Events held while the disk refused writes are tried again every second, on the sinks'
-        thread (in order with what comes after them), so a freed disk is written to, and /health
-        recovers, without waiting for the next event."""
-        sink = self.store_sink
-        if sink is None or not (sink.held or sink.store is None) or self.sinks.backlog:  # events retry too
-            return
-
-        def retry() -> None:
-            sink.retry()
-
-        self.sinks.submit(retry)
 
     def _run_commands(self) -> None:
         while True:

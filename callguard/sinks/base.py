@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from callguard.core.events import Event
 
@@ -36,6 +36,17 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class Retrying(Protocol):
+    """A sink that can be left with work it could not finish (a disk that refused writes):
+    `BackgroundSinks` asks it to retry whenever no event came for a second."""
+
+    @property
+    def waiting(self) -> bool: ...
+
+    def retry(self) -> bool: ...
+
+
 class FanOut:
     """Several sinks as one, in order; one failing sink never keeps the event from the others."""
 
@@ -49,6 +60,14 @@ class FanOut:
             except Exception:
                 log.exception("sink failed", extra={"fields": {"sink": type(sink).__name__}})
 
+    def retry_waiting(self) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, Retrying) and sink.waiting:
+                try:
+                    sink.retry()
+                except Exception:
+                    log.exception("sink failed to retry", extra={"fields": {"sink": type(sink).__name__}})
+
     def close(self) -> None:
         for sink in self.sinks:
             try:
@@ -60,10 +79,13 @@ class FanOut:
 class BackgroundSinks:
     """Sinks run on their own thread, in order, behind a bounded queue, so a slow disk or a hung
     notification server never delays the prompts. Full (the disk stalled for tens of thousands of
-    events), an event is dropped, counted and logged; the daemon's /health shows backlog and drops."""
+    events), an event is dropped, counted and logged; the daemon's /health shows backlog and drops.
+    A second with no event, the sinks left with unfinished work retry it (a freed disk is written to,
+    and /health recovers, without waiting for the next event; while events flow, they retry too)."""
 
-    def __init__(self, sinks: Iterable[Sink], capacity: int) -> None:
+    def __init__(self, sinks: Iterable[Sink], capacity: int, retry_s: float = 1.0) -> None:
         self._sinks = FanOut(sinks)
+        self.retry_s = retry_s
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(capacity)
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="sinks", daemon=True)
@@ -112,7 +134,13 @@ class BackgroundSinks:
         self._sinks.close()
 
     def _run(self) -> None:
-        while (task := self._queue.get()) is not None:
+        while True:
+            try:
+                task = self._queue.get(timeout=self.retry_s)
+            except queue.Empty:
+                task = self._sinks.retry_waiting
+            if task is None:
+                break
             try:
                 task()
             except Exception:  # one failing task never stops the others

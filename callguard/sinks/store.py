@@ -608,8 +608,9 @@ class StoreSink:
     the floor's messages about them, each with its event in one transaction.
 
     A write the disk refuses (sqlite3.OperationalError: full, I/O error, locked) is held in memory
-    with every event after it, in order, up to `capacity` events; each new event, and `retry()` (the
-    daemon calls it every second while events are held), writes them oldest first. A call started
+    with every event after it, in order, up to `capacity` events; each new event, and `retry()`
+    (`BackgroundSinks` calls it every idle second while the sink is `waiting`), writes them oldest
+    first. A call started
     on a full disk is stored, with its events, once the disk takes writes again. Without a store
     (it could not be opened), events are held the same way and each retry first asks `reopen`."""
 
@@ -640,6 +641,11 @@ class StoreSink:
     def held(self) -> int:
         """Events waiting in memory for the disk."""
         return len(self._held)
+
+    @property
+    def waiting(self) -> bool:
+        """Events held, or a store still to open: `retry()` has work."""
+        return bool(self._held) or (self.store is None and self.reopen is not None)
 
     def on_event(self, call: CallInfo, event: Event) -> None:
         if isinstance(event, Transcript) and not self.transcripts:

@@ -550,6 +550,7 @@ class ServeHost:
         self._stopping = False
         self.sinks = BackgroundSinks([], capacity=SINK_QUEUE)
         self.store: IncidentStore | None = None
+        self.store_sink: StoreSink | None = None
         self.store_error = ""
         self.floor: FloorLink | None = None
         self.floor_error = ""
@@ -707,7 +708,8 @@ class ServeHost:
         with self._lock:
             open_calls = list(self.calls.values())
         figures = [c.figures() for c in open_calls]
-        store_ok = self.store is not None and self.store.healthy()
+        held = self.store_sink.held if self.store_sink is not None else 0
+        store_ok = self.store is not None and self.store.healthy() and not held
         floor = (
             self.floor.status()
             if self.floor is not None
@@ -742,6 +744,7 @@ class ServeHost:
                 "error": self.store_error or (self.store.last_error if self.store else ""),
                 "backlog": self.sinks.backlog,
                 "dropped": self.sinks.dropped,
+                "held": held,  # events the disk refused, kept in memory until it takes them
             },
             "floor": floor,
             "panels": self.hub.subscriber_count,
@@ -790,7 +793,7 @@ class ServeHost:
                 log.warning(
                     "calls left open by a killed server closed as interrupted", extra=log_fields(calls=closed)
                 )
-            store_sink = StoreSink(
+            store_sink = self.store_sink = StoreSink(
                 self.store,
                 transcripts=config.store.transcripts,
                 share=config.floor.share if config.floor.url else None,

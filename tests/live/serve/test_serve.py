@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 
 from callguard.core.config import load_config
-from callguard.core.events import LEVELS
+from callguard.core.events import LEVELS, CallStart
 from callguard.live.serve.agents import add_agent
 from callguard.live.serve.runner import ServeRunner, load_shared
 from callguard.pipeline.session import SharedResources
+from callguard.sinks.base import CallInfo
 from tests.live.serve.peers import ADMIN, AudioSocketPeer, Http, PanelStream, serve_config, stream_call
 
 CHROMIUM = "/usr/bin/chromium"
@@ -417,6 +418,60 @@ def test_https_with_the_configured_certificate(site_factory: Callable[..., Site]
     connection.close()
     with pytest.raises((http.client.HTTPException, ConnectionError)):
         Http(site.port).request("GET", "/health")  # plain HTTP is not spoken
+
+
+def test_a_full_disk_holds_the_calls_events_and_writes_them_once_freed_with_no_new_event(
+    site_factory: Callable[..., Site], fixture_call: Callable[[str], Path]
+) -> None:
+    """The daemon's full-disk behaviour, on the server: events the disk refuses are held, /health says
+    so (503, `held`), and a freed disk gets them within seconds although no call sends anything."""
+    from tests.sinks.test_store import fill_the_disk, free_the_disk, notices_until_refused
+
+    site = site_factory()
+    store = site.runner.host.store
+    assert store is not None
+    sink = site.runner.host.store_sink
+    assert sink is not None
+    fill_the_disk(store)
+    filler = CallInfo("FILLER", {"call_id": "FILLER"})
+
+    def fill() -> None:  # on the sinks' thread: a call of the test's own, noticed until the disk refuses
+        sink.on_event(filler, CallStart(t=0.0, speaker="system"))
+        notices_until_refused(sink, filler)
+
+    site.runner.host.sinks.submit(fill)
+    site.runner.host.sinks.flush(10)
+    assert sink.held == 1
+    threat = fixture_call("threat_en")
+    call = site.call_with_words(threat)
+    stream_call(site.audiosocket, threat, call, speed=6.0)
+    deadline = time.monotonic() + 30
+    while (
+        site.admin.request("GET", "/health")[1]["calls"]["taken"] < 1
+        or site.admin.request("GET", "/health")[1]["calls"]["open"]
+    ):
+        assert time.monotonic() < deadline, "the call never ended"
+        time.sleep(0.1)
+    site.runner.host.sinks.flush(10)
+    status, health = site.admin.request("GET", "/health")
+    assert status == 503 and health["status"] == "failing" and health["store"]["held"] > 3, health
+    assert "database or disk is full" in health["store"]["error"]
+
+    free_the_disk(store)  # nothing is sent from now on: the held events must go in by themselves
+    deadline = time.monotonic() + 10
+    while (health := site.admin.request("GET", "/health")[1])["store"][
+        "held"
+    ] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert health["store"]["ok"] and health["store"]["held"] == 0 and health["status"] == "ok", health
+    with sqlite3.connect(site.config.path(site.config.store.path)) as db:
+        (reason,) = db.execute("SELECT end_reason FROM calls WHERE call_id = ?", (str(call),)).fetchone()
+        threats = db.execute(
+            "SELECT COUNT(*) FROM detections JOIN calls ON calls.id = detections.call"
+            " WHERE calls.call_id = ? AND category = 'threat'",
+            (str(call),),
+        ).fetchone()[0]
+    assert reason == "hangup" and threats >= 1, (reason, threats)
 
 
 def test_the_command_stops_on_sigterm_and_stores_the_open_call(tmp_path: Path) -> None:
