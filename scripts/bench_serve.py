@@ -111,7 +111,7 @@ def run_level(load_calls: int, seconds: float, folder: Path, fixtures: dict[str,
     load = [c for cid, c in calls.items() if cid != str(probe) and c["audio_s"] > 0]
     per_call = [c["cpu_s"] / c["audio_s"] for c in load]
     delays = []
-    for at, message in zip(list(panel.received_at), list(panel.messages), strict=False):
+    for at, message in list(panel.messages):
         event = message.get("event") or {}
         # a sidecar's words past the streamed stretch all fire when the call ends: not a delay
         if event.get("type") == "prompt" and probe_start and event["t"] <= seconds:

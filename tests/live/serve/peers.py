@@ -5,11 +5,8 @@ client; plus a config for a server of its own in a folder."""
 from __future__ import annotations
 
 import contextlib
-import http.client
-import json
 import socket
 import struct
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -18,7 +15,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from callguard.testing import daemon_config_file
+from callguard.testing import EventStream, api_request, daemon_config_file
 
 ADMIN = "admin-token-0123456789"
 SLIN_KIND = {8000: 0x10, 12000: 0x11, 16000: 0x12, 24000: 0x13, 32000: 0x14, 44100: 0x15, 48000: 0x16}
@@ -141,6 +138,8 @@ def stream_call(
 
 
 class Http:
+    """The API with one token: each request's status and its body (JSON decoded, else the text)."""
+
     def __init__(self, port: int, token: str | None = ADMIN) -> None:
         self.port = port
         self.token = token
@@ -148,73 +147,42 @@ class Http:
     def request(
         self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
     ) -> tuple[int, Any]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
-        sent = dict(headers or {})
-        if self.token:
-            sent["Authorization"] = f"Bearer {self.token}"
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            sent["Content-Type"] = "application/json"
-        try:
-            connection.request(method, path, body=data, headers=sent)
-            response = connection.getresponse()
-            raw = response.read()
-        finally:
-            connection.close()
-        try:
-            return response.status, json.loads(raw or b"null")
-        except json.JSONDecodeError:
-            return response.status, raw.decode(errors="replace")
+        status, answer, _ = api_request(self.port, method, path, body, headers, token=self.token, timeout=20)
+        if isinstance(answer, bytes):
+            return status, answer.decode(errors="replace") or None
+        return status, answer
 
 
-class PanelStream:
+class PanelStream(EventStream):
     """A panel's SSE stream (GET /api/v1/events with a token), its messages collected as they come."""
 
     def __init__(self, port: int, token: str) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.received_at: list[float] = []  # time.time() each message was read
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        self.connection.request("GET", "/api/v1/events", headers={"Authorization": f"Bearer {token}"})
-        self.response = self.connection.getresponse()
+        super().__init__(port, token)
         assert self.response.status == 200, self.response.read()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
 
-    def _read(self) -> None:
-        try:
-            for raw in self.response:
-                line = raw.decode().strip()
-                if line.startswith("data: "):
-                    self.received_at.append(time.time())
-                    self.messages.append(json.loads(line[6:]))
-        except (OSError, ValueError):
-            return
+    @property
+    def panel_messages(self) -> list[dict[str, Any]]:
+        return [message for _, message in list(self.messages)]
 
     def wait_for(self, predicate: Any, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for entry in list(self.messages):
-                if predicate(entry):
-                    return entry
-            time.sleep(0.05)
-        raise AssertionError(f"no such panel message in {len(self.messages)}: {self.messages[-5:]}")
+        found = self.find(predicate, timeout)
+        if found is None:
+            raise AssertionError(f"no such panel message in {len(self.messages)}: {self.panel_messages[-5:]}")
+        return found[1]
 
     def prompts(self, call_id: str | None = None) -> list[dict[str, Any]]:
         return [
             m["event"]
-            for m in list(self.messages)
+            for m in self.panel_messages
             if m.get("kind") == "event"
             and m["event"]["type"] == "prompt"
             and (call_id is None or m["call_id"] == call_id)
         ]
 
     def call_ids(self) -> set[str]:
-        ids = {m["call_id"] for m in self.messages if "call_id" in m}
-        for m in self.messages:
+        messages = self.panel_messages
+        ids = {m["call_id"] for m in messages if "call_id" in m}
+        for m in messages:
             if m.get("kind") == "calls":
                 ids |= {c["call_id"] for c in m["calls"]}
         return ids
-
-    def close(self) -> None:
-        self.connection.close()

@@ -151,7 +151,7 @@ def test_concurrent_calls_reach_only_their_own_agents_panel_in_ladder_order(
     assert any(p.get("alert") for p in bob.prompts(str(call_b)))  # the threat alert, on bob's panel
     assert alice.call_ids() == {str(call_a)}  # nobody else's call on alice's panel
     assert bob.call_ids() == {str(call_b)}
-    final_a = next(m for m in reversed(alice.messages) if m.get("kind") == "call")
+    final_a = next(m for m in reversed(alice.panel_messages) if m.get("kind") == "call")
     assert final_a["facts"]["customer_name"] == "Dana Smith" and final_a["ended"] == "hangup"
     listed = Http(site.port, site.tokens["bob"]).request("GET", "/api/v1/calls")[1]
     assert [c["call_id"] for c in listed["calls"]] == [str(call_b)]
@@ -331,7 +331,9 @@ def test_a_call_that_falls_behind_degrades_in_steps_and_the_others_keep_up(
         )
 
     def notices(call: uuid.UUID) -> list[str]:
-        events = [m["event"] for m in everyone.messages if m.get("call_id") == str(call) and "event" in m]
+        events = [
+            m["event"] for m in everyone.panel_messages if m.get("call_id") == str(call) and "event" in m
+        ]
         return [e["code"] for e in events if e["type"] == "notice"]
 
     assert "degraded_partials" in notices(flood)  # the first step, reported on the call's own stream
