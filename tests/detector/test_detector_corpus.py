@@ -1,10 +1,10 @@
 """The labelled corpora hold the detector to its numbers, in each language.
 
 tests/data/corpus_*.tsv is the corpus the lexicons were tuned on: the lexicons alone must keep
-their figures there. dev_*.tsv, frozen_*.tsv and blind2_*.tsv to blind4_*.tsv were written blind
-(frozen_*: after the first heads were frozen; blind2_* to blind4_*: each by another hand, from the
+their figures there. dev_*.tsv, frozen_*.tsv and blind2_*.tsv to blind5_*.tsv were written blind
+(frozen_*: after the first heads were frozen; blind2_* to blind5_*: each by another hand, from the
 labelling guide alone; see scripts/eval_detector.py for how much each was looked at); the whole
-detector is held there to the figures it reached when the sixth round's heads were frozen, so that
+detector is held there to the figures it reached when the seventh round's heads were frozen, so that
 a change that loses recall or adds false alarms fails. dev3_*.tsv, tuned on, is only in the
 table. Issue 16's target (insult and threat recall 0.95, profanity 0.9, at most 1 false alarm per
 100 clean) is not met yet: see README, "Detection".
@@ -58,16 +58,18 @@ def test_corpus_thresholds(lang: str, lexicons: TextDetector) -> None:
 # prints them), less a small margin for the last digit of a BLAS sum on another CPU.
 FROZEN_FIGURES = {
     # (set, lang): (profanity, insult, threat recall at least; false alarms per 100 clean at most)
-    ("dev", "en"): (0.98, 0.94, 0.94, 2.3),
-    ("dev", "fr"): (0.98, 0.86, 0.87, 1.2),
-    ("frozen", "en"): (0.98, 0.95, 0.93, 4.1),
-    ("frozen", "fr"): (0.92, 0.86, 0.91, 3.1),
-    ("blind2", "en"): (0.96, 0.96, 0.94, 5.9),
-    ("blind2", "fr"): (0.98, 0.89, 0.88, 1.8),
-    ("blind3", "en"): (0.98, 0.93, 0.96, 4.1),
-    ("blind3", "fr"): (0.98, 0.92, 0.89, 5.1),
-    ("blind4", "en"): (0.98, 0.92, 0.85, 6.7),
-    ("blind4", "fr"): (0.96, 0.86, 0.87, 7.6),
+    ("dev", "en"): (0.98, 0.94, 0.94, 1.2),
+    ("dev", "fr"): (0.98, 0.86, 0.88, 1.2),
+    ("frozen", "en"): (0.98, 0.93, 0.93, 1.1),
+    ("frozen", "fr"): (0.92, 0.88, 0.90, 2.1),
+    ("blind2", "en"): (0.96, 0.96, 0.95, 1.8),
+    ("blind2", "fr"): (0.98, 0.90, 0.87, 0.9),
+    ("blind3", "en"): (0.96, 0.93, 0.93, 2.1),
+    ("blind3", "fr"): (0.98, 0.92, 0.89, 2.1),
+    ("blind4", "en"): (0.98, 0.92, 0.88, 3.4),
+    ("blind4", "fr"): (0.96, 0.85, 0.87, 2.3),
+    ("blind5", "en"): (0.94, 0.98, 0.96, 3.1),
+    ("blind5", "fr"): (0.96, 0.94, 0.93, 4.1),
 }
 
 
