@@ -37,7 +37,11 @@ Several kinds of figures, each optimistic in its own way:
   seventh round, by a fifth hand (the seventh round's own writers never saw it); no one read its
   lines; its figures were read twice, with the sixth and seventh rounds' heads (choosing the
   seventh), and once more after the seventh round's lexicon entries, which were chosen on the
-  other sets. The most honest of them.
+  other sets;
+- the shipped heads on tests/data/blind6_*.tsv: written beside an eighth round by a sixth hand asked
+  to find where a detector breaks (unusual sectors and callers, abuse said calmly, violent words in
+  jobs and hobbies); no one read its lines; its figures were read twice, with the seventh and the
+  eighth round's heads, and chose the seventh (the eighth was not kept). The most honest of them.
 Recall per category; false alarms per 100 clean lines (any category on a clean line).
 Filters that give one yes/no (better-profanity, alt-profanity-check, glin-profanity) count as
 finding every category of a line they flag; they are read when installed (`pip install -e
@@ -259,7 +263,7 @@ def main() -> int:
         "semantic": by_detector(detector, "semantic"),
         "both": by_detector(detector, "both"),
     }
-    for name in ("dev", "frozen", "blind2", "dev3", "blind3", "blind4", "blind5", "corpus"):
+    for name in ("dev", "frozen", "blind2", "dev3", "blind3", "blind4", "blind5", "blind6", "corpus"):
         lines = [
             x
             for lang in ("en", "fr")

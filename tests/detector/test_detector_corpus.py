@@ -1,8 +1,8 @@
 """The labelled corpora hold the detector to its numbers, in each language.
 
 tests/data/corpus_*.tsv is the corpus the lexicons were tuned on: the lexicons alone must keep
-their figures there. dev_*.tsv, frozen_*.tsv and blind2_*.tsv to blind5_*.tsv were written blind
-(frozen_*: after the first heads were frozen; blind2_* to blind5_*: each by another hand, from the
+their figures there. dev_*.tsv, frozen_*.tsv and blind2_*.tsv to blind6_*.tsv were written blind
+(frozen_*: after the first heads were frozen; blind2_* to blind6_*: each by another hand, from the
 labelling guide alone; see scripts/eval_detector.py for how much each was looked at); the whole
 detector is held there to the figures it reached when the seventh round's heads were frozen, so that
 a change that loses recall or adds false alarms fails. dev3_*.tsv, tuned on, is only in the
@@ -70,6 +70,8 @@ FROZEN_FIGURES = {
     ("blind4", "fr"): (0.96, 0.85, 0.87, 2.3),
     ("blind5", "en"): (0.94, 0.98, 0.96, 3.1),
     ("blind5", "fr"): (0.96, 0.94, 0.93, 4.1),
+    ("blind6", "en"): (0.94, 0.92, 0.94, 3.1),
+    ("blind6", "fr"): (0.94, 0.89, 0.89, 2.1),
 }
 
 

@@ -84,11 +84,11 @@ def test_evaluate_scores_the_labelled_fixture_set(fixtures_dir: Path, tmp_path: 
 
     assert result.returncode == 0, result.stderr
     rows = table(result.stdout)
-    # labelled predicted TP FP FN precision recall F1: every call judged right, and one known false
-    # insult: threat_fr's "personne ne règle jamais rien chez vous", a complaint about the company
-    # that the semantic head scores 0.73 (README, Detection: what still fires wrongly)
+    # labelled predicted TP FP FN precision recall F1: every call judged right (threat_fr's "personne
+    # ne règle jamais rien chez vous", a complaint about the company, was a false insult until the
+    # seventh round's heads)
     assert rows["call (abusive)"] == ["4", "4", "4", "0", "0", "1.000", "1.000", "1.000"]
-    assert rows["insult"] == ["2", "3", "2", "1", "0", "0.667", "1.000", "0.800"]
+    assert rows["insult"] == ["2", "2", "2", "0", "0", "1.000", "1.000", "1.000"]
     assert rows["threat"] == ["2", "2", "2", "0", "0", "1.000", "1.000", "1.000"]
     assert rows["profanity"][:5] == ["4", "4", "4", "0", "0"]  # venting in angry_*, swearing in abusive_*
     delay = next(line for line in result.stdout.splitlines() if line.startswith("delay"))
@@ -110,9 +110,8 @@ def test_evaluate_scores_the_labelled_fixture_set(fixtures_dir: Path, tmp_path: 
     rows = table(second.stdout)
     # TP 3 (abusive_en, abusive_fr, threat_en), FP 1 (threat_fr), FN 2 (calm_en, angry_en)
     assert rows["call (abusive)"] == ["5", "4", "3", "1", "2", "0.750", "0.600", "0.667"]
-    # insult: labelled on abusive_en/fr, calm_en, angry_en; detected on abusive_en/fr and (the known
-    # false one) threat_fr
-    assert rows["insult"] == ["4", "3", "2", "1", "2", "0.667", "0.500", "0.571"]
+    # insult: labelled on abusive_en/fr, calm_en, angry_en; detected on abusive_en/fr
+    assert rows["insult"] == ["4", "2", "2", "0", "2", "1.000", "0.500", "0.667"]
     # threat_fr is labelled with no category while not abusive: it counts as holding none
     assert rows["threat"] == ["1", "2", "1", "1", "0", "0.500", "1.000", "0.667"]
     assert "false positives: threat_fr" in second.stdout
