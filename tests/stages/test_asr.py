@@ -261,11 +261,12 @@ def test_forced_finals_and_renewal_keep_call_times(
     recogniser = Recogniser(
         korean_model, "customer", 16000, FRAME_MS, partials=False, max_utterance_s=1.0, renew_after_s=2.0
     )
-    kaldi_seen = {id(recogniser._kaldi)}
+    # the recognisers themselves, kept alive: a dropped one's id could be taken by the next one
+    kaldi_seen = {id(recogniser._kaldi): recogniser._kaldi}
     events: list[Event] = []
     for frame in frames:  # not run_frames: the recogniser in use is looked at after every frame
         events += recogniser.process(frame)[1]
-        kaldi_seen.add(id(recogniser._kaldi))
+        kaldi_seen[id(recogniser._kaldi)] = recogniser._kaldi
     out = transcripts(events + recogniser.flush(end)[1])
     assert len(kaldi_seen) >= 3, "renewed at least twice (once inside the 2.7 s first utterance)"
     check_structure(out, spans)
