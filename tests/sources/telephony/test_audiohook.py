@@ -522,10 +522,21 @@ def test_a_peer_that_stops_reading_is_dropped_and_others_go_on(caplog: pytest.Lo
             return outcome, host.call(slow.session_id), host.call(fine.session_id)
 
     outcome, slow_call, fine_call = asyncio.run(main())
-    assert outcome in ("ConnectionResetError", "BrokenPipeError")
-    assert slow_call.ends == ["error: the peer stopped reading"]
     assert fine_call.ends == ["closed"] and np.array_equal(fine_call.pcm("agent"), tone)
-    assert "the peer stopped reading for 0.5 s" in caplog.text
+    # Most runs, a pong that waited send_timeout_s drops the peer. Under load, websockets' own pong
+    # writes can fill the buffers first, and its reading then waits on them: the peer sends nothing
+    # the server reads, and the idle time-out (10 s) drops it instead; the client, blocked in a send,
+    # then gives up on its own time-out. Either way the peer is dropped and the session beside it
+    # was not held up (the first, quick way is not guaranteed: docs/telephony.md, limits).
+    if slow_call.ends == ["error: the peer stopped reading"]:
+        assert outcome in ("ConnectionResetError", "BrokenPipeError")
+        assert "the peer stopped reading for 0.5 s" in caplog.text
+    else:
+        assert slow_call.ends == ["timeout"] and outcome in (
+            "ConnectionResetError",
+            "BrokenPipeError",
+            "TimeoutError",
+        )
 
 
 def test_stop_asks_every_session_to_disconnect_and_ends_it_as_shutdown() -> None:
