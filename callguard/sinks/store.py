@@ -610,9 +610,9 @@ class StoreSink:
     A write the disk refuses (sqlite3.OperationalError: full, I/O error, locked) is held in memory
     with every event after it, in order, up to `capacity` events; each new event, and `retry()`
     (`BackgroundSinks` calls it every idle second while the sink is `waiting`), writes them oldest
-    first. A call started
-    on a full disk is stored, with its events, once the disk takes writes again. Without a store
-    (it could not be opened), events are held the same way and each retry first asks `reopen`."""
+    first. A call started on a full disk is stored, with its events, once the disk takes writes
+    again. Without a store (it could not be opened), events are held the same way and each retry
+    first asks `reopen`."""
 
     def __init__(
         self,
