@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from floor_events import event
+from floor_events import event, recent
 
 from callguard.floor import cli, store
 from callguard.floor.db import enrol_workstation
@@ -27,7 +27,9 @@ def count_events(dsn: str) -> int:
 def test_enrolled_workstation_ingests_and_the_supervisor_sees_the_call(floor_server: Any) -> None:
     ws = floor_server.enrol("ws-01", "north")
     boss = floor_server.supervisor("nora", "north", name="Nora Petit")
-    answer = ws.post_events([event(1, "call_started"), event(2, "level"), event(3, "abuse")])
+    at = recent(4.12)
+    kinds = ("call_started", "level", "abuse")
+    answer = ws.post_events([event(seq, kind, at=at) for seq, kind in enumerate(kinds, 1)])
     assert answer.status == 200, answer.body
     assert answer.json() == {"stored": 3, "duplicates": 0}
     state = boss.get("/api/v1/floor/state").json()
@@ -36,7 +38,7 @@ def test_enrolled_workstation_ingests_and_the_supervisor_sees_the_call(floor_ser
     assert (call["agent"], call["queue"], call["level"], call["workstation"], call["team"]) == (
         "Alice Martin", "billing", "abusive", "ws-01", "north",
     )  # fmt: skip
-    assert call["started_at"] == "2026-12-01T17:03:04.120Z"
+    assert call["started_at"] == recent(4.12)
     assert call["abuse_count"] == 1 and call["duration"] > 0
     with psycopg.connect(floor_server.dsn) as conn:
         seen = conn.execute("SELECT last_seen FROM workstations WHERE name = 'ws-01'").fetchone()
@@ -144,23 +146,23 @@ def test_a_call_is_folded_in_seq_order_whatever_the_order_of_arrival(floor_serve
     ws = floor_server.enrol("ws-01", "north")
     boss = floor_server.supervisor("nora", "north")
     # the threat alert and the help request travel first (their own request), ahead of smaller seqs
-    assert ws.post_events([event(4, "threat_alert", at="2026-12-01T17:03:09.000Z")]).status == 200
+    assert ws.post_events([event(4, "threat_alert", at=recent(9))]).status == 200
     early = boss.get("/api/v1/floor/state").json()
     [call] = early["calls"]
-    assert call["agent"] is None and call["started_at"] == "2026-12-01T17:03:09.000Z"
+    assert call["agent"] is None and call["started_at"] == recent(9)
     [alert] = early["alerts"]
     assert (alert["seq"], alert["title"], alert["words"]) == (4, "Threat of violence", ["hurt you"])
     later = [
-        event(1, "call_started", at="2026-12-01T17:03:00.000Z"),
-        event(2, "level", level="tense", previous="calm", at="2026-12-01T17:03:05.000Z"),
-        event(3, "level", level="abusive", previous="tense", at="2026-12-01T17:03:08.000Z"),
-        event(5, "level", level="transfer", previous="abusive", at="2026-12-01T17:03:10.000Z"),
+        event(1, "call_started", at=recent(0)),
+        event(2, "level", level="tense", previous="calm", at=recent(5)),
+        event(3, "level", level="abusive", previous="tense", at=recent(8)),
+        event(5, "level", level="transfer", previous="abusive", at=recent(10)),
     ]
     # and the ordinary sender's batch may itself be re-sent out of order
     assert ws.post_events(list(reversed(later))).json() == {"stored": 4, "duplicates": 0}
     [call] = boss.get("/api/v1/floor/state").json()["calls"]
     assert (call["agent"], call["level"], call["level_reached"]) == ("Alice Martin", "transfer", "transfer")
-    assert call["started_at"] == "2026-12-01T17:03:00.000Z" and call["threat_count"] == 1
+    assert call["started_at"] == recent(0) and call["threat_count"] == 1
     detail = boss.get(f"/api/v1/calls/{call['id']}").json()
     assert [e["seq"] for e in detail["events"]] == [1, 2, 3, 4, 5]
     assert [e["kind"] for e in detail["events"]] == [

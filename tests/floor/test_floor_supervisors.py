@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from floor_events import event
+from floor_events import RECENT_DAY, event, recent
 
 from callguard.floor.app import channels_sink
 
@@ -142,9 +142,9 @@ def test_on_my_way_answers_a_help_request(floor_server: Any) -> None:
 def test_a_supervisor_sees_and_answers_only_their_team(floor_server: Any) -> None:
     north_ws = floor_server.enrol("ws-n", "north")
     south_ws = floor_server.enrol("ws-s", "south")
-    post_threat(north_ws, call_id="north-call")
-    post_threat(south_ws, call_id="south-call")
-    assert south_ws.post_events([event(2, "help", call_id="south-call")]).status == 200
+    post_threat(north_ws, call_id="north-call", at=recent(4))
+    post_threat(south_ws, call_id="south-call", at=recent(4))
+    assert south_ws.post_events([event(2, "help", call_id="south-call", at=recent(5))]).status == 200
     north = floor_server.supervisor("nora", "north")
     admin = floor_server.supervisor("root", None, role="admin")
     north_state = north.get("/api/v1/floor/state").json()
@@ -161,7 +161,7 @@ def test_a_supervisor_sees_and_answers_only_their_team(floor_server: Any) -> Non
     assert south_ws.notices(wait=0).json() == {"notices": []}
     assert north.get("/api/v1/incidents?team=south").status == 403
     assert {row["team"] for row in north.get("/api/v1/incidents").json()["incidents"]} == {"north"}
-    assert [t["team"] for t in north.get("/api/v1/figures?day=2026-12-01").json()["teams"]] == ["north"]
+    assert [t["team"] for t in north.get(f"/api/v1/figures?day={RECENT_DAY}").json()["teams"]] == ["north"]
     assert admin.post(f"/api/v1/alerts/{south_alert['id']}/ack").status == 200
     assert [n["kind"] for n in south_ws.notices(wait=0).json()["notices"]] == ["acknowledged"]
 

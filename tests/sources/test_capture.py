@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import queue
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -126,7 +127,11 @@ print(health["ok"], health["device"], int(np.abs(c).max()), int(np.abs(a).max())
 """
     # PortAudio reads PULSE_SOURCE when it starts: run the recorder in its own process.
     recorder = subprocess.Popen(
-        ["python", "-c", script], env=pulse_server, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        env=pulse_server,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(1.5)
     play(pulse_server, wav).wait(timeout=20)
@@ -315,7 +320,7 @@ def test_a_device_that_is_not_there_is_reported_by_name() -> None:
 
 def test_portaudio_backend_lists_pulse(pulse_server: dict[str, str]) -> None:
     out = subprocess.run(
-        ["python", "-c", "from callguard.sources.devices import cmd_devices; exit(cmd_devices())"],
+        [sys.executable, "-c", "from callguard.sources.devices import cmd_devices; exit(cmd_devices())"],
         env=pulse_server, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
