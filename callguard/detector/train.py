@@ -153,8 +153,9 @@ class _Row:
 def customer_rows(lines: Sequence[LabelledLine]) -> list[_Row]:
     """Training rows for the customer's head, copies included, with class-balancing weights.
 
-    Each copy depends on its own line only (seeds from its text), so adding a line to the corpus
-    changes no other line's copies."""
+    Each copy is seeded by its own line's text. The lead of a long copy is drawn from the ordinary
+    lines of its language, so adding or removing an ordinary line re-draws every lead (and the next
+    training encodes them again, minutes with the e5 encoder); other lines change no copy but their own."""
     ordinary = {
         lang: sorted(x.text for x in lines if not x.labels and not x.hard and x.lang == lang)
         for lang in LANGS
