@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from callguard.floor import AlertSink, auth
-from callguard.floor.alerts import Alert, alert_kind_of
+from callguard.floor.alerts import Alert, alert_kind_of, format_time
 from callguard.floor.protocol import LEVELS, Event
 
 # a call whose workstation stopped reporting (crashed, never sent call_ended) leaves the wallboard after
@@ -79,9 +79,7 @@ class Outlet:
 
 def iso(moment: datetime | None) -> str | None:
     """The protocol's time form: ISO 8601 UTC, milliseconds, Z."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if moment is None else format_time(moment)
 
 
 # --- workstations ---------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from callguard.floor.alerts import format_time
+
 # The live floor shows a call until 12 hours after its last event: the tests that read it post
 # events from an hour before the run (a fixed day stops being live the next morning). The tests of
 # the history (incidents and figures by day) keep their fixed day, the default below.
@@ -14,8 +16,7 @@ RECENT_DAY = f"{RECENT:%Y-%m-%d}"
 
 def recent(seconds: float) -> str:
     """The protocol time (milliseconds, Z) `seconds` (under 60) after RECENT, in RECENT's minute."""
-    t = RECENT + timedelta(seconds=seconds)
-    return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}Z"
+    return format_time(RECENT + timedelta(seconds=seconds))
 
 
 DEFAULT_DATA: dict[str, dict[str, Any]] = {

@@ -28,6 +28,7 @@ import uvicorn
 from floor_events import event as protocol_event
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
+from callguard.floor.alerts import format_time
 from callguard.floor.app import create_app
 from callguard.floor.config import FloorConfig
 
@@ -42,13 +43,9 @@ ALERT_LATENCY_GOAL_S = 1.0
 THREAT_PROMPT = "Threat: alert your supervisor"
 
 
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def event(seq: int, kind: str, call_id: str, at: datetime | None = None, **data: Any) -> dict[str, Any]:
     """An event of the protocol, at the current time unless told."""
-    return protocol_event(seq, kind, call_id, iso(at or datetime.now(UTC)), **data)
+    return protocol_event(seq, kind, call_id, format_time(at or datetime.now(UTC)), **data)
 
 
 def post(ws: Any, *events: dict[str, Any]) -> None:
