@@ -264,13 +264,13 @@ def main() -> int:
         "semantic": by_detector(detector, "semantic"),
         "both": by_detector(detector, "both"),
     }
-    for name in SETS:
-        lines = blind_set(name)
+    sets = {name: blind_set(name) for name in SETS}
+    for name, lines in sets.items():
         if lines:
             rows += rows_for(f"{name} (shipped heads)", lines, {**shipped, **comparators()})
     for name in NOISY_SETS:  # the same lines as a worse recogniser would write them
         for rate in RATES[1:]:
-            rows += rows_for(f"{name}, {rate:.0%} recognition errors", noisy(blind_set(name), rate), shipped)
+            rows += rows_for(f"{name}, {rate:.0%} recognition errors", noisy(sets[name], rate), shipped)
     if args.folds:
         corpus = Corpus.read()
         rows += cross_validation_rows(corpus, cross_validation(config, corpus, args.folds, cache))
