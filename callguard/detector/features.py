@@ -38,6 +38,16 @@ class SparseRows:
             out[:, k] = np.bincount(self.rows, self.values * weights[self.columns, k], minlength=self.n)
         return out
 
+    def select(self, order: np.ndarray) -> SparseRows:
+        """The rows `order` (indices into self), in that order, as a new block."""
+        starts = np.searchsorted(self.rows, np.arange(self.n + 1))  # rows are sorted: each one's span
+        lengths = starts[order + 1] - starts[order]
+        new_rows = np.repeat(np.arange(order.size), lengths)
+        # each entry's position: its row's start, plus its rank within the row
+        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        picked = np.repeat(starts[order], lengths) + within
+        return SparseRows(order.size, self.width, new_rows, self.columns[picked], self.values[picked])
+
     def transpose_dot(self, delta: np.ndarray) -> np.ndarray:
         """(width, k) = self.T @ delta[(n, k)]."""
         out = np.zeros((self.width, delta.shape[1]))

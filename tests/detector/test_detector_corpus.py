@@ -68,11 +68,11 @@ def test_no_evaluation_line_is_trained_on() -> None:
 FROZEN_FIGURES = {
     # (set, lang): (profanity, insult, threat recall at least; false alarms per 100 clean at most)
     ("blind5", "en"): (0.96, 0.98, 0.96, 2.1),
-    ("blind5", "fr"): (0.96, 0.94, 0.93, 3.1),
-    ("blind6", "en"): (0.94, 0.94, 0.94, 3.1),
-    ("blind6", "fr"): (0.94, 0.93, 0.91, 2.1),
+    ("blind5", "fr"): (0.96, 0.94, 0.94, 4.1),
+    ("blind6", "en"): (0.96, 0.94, 0.94, 2.1),
+    ("blind6", "fr"): (0.94, 0.91, 0.91, 2.1),
     ("blind7", "en"): (0.98, 0.91, 0.98, 4.1),
-    ("blind7", "fr"): (0.98, 0.91, 0.98, 3.1),
+    ("blind7", "fr"): (0.98, 0.93, 0.98, 3.1),
 }
 
 

@@ -14,6 +14,7 @@ from callguard.core.config import Config
 from callguard.core.errors import ConfigError
 from callguard.core.events import Transcript, Word
 from callguard.detector.corpus import (
+    LabelledLine,
     corpus_digest,
     fold_of,
     read_agent_corpus,
@@ -26,7 +27,15 @@ from callguard.detector.head import ExampleBank, Head, TrainingSettings, fit
 from callguard.detector.semantic import HeadStep, encoder_text
 from callguard.detector.stage import AbuseStage, AgentActStage, AgentNames
 from callguard.detector.text_detector import TextDetector, load_agent_acts, load_detector, load_head
-from callguard.detector.train import RECIPES, Corpus, VectorCache, agent_rows, check_heads, train_heads
+from callguard.detector.train import (
+    RECIPES,
+    Corpus,
+    VectorCache,
+    agent_rows,
+    check_heads,
+    customer_rows,
+    train_heads,
+)
 from callguard.testing import run_events
 
 PACKAGED = Config().heads_dir()
@@ -83,6 +92,14 @@ def test_ngrams_are_stable_and_normalised() -> None:
     assert rows.n == 2 and set(rows.rows.tolist()) == {0, 1}
 
 
+def test_selected_sparse_rows_are_those_rows_in_that_order() -> None:
+    rows = ngram_rows(["a b c", "", "d e", "f", "a a b"])
+    weights = np.random.default_rng(1).random((rows.width, 2))
+    order = np.array([4, 1, 0, 3, 0])
+    picked = rows.select(order)
+    assert picked.n == 5 and np.allclose(picked.dot(weights), rows.dot(weights)[order])
+
+
 # ---------------------------------------------------------------- the head
 
 
@@ -104,6 +121,45 @@ def test_fit_is_deterministic_and_learns() -> None:
     )
     accuracy = ((head.scores(x, [""] * len(x)) >= 0.5) == (y == 1)).mean()
     assert accuracy >= 0.95
+
+
+def test_mini_batch_fit_is_deterministic_and_learns_what_the_full_batch_does() -> None:
+    x, y, w = _toy_problem()
+    texts = [f"line {i % 7}" for i in range(len(x))]
+    settings = TrainingSettings(epochs=60, learning_rate=0.01, l2=1e-6, batch=32)
+    first = fit(x, ngram_rows(texts), y, w, "multilabel", settings)
+    second = fit(x, ngram_rows(texts), y, w, "multilabel", settings)
+    assert np.array_equal(first.dense, second.dense)
+    assert np.array_equal(first.ngram_weights, second.ngram_weights)
+    full = fit(x, ngram_rows(texts), y, w, "multilabel", TrainingSettings(epochs=300, l2=1e-6))
+    predictions = []
+    for weights in (first, full):
+        head = Head(
+            "multilabel",
+            ("a", "b", "c"),
+            (),
+            weights.dense,
+            weights.bias,
+            weights.ngram_buckets,
+            weights.ngram_weights,
+        )
+        predictions.append(head.scores(x, texts) >= 0.5)
+        assert (predictions[-1] == (y == 1)).mean() >= 0.95
+    assert (predictions[0] == predictions[1]).mean() >= 0.97
+
+
+def test_an_ordinary_line_added_moves_few_lead_copies() -> None:
+    """The long copies' leads sit on a ring: one more ordinary line takes over one arc of it, so a
+    retraining encodes a few copies again, not all of them."""
+    lines = [*Corpus.read(None).customer]
+    before = {row.text for row in customer_rows(lines)}
+    extra = LabelledLine(
+        "site:a.tsv", 1, "site-1", "en", (), False, "could you read me the reference again please"
+    )
+    after = {row.text for row in customer_rows([*lines, extra])}
+    moved = len(after - before) - 2  # the new line's own two rows
+    long_copies = sum(bool(x.labels or x.hard) for x in lines)
+    assert 0 <= moved < long_copies / 200
 
 
 def test_the_nearest_lines_vote_beside_the_linear_head(tmp_path: Path) -> None:
