@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -272,65 +272,19 @@ def fit(
     kind: HeadKind,
     settings: TrainingSettings,
 ) -> LinearWeights:
-    """Full-batch Adam on weighted cross-entropy plus L2, from zero; float64 throughout.
+    """Adam on weighted cross-entropy plus L2, from zero.
 
     `targets` is (n, k) in [0, 1]: independent labels for "multilabel", one distribution per
-    row for "multiclass". `weights` (n,) balances the classes and sources. With
-    `settings.batch`, the steps are mini-batches (`fit_batches`).
+    row for "multiclass". `weights` (n,) balances the classes and sources. Without
+    `settings.batch`, each step reads every row, in float64. With it, each step reads a batch
+    of that many rows, in an order drawn afresh every epoch from one seeded generator, in
+    float32: on the customer's corpus, a head as good in a fifth of the time. Either way the
+    same corpus and settings give the same head, to rounding.
     """
-    if settings.batch:
-        return fit_batches(vectors, grams, targets, weights, kind, settings)
-    x = np.asarray(vectors, dtype=np.float64)
-    y = np.asarray(targets, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)[:, None] / float(np.sum(weights))
-    k = y.shape[1]
-    used = np.unique(grams.columns) if grams is not None else np.zeros(0, np.int64)
-    compact = (
-        SparseRows(grams.n, used.size, grams.rows, np.searchsorted(used, grams.columns), grams.values)
-        if grams is not None
-        else None
-    )
-    params = [np.zeros((x.shape[1], k)), np.zeros(k), np.zeros((used.size, k))]
-    first = [np.zeros_like(p) for p in params]
-    second = [np.zeros_like(p) for p in params]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    l2 = settings.l2
-    for step in range(1, settings.epochs + 1):
-        logits = x @ params[0] + params[1]
-        if compact is not None:
-            logits += compact.dot(params[2])
-        delta = (_output(logits, kind) - y) * w  # both cross-entropies: dL/dlogits = p - y
-        grads = [x.T @ delta + l2 * params[0], delta.sum(axis=0), np.zeros_like(params[2])]
-        if compact is not None:
-            grads[2] = compact.transpose_dot(delta) + l2 * params[2]
-        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-            first[i] = beta1 * first[i] + (1 - beta1) * g
-            second[i] = beta2 * second[i] + (1 - beta2) * g * g
-            p -= (
-                settings.learning_rate
-                * (first[i] / (1 - beta1**step))
-                / (np.sqrt(second[i] / (1 - beta2**step)) + eps)
-            )
-    return LinearWeights(
-        params[0].astype(np.float32), params[1].astype(np.float32), used, params[2].astype(np.float32)
-    )
-
-
-def fit_batches(
-    vectors: np.ndarray,
-    grams: SparseRows | None,
-    targets: np.ndarray,
-    weights: np.ndarray,
-    kind: HeadKind,
-    settings: TrainingSettings,
-) -> LinearWeights:
-    """Mini-batch Adam on the same loss, in float32: the same optimum in a few epochs, a fifth of
-    the full batch's time. Each epoch's order comes from one seeded generator, so the same corpus
-    and settings give the same head, to rounding."""
-    rng = np.random.default_rng(0)
-    x = np.asarray(vectors, dtype=np.float32)
-    y = np.asarray(targets, dtype=np.float32)
-    w = (np.asarray(weights, dtype=np.float64) / float(np.mean(weights))).astype(np.float32)
+    dtype: type[np.floating[Any]] = np.float32 if settings.batch else np.float64
+    x: np.ndarray = np.asarray(vectors, dtype=dtype)
+    y: np.ndarray = np.asarray(targets, dtype=dtype)
+    w: np.ndarray = (np.asarray(weights, dtype=np.float64) / float(np.mean(weights))).astype(dtype)
     n, k = y.shape
     used = np.unique(grams.columns) if grams is not None else np.zeros(0, np.int64)
     compact = (
@@ -338,31 +292,36 @@ def fit_batches(
         if grams is not None
         else None
     )
-    params = [
-        np.zeros((x.shape[1], k), np.float32),
-        np.zeros(k, np.float32),
-        np.zeros((used.size, k), np.float32),
+    params: list[np.ndarray] = [
+        np.zeros((x.shape[1], k), dtype),
+        np.zeros(k, dtype),
+        np.zeros((used.size, k), dtype),
     ]
     first = [np.zeros_like(p) for p in params]
     second = [np.zeros_like(p) for p in params]
     beta1, beta2, eps = 0.9, 0.999, 1e-8
-    l2 = np.float32(settings.l2)
+    l2 = settings.l2  # a Python float keeps float32 arrays float32
+    rng = np.random.default_rng(0)
     step = 0
     for _ in range(settings.epochs):
-        order = rng.permutation(n)
-        for start in range(0, n, settings.batch):
-            rows = order[start : start + settings.batch]
-            xb, sparse = x[rows], compact.select(rows) if compact is not None else None
+        batches: list[np.ndarray | None] = [None]
+        if settings.batch:
+            order = rng.permutation(n)
+            batches = [order[start : start + settings.batch] for start in range(0, n, settings.batch)]
+        for rows in batches:
+            if rows is None:
+                xb, yb, wb, sparse = x, y, w, compact
+            else:
+                xb, yb, wb = x[rows], y[rows], w[rows]
+                sparse = compact.select(rows) if compact is not None else None
             logits = xb @ params[0] + params[1]
             if sparse is not None:
-                logits += sparse.dot(params[2]).astype(np.float32)
-            # the batch's weighted mean loss: its gradient estimates the full batch's
-            delta = ((_output(logits, kind) - y[rows]) * (w[rows, None] / np.float32(rows.size))).astype(
-                np.float32
-            )
+                logits += sparse.dot(params[2]).astype(dtype, copy=False)
+            # both cross-entropies: dL/dlogits = p - y; the batch's weighted mean estimates the whole's
+            delta = (_output(logits, kind) - yb) * (wb[:, None] / len(wb))
             grads = [xb.T @ delta + l2 * params[0], delta.sum(axis=0), np.zeros_like(params[2])]
             if sparse is not None:
-                grads[2] = sparse.transpose_dot(delta).astype(np.float32) + l2 * params[2]
+                grads[2] = sparse.transpose_dot(delta).astype(dtype, copy=False) + l2 * params[2]
             step += 1
             for i, (p, g) in enumerate(zip(params, grads, strict=True)):
                 first[i] = beta1 * first[i] + (1 - beta1) * g
@@ -371,8 +330,10 @@ def fit_batches(
                     settings.learning_rate
                     * (first[i] / (1 - beta1**step))
                     / (np.sqrt(second[i] / (1 - beta2**step)) + eps)
-                ).astype(np.float32)
-    return LinearWeights(params[0], params[1], used, params[2])
+                )
+    return LinearWeights(
+        params[0].astype(np.float32), params[1].astype(np.float32), used, params[2].astype(np.float32)
+    )
 
 
 def _output(logits: np.ndarray, kind: HeadKind) -> np.ndarray:
