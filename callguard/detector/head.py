@@ -3,9 +3,10 @@
 `Head` is a linear model over the sentence vectors of its encoders side by side and the hashed
 word n-grams: sigmoid outputs for the customer's categories (an utterance can be an insult and
 a threat), softmax outputs for the agent's speech acts (one act per utterance). Training is
-full-batch Adam in float64 on a convex loss from zero, so the same corpus and settings give
-the same head on any machine, to rounding. The file records the encoders the head was trained
-on and the digest of its corpus; a head is refused by any other encoder.
+Adam on a convex loss from zero (the full batch in float64, or seeded mini-batches in float32),
+so the same corpus and settings give the same head on any machine, to rounding. The file
+records the encoders the head was trained on and the digest of its corpus; a head is refused by
+any other encoder.
 
 `ExampleBank` keeps the labelled lines the head learnt from, their vectors projected on the
 corpus's main directions and quantised to int8: a detection names the nearest examples it
