@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
         help="train the heads from callguard's corpus and [detector] site_corpus",
         description="Train the semantic heads (the customer's categories, the agent's speech acts) from the "
         "labelled corpus shipped with callguard and the site's own folder ([detector] site_corpus). "
-        "Deterministic; vectors are cached, so a retraining takes about a minute on 2 cores.",
+        "Deterministic; vectors are cached, so a retraining takes under a minute on 2 cores.",
     )
     train.add_argument(
         "--out", type=Path, help="folder for the heads (default: heads/ beside the config file)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -38,9 +39,14 @@ class SparseRows:
             out[:, k] = np.bincount(self.rows, self.values * weights[self.columns, k], minlength=self.n)
         return out
 
+    @cached_property
+    def row_starts(self) -> np.ndarray:
+        """(n + 1,) where each row's entries begin (rows are stored in order), once per block."""
+        return np.searchsorted(self.rows, np.arange(self.n + 1))
+
     def select(self, order: np.ndarray) -> SparseRows:
         """The rows `order` (indices into self), in that order, as a new block."""
-        starts = np.searchsorted(self.rows, np.arange(self.n + 1))  # rows are sorted: each one's span
+        starts = self.row_starts
         lengths = starts[order + 1] - starts[order]
         new_rows = np.repeat(np.arange(order.size), lengths)
         # each entry's position: its row's start, plus its rank within the row
