@@ -1,10 +1,11 @@
 """The labelled corpora hold the detector to its numbers, in each language.
 
 tests/data/corpus_*.tsv is the corpus the lexicons were tuned on: the lexicons alone must keep
-their figures there. blind5_*.tsv to blind7_*.tsv were written blind, each by another hand from
+their figures there. blind5_*.tsv to blind8_*.tsv were written blind, each by another hand from
 the labelling guide alone (see scripts/eval_detector.py for how much each was looked at; the older
 sets are training lines now); the whole detector is held there to the figures it reached when the
-ninth round's heads were frozen, so that a change that loses recall or adds false alarms fails.
+ninth round's heads were last fitted (without the 23 lines of blind8 that the corpus had held), so
+that a change that loses recall or adds false alarms fails.
 Issue 16's target (insult and threat recall 0.95, profanity 0.9, at most 1 false alarm per 100
 clean) is not met yet: see README, "Detection".
 """
@@ -70,9 +71,11 @@ FROZEN_FIGURES = {
     ("blind5", "en"): (0.96, 0.98, 0.96, 2.1),
     ("blind5", "fr"): (0.96, 0.94, 0.94, 4.1),
     ("blind6", "en"): (0.96, 0.94, 0.94, 2.1),
-    ("blind6", "fr"): (0.94, 0.91, 0.91, 2.1),
+    ("blind6", "fr"): (0.94, 0.91, 0.93, 2.1),
     ("blind7", "en"): (0.98, 0.91, 0.98, 4.1),
     ("blind7", "fr"): (0.98, 0.93, 0.98, 3.1),
+    ("blind8", "en"): (0.96, 0.89, 0.89, 1.1),
+    ("blind8", "fr"): (0.96, 0.89, 0.87, 2.1),
 }
 
 
